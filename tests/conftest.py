@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout; tests that need it skip with the reason when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"real data and reference outputs not available: {SHARED} does not exist")
+    return SHARED

@@ -1,0 +1,80 @@
+"""The stages of UNeXt: convolutional down/up stages and tokenized-MLP down/up stages."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.layers.factories import Conv, Norm, Pool
+
+from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLPBlock
+
+__all__ = ["ConvDown", "ConvUp", "TokenizedDown", "TokenizedUp"]
+
+
+class ConvDown(nn.Module):
+    """Convolutional encoder stage: 3x3 conv (bias) -> BatchNorm -> 2x max-pool -> ReLU.
+
+    (B, in_channels, *S) -> (B, out_channels, *S/2).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = Norm[Norm.BATCH, spatial_dims](out_channels)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.pool(self.norm(self.conv(x))))
+
+
+class ConvUp(nn.Module):
+    """Convolutional decoder stage: 3x3 conv (bias) -> BatchNorm (optional) -> 2x (bi/tri)linear upsampling -> ReLU.
+
+    (B, in_channels, *S) -> (B, out_channels, *2S). The reference's last stage has no BatchNorm (``norm=False``).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: bool = True) -> None:
+        super().__init__()
+        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = Norm[Norm.BATCH, spatial_dims](out_channels) if norm else nn.Identity()
+        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        return F.relu(F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=False))
+
+
+class TokenizedDown(nn.Module):
+    """Tokenized-MLP encoder stage: overlapping patch embedding (3x3 conv, stride 2) -> LayerNorm ->
+    shifted-MLP block -> LayerNorm.
+
+    (B, in_channels, *S) -> (B, out_channels, *ceil(S/2)). Keyword arguments go to :class:`ShiftedMLPBlock`.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **block_args) -> None:
+        super().__init__()
+        self.patch_embed = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        self.embed_norm = ChannelLayerNorm(out_channels)
+        self.block = ShiftedMLPBlock(spatial_dims, out_channels, **block_args)
+        self.norm = ChannelLayerNorm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.block(self.embed_norm(self.patch_embed(x))))
+
+
+class TokenizedUp(nn.Module):
+    """Tokenized-MLP decoder stage: :class:`ConvUp` -> add the skip -> shifted-MLP block -> LayerNorm.
+
+    (B, in_channels, *S) and skip (B, out_channels, *2S) -> (B, out_channels, *2S).
+    Keyword arguments go to :class:`ShiftedMLPBlock`.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **block_args) -> None:
+        super().__init__()
+        self.conv_up = ConvUp(spatial_dims, in_channels, out_channels)
+        self.block = ShiftedMLPBlock(spatial_dims, out_channels, **block_args)
+        self.norm = ChannelLayerNorm(out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.block(self.conv_up(x) + skip))

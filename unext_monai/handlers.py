@@ -172,3 +172,20 @@ def _to_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+class KeyMetricState:
+    """The best-metric record of a key-metric ``CheckpointSaver``, as an object with ``state_dict`` so that the
+    resumable training checkpoint can carry it (MONAI's alternative, ``key_metric_save_state``, writes it into
+    ``model.pt`` itself, which then no longer loads as a plain state dict)."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+
+    def state_dict(self) -> dict:
+        checkpoint = self.saver._key_metric_checkpoint
+        return checkpoint.state_dict() if checkpoint is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self.saver.load_state_dict(state_dict)

@@ -1,0 +1,103 @@
+"""Shared by test_release.py, test_monailabel_app.py and test_deploy_app.py (not a test module itself).
+
+- :func:`packaged_bundle` / :func:`released_bundle`: the repository's bundle trained for one epoch on the built-in
+  demo set (``python -m monai.bundle run training ... --max_epochs 1``) and packaged by
+  ``python -m unext_monai.release``, both as the real commands in subprocesses; built once per pytest session however
+  many modules ask for it.
+- :func:`integration_python`: the interpreter of one of the extra environments that ``.ci/label_env.sh`` and
+  ``.ci/deploy_env.sh`` build, or a skip (a failure with ``UNEXT_REQUIRE_INTEGRATIONS=1``) saying how to build it.
+- :func:`real_images`: a few real pictures from ``../shared/data`` (ISIC 2018 JPEG, BUSI PNG).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE_NAME = "unext_demo"
+_built: dict[str, dict] = {}
+
+
+def run(cmd: list[str], cwd: Path | str | None = None, timeout: float = 900, env: dict | None = None) -> str:
+    """Run a command; fail the test with the tail of its output when it exits non-zero."""
+    start = time.perf_counter()
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{tail}")
+    print(f"[{time.perf_counter() - start:.1f} s] {' '.join(map(str, cmd))}")
+    return proc.stdout
+
+
+def packaged_bundle(base: Path) -> dict:
+    """Train one epoch on the demo set under ``base/train`` and release it to ``base/bundle/unext_demo``.
+
+    Returns ``{"bundle": Path, "train_root": Path, "seconds": {"train": s, "release": s}}``; cached per session.
+    """
+    key = str(base)
+    if key in _built and _built[key]["bundle"].is_dir():
+        return _built[key]
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    train_root = base / "train"
+    t0 = time.perf_counter()
+    run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", REPO / "configs" / "train.json",
+         "--meta_file", REPO / "configs" / "metadata.json", "--bundle_root", train_root, "--max_epochs", "1"],
+        cwd=base)
+    t1 = time.perf_counter()
+    bundle = base / "bundle" / BUNDLE_NAME
+    run([sys.executable, "-m", "unext_monai.release", "--bundle_root", REPO, "--name", BUNDLE_NAME,
+         "--ckpt", train_root / "models" / "model.pt", "--train_dir", train_root / "eval", "--output", bundle,
+         "--changelog", "test release: one epoch on the demo set"], cwd=base)
+    t2 = time.perf_counter()
+    _built[key] = {"bundle": bundle, "train_root": train_root, "seconds": {"train": t1 - t0, "release": t2 - t1}}
+    return _built[key]
+
+
+def released_bundle(tmp_path_factory) -> dict:
+    """:func:`packaged_bundle` in the session's base temporary folder (one build per session); do not modify it."""
+    return packaged_bundle(tmp_path_factory.getbasetemp() / "packaged")
+
+
+def integration_python(env_var: str, venv: str, script: str, probe: str) -> str:
+    """The python of ``$env_var`` or ``<repo>/<venv>`` when the env is complete; skip (or fail) otherwise."""
+    python = os.environ.get(env_var) or str(REPO / venv / "bin" / "python")
+    stamp = Path(python).parent.parent / ".unext-env-complete"
+    problem = None
+    if not os.path.isfile(python):
+        problem = f"{python} not found"
+    elif not os.environ.get(env_var) and not stamp.is_file():
+        problem = f"{stamp} missing (the env is not completely built)"
+    else:
+        probe_run = subprocess.run([python, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if probe_run.returncode != 0:
+            problem = f"{python} cannot run `{probe}`: {probe_run.stdout.strip().splitlines()[-1:]}"
+    if problem:
+        reason = f"integration env absent: {problem}; build it with `bash {script}` (or set {env_var})"
+        if os.environ.get("UNEXT_REQUIRE_INTEGRATIONS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return python
+
+
+def real_images(shared_dir: Path, dest: Path, n_isic: int = 3, n_busi: int = 2) -> list[Path]:
+    """Copy a few real pictures (the first ISIC 2018 JPEGs, the first benign BUSI PNGs) to ``dest``."""
+    isic = sorted((shared_dir / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input").glob("ISIC_*.jpg"))[:n_isic]
+    busi_dir = shared_dir / "data" / "busi" / "Dataset_BUSI_with_GT" / "benign"
+    busi = [busi_dir / f"benign ({i}).png" for i in range(1, n_busi + 1)]
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in [*isic, *busi]:
+        if not src.is_file():
+            pytest.skip(f"real data missing: {src}")
+        out.append(Path(shutil.copy2(src, dest / src.name)))
+    return out

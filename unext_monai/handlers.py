@@ -13,6 +13,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 
@@ -121,11 +122,17 @@ class MetricsJSON:
     """Write an evaluator's mean metrics and per-image values (``save_details``) to one JSON file, atomically.
 
     The file holds ``{"mean": {metric: value}, "per_image": [{"image": path, metric: value, ...}, ...]}``;
-    attach to an evaluator that runs once (``evaluate.json``).
+    attach to an evaluator that runs once (``evaluate.json``). NaN (an empty mask) is written as null.
+
+    Args:
+        filepath: the JSON file.
+        confusion_metrics: metric names whose details are confusion matrices (MONAI's ``ConfusionMatrix`` handler),
+            mapped to the measure to compute per image from them, e.g. ``{"val_sensitivity": "sensitivity"}``.
     """
 
-    def __init__(self, filepath: str) -> None:
+    def __init__(self, filepath: str, confusion_metrics: dict[str, str] | None = None) -> None:
         self.filepath = filepath
+        self.confusion_metrics = dict(confusion_metrics or {})
         self._names: list[str] = []
 
     def attach(self, engine: Engine) -> None:
@@ -147,12 +154,16 @@ class MetricsJSON:
         import json
 
         import numpy as np
+        from monai.metrics import compute_confusion_matrix_metric
 
         means = {k: _to_float(v) for k, v in engine.state.metrics.items()}
         per_image = [{"image": name} for name in self._names]
         for metric, details in (engine.state.metric_details or {}).items():
-            values = np.asarray(details.detach().cpu() if hasattr(details, "detach") else details, dtype=float)
-            values = values.reshape(len(values), -1).mean(1) if values.size else values
+            details = torch.as_tensor(details).detach().cpu().float()
+            if metric in self.confusion_metrics:  # (N, C, 4) counts -> the measure per image and class
+                details = compute_confusion_matrix_metric(self.confusion_metrics[metric], details)
+            values = np.asarray(details, dtype=float)
+            values = np.nanmean(values.reshape(len(values), -1), axis=1) if values.size else values
             for row, value in zip(per_image, values):
                 row[metric] = _to_float(value)
         os.makedirs(os.path.dirname(os.path.abspath(self.filepath)), exist_ok=True)

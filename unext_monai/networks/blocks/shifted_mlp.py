@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 from monai.networks.layers.factories import Conv
 
-__all__ = ["axial_shift", "ChannelLayerNorm", "ShiftedMLP", "ShiftedMLPBlock"]
+__all__ = ["axial_shift", "axial_shift_kernel", "ChannelLayerNorm", "ShiftedMLP", "ShiftedMLPBlock"]
 
 
 def axial_shift(x: torch.Tensor, axis: int, shift_size: int) -> torch.Tensor:
@@ -44,6 +44,54 @@ def axial_shift(x: torch.Tensor, axis: int, shift_size: int) -> torch.Tensor:
     return torch.cat(shifted, dim=1)
 
 
+def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> torch.Tensor:
+    """The depthwise convolution kernel that computes :func:`axial_shift` along each of ``axes`` in turn.
+
+    Shifting by zero-filled translations is a depthwise convolution whose kernel is one-hot: channel ``c`` of group
+    ``g`` has a single weight 1 at offset ``-(g - shift_size // 2)`` from the centre along every axis in ``axes`` (the
+    composition of zero-filled shifts along several axes is one zero-filled translation). With zero padding of
+    ``shift_size // 2`` along those axes, ``F.conv2d(x, kernel, padding=..., groups=channels)`` equals the shifts
+    exactly (every other product is with a zero weight), and so does its gradient; unlike pad/split/cat it keeps
+    the memory format, which keeps the backward pass of the neighbouring element-wise ops fast.
+
+    Args:
+        channels: C, the number of channels of the map to shift.
+        shift_size: number of channel groups (see :func:`axial_shift`).
+        axes: spatial axes to shift along (0 for the first spatial dimension).
+        spatial_dims: 2 or 3.
+
+    Returns:
+        a float32 tensor of shape (C, 1, *k) with ``k[a] = shift_size`` for ``a`` in ``axes`` and 1 otherwise.
+    """
+    pad = shift_size // 2
+    group = (channels + shift_size - 1) // shift_size
+    size = [shift_size if a in axes else 1 for a in range(spatial_dims)]
+    kernel = torch.zeros([channels, 1] + size)
+    for c in range(channels):
+        # out[i] = x[i - s] = x[i + tap - pad] at tap = pad - s
+        tap = pad - (c // group - pad)
+        kernel[(c, 0) + tuple(tap if a in axes else 0 for a in range(spatial_dims))] = 1.0
+    return kernel
+
+
+def _conv_nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int],
+             groups: int) -> torch.Tensor:
+    if x.dim() == 4:
+        return F.conv2d(x, weight, bias, 1, padding, 1, groups)
+    return F.conv3d(x, weight, bias, 1, padding, 1, groups)
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution (weight (C_out, C_in, 1, ...)) as ``F.linear`` on the channel-last view of ``x``.
+
+    (B, C_in, *S) -> (B, C_out, *S). On channels-last maps (as UNeXt's are) the views are free and the GEMM is
+    faster than the convolution kernels, forward and backward.
+    """
+    n = x.dim()
+    y = F.linear(x.permute([0] + list(range(2, n)) + [1]), weight.flatten(1), bias)
+    return y.permute([0, n - 1] + list(range(1, n - 1)))
+
+
 class ChannelLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial).
 
@@ -68,6 +116,10 @@ class ShiftedMLP(nn.Module):
     reshapes). Before ``fc1`` the map is shifted along every spatial axis but the last (height in 2D, as the
     reference's code does; depth then height in 3D), before ``fc2`` along the last (width).
 
+    The shifts run as one-hot depthwise convolutions (:func:`axial_shift_kernel`, kept in non-persistent buffers,
+    so the state dict is unchanged) and ``fc1``/``fc2`` as ``F.linear`` on the channel-last view: the same function,
+    faster forward and backward on channels-last maps.
+
     Args:
         spatial_dims: 2 or 3.
         channels: input and output channels C.
@@ -89,14 +141,23 @@ class ShiftedMLP(nn.Module):
         self.shift_size = shift_size
         self.first_axes = list(range(spatial_dims - 1))
         self.last_axis = spatial_dims - 1
+        pad = shift_size // 2
+        self.register_buffer(
+            "shift_in", axial_shift_kernel(channels, shift_size, self.first_axes, spatial_dims), persistent=False
+        )
+        self.register_buffer(
+            "shift_out", axial_shift_kernel(hidden_channels, shift_size, [self.last_axis], spatial_dims),
+            persistent=False,
+        )
+        self.pad_in = [pad] * (spatial_dims - 1) + [0]
+        self.pad_out = [0] * (spatial_dims - 1) + [pad]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, *spatial) -> (B, C, *spatial)."""
-        for axis in self.first_axes:
-            x = axial_shift(x, axis, self.shift_size)
-        x = self.drop(self.act(self.dwconv(self.fc1(x))))
-        x = axial_shift(x, self.last_axis, self.shift_size)
-        return self.drop(self.fc2(x))
+        x = _conv_nd(x, self.shift_in.to(x.dtype), None, self.pad_in, self.shift_in.shape[0])
+        x = self.drop(self.act(self.dwconv(_pointwise(x, self.fc1.weight, self.fc1.bias))))
+        x = _conv_nd(x, self.shift_out.to(x.dtype), None, self.pad_out, self.shift_out.shape[0])
+        return self.drop(_pointwise(x, self.fc2.weight, self.fc2.bias))
 
 
 class ShiftedMLPBlock(nn.Module):

@@ -1,4 +1,4 @@
-"""A short demonstration: build the paper's UNeXt, report its size, and segment one synthetic image.
+"""Sizes of the paper's UNeXt in 2D and of its 3D variant: parameters and multiply-adds, and one forward pass each.
 
 Run ``python -m unext_monai.demo``.
 """
@@ -10,21 +10,31 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unext_monai import UNeXt
+from unext_monai import UNEXT_S_FEATURES, UNeXt
+
+
+def describe(net: UNeXt, shape: tuple[int, ...]) -> str:
+    """One line: parameters, multiply-adds (convolutions and matrix products, as FlopCounterMode counts / 2) and
+    the time of one forward pass of an input of ``shape`` on this machine."""
+    net = net.eval()
+    x = torch.rand(*shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = net(x)
+    start = time.perf_counter()
+    with torch.no_grad():
+        net(x)
+    elapsed = time.perf_counter() - start
+    params = sum(p.numel() for p in net.parameters())
+    return (f"{params:>10,} parameters  {counter.get_total_flops() / 2e9:7.3f} G multiply-adds  "
+            f"input {tuple(shape)} -> {tuple(out.shape)}  {elapsed * 1000:7.1f} ms")
 
 
 def main() -> None:
-    net = UNeXt(spatial_dims=2, in_channels=3, out_channels=1).eval()
-    image = torch.rand(1, 3, 256, 256)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        logits = net(image)
-    start = time.perf_counter()
-    with torch.no_grad():
-        net(image)
-    elapsed = time.perf_counter() - start
-    print(f"UNeXt: {sum(p.numel() for p in net.parameters()):,} parameters, "
-          f"{counter.get_total_flops() / 1e9:.3f} GFLOP per 256x256 image")
-    print(f"logits {tuple(logits.shape)}, one forward pass {elapsed * 1000:.1f} ms")
+    torch.manual_seed(0)
+    print("UNeXt   2D:", describe(UNeXt(2, 3, 1), (1, 3, 256, 256)))
+    print("UNeXt-S 2D:", describe(UNeXt(2, 3, 1, features=UNEXT_S_FEATURES), (1, 3, 256, 256)))
+    print("UNeXt   3D:", describe(UNeXt(3, 1, 1), (1, 1, 64, 80, 96)))
+    print("UNeXt-S 3D:", describe(UNeXt(3, 1, 1, features=UNEXT_S_FEATURES), (1, 1, 64, 80, 96)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build the MONAI Deploy virtual environment used by tests/test_deploy_app.py and docs/integrations.md:
+# monai-deploy-app-sdk 4.0.0 (holoscan runs its graph on CPU) with the CPU torch, plus this package (editable).
+# Kept apart from the main env: there even `import monai` needs pydicom and highdicom.
+# Idempotent: the env is rebuilt only when this script changes (or UNEXT_ENV_REBUILD=1); this package is re-installed
+# into it when pyproject.toml or the checkout's location changes. Location: $UNEXT_DEPLOY_VENV, default <repo>/.venv-deploy.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${UNEXT_DEPLOY_VENV:-$ROOT/.venv-deploy}"
+ENV_STAMP="$VENV/.unext-env-complete"
+PKG_STAMP="$VENV/.unext-package-installed"
+ENV_WANT="$(sha256sum "$ROOT/.ci/deploy_env.sh" | cut -d' ' -f1)"
+PKG_WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $ROOT"
+LOG="$VENV/.pip-install.log"
+
+check() { "$VENV/bin/python" -c "import monai.deploy.core, holoscan, highdicom, unext_monai.deploy_app" 2>/dev/null; }
+# pip's output goes to a log (mostly warnings about this machine's local package mirrors); shown on failure
+pip_install() {
+    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >> "$LOG" 2>&1; then
+        grep -v "is ignored: it is neither a file nor a directory" "$LOG" | tail -40 >&2
+        echo "deploy env: pip install $* failed (log: $LOG)" >&2
+        exit 1
+    fi
+}
+# this package (its code and unext_monai/deploy_app.py), keeping the pins
+install_package() {
+    pip_install -e "$ROOT" torch==2.13.0 monai==1.6.1
+    check
+    echo "$PKG_WANT" > "$PKG_STAMP"
+}
+
+if [ "${UNEXT_ENV_REBUILD:-0}" != 1 ] && [ -f "$ENV_STAMP" ] && [ "$(cat "$ENV_STAMP")" = "$ENV_WANT" ]; then
+    if [ ! -f "$PKG_STAMP" ] || [ "$(cat "$PKG_STAMP")" != "$PKG_WANT" ] || ! check; then
+        echo "deploy env: re-installing unext-monai into $VENV"
+        install_package
+    fi
+    echo "deploy env: reusing $VENV"
+    exit 0
+fi
+start=$(date +%s)
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+pip_install --upgrade pip
+# the CPU build first (pinned; an open range would pull a CUDA build), then the SDK beside it
+pip_install torch==2.13.0
+pip_install torch==2.13.0 monai==1.6.1 monai-deploy-app-sdk==4.0.0 pydicom highdicom fire
+install_package
+echo "$ENV_WANT" > "$ENV_STAMP"
+echo "deploy env: built $VENV in $(( $(date +%s) - start )) s, $(du -sh "$VENV" | cut -f1)"

@@ -72,7 +72,10 @@ def _state_dict(ckpt_file: str) -> dict:
     (ignite's layout), or a state dict carrying MONAI ``CheckpointSaver``'s ``checkpointer`` record."""
     import torch
 
-    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled objects other than tensors and containers
+        raise ReleaseError(f"{ckpt_file}: not loadable as weights only (torch.load(weights_only=True)): {e}") from e
     if not isinstance(ckpt, dict):
         raise ReleaseError(f"{ckpt_file}: expected a state dict, got {type(ckpt).__name__}")
     if isinstance(ckpt.get("model"), dict):

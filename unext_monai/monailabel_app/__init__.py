@@ -1,0 +1,37 @@
+"""A MONAI Label app for the released UNeXt bundle (2D lesion segmentation), shipped with the package.
+
+The app folder is this package's directory: ``main.py`` (the ``MONAILabelApp``) and ``lib/`` (its infer and train
+tasks). MONAI Label writes ``logs/`` and ``model/`` into the app folder it serves, so copy the app out of the
+installed package first::
+
+    python -m unext_monai.monailabel_app ./unext_label_app
+    python -m monailabel.main start_server --app ./unext_label_app --studies STUDIES --conf bundle bundle/NAME
+
+See ``docs/integrations.md``. Nothing here imports ``monailabel``: the app modules are loaded by MONAI Label itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+__all__ = ["APP_DIR", "copy_app"]
+
+#: the folder MONAI Label's ``--app`` takes
+APP_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def copy_app(dest: str | os.PathLike, overwrite: bool = False) -> str:
+    """Copy the app (``main.py`` and ``lib/``) to ``dest`` and return its absolute path.
+
+    Raises:
+        FileExistsError: ``dest`` already holds a ``main.py`` and ``overwrite`` is false.
+    """
+    dest = os.path.abspath(os.fspath(dest))
+    if os.path.exists(os.path.join(dest, "main.py")) and not overwrite:
+        raise FileExistsError(f"{dest} already holds an app (main.py); pass overwrite=True to replace it")
+    os.makedirs(dest, exist_ok=True)
+    shutil.copy2(os.path.join(APP_DIR, "main.py"), os.path.join(dest, "main.py"))
+    shutil.copytree(os.path.join(APP_DIR, "lib"), os.path.join(dest, "lib"), dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return dest

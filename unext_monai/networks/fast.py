@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLPBlock, axial_shift_kernel
-from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
+from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp, max_pool_pairs
 from unext_monai.networks.nets.unext import UNeXt
 
 __all__ = ["optimize_for_inference", "FastUNeXt", "fold_batch_norm"]
@@ -128,9 +128,12 @@ class _Conv(nn.Module):
         self.groups = int(groups)
         self.relu = relu
         self.attr = "relu" if relu else "none"
+        # 1x1 convolutions as F.linear on the channels-last view: faster than oneDNN's for the MLP widths, slower
+        # for 2 to 15 output channels (the logits of a few classes), which stay oneDNN convolutions
+        out_channels = weight.shape[0]
         self.pointwise = (
             all(k == 1 for k in weight.shape[2:]) and all(s == 1 for s in self.stride) and self.groups == 1
-            and all(p == 0 for p in self.padding)
+            and all(p == 0 for p in self.padding) and (out_channels == 1 or out_channels >= 16)
         )
         self.onednn = self.spatial_dims == 2 and torch.backends.mkldnn.is_available()
         self._packed: tuple[torch.Tensor, int] | None = None  # (oneDNN-layout weight, version of the dense one)
@@ -179,17 +182,10 @@ def _folded(conv: nn.Module, norm: nn.Module | None = None, relu: bool = False) 
 
 
 def _max_pool2x(x: torch.Tensor) -> torch.Tensor:
-    """2x max-pool with stride 2 (even sides): (B, C, *S) -> (B, C, *S/2), channels-last."""
+    """2x max-pool with stride 2: (B, C, *S) -> (B, C, *S/2), channels-last."""
     if _standard_ops():  # ONNX Runtime's MaxPool is the faster there
         return F.max_pool2d(x, 2) if x.dim() == 4 else F.max_pool3d(x, 2)
-    # element-wise maxima of the two halves of each pair along every axis, on the (B, *S, C) view: about 2x faster
-    # than max_pool2d on one CPU thread
-    y = _channels_last_view(x).contiguous()
-    for d in range(1, y.dim() - 1):
-        shape = list(y.shape)
-        pairs = y.view(shape[:d] + [shape[d] // 2, 2] + shape[d + 1:]).unbind(d + 1)
-        y = torch.maximum(pairs[0], pairs[1])
-    return _channels_first_view(y)
+    return max_pool_pairs(x)
 
 
 def _upsample2x_relu(x: torch.Tensor, mode: str) -> torch.Tensor:

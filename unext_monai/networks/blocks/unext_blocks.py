@@ -12,12 +12,38 @@ from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLP
 __all__ = ["ConvDown", "ConvUp", "TokenizedDown", "TokenizedUp"]
 
 
+def _plain_eager() -> bool:
+    """False while the module is traced (``torch.jit.trace``, ``torch.onnx.export``) or captured by
+    ``torch.compile``, where standard ops are kept for the exporters and compilers; True in eager and TorchScript."""
+    if not torch.jit.is_scripting():
+        return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+    return True
+
+
+def max_pool_pairs(x: torch.Tensor) -> torch.Tensor:
+    """2x max-pool with stride 2 of a (B, C, *S) map (odd sides floored, as ``max_pool2d(x, 2)``), computed as
+    element-wise maxima of the two halves of each pair along every axis on the channels-last (B, *S, C) view:
+    about 2x faster than ``max_pool2d`` on one CPU thread. Returns (B, C, *S//2), channels-last. For inference:
+    where two values tie, its gradient is split between them (``max_pool2d`` gives it to the first).
+    """
+    n = x.dim()
+    y = x.permute([0] + list(range(2, n)) + [1])
+    for d in range(1, n - 1):
+        half = y.shape[d] // 2
+        y = y.narrow(d, 0, 2 * half).contiguous()
+        shape = list(y.shape)
+        pairs = y.view(shape[:d] + [half, 2] + shape[d + 1:]).unbind(d + 1)
+        y = torch.maximum(pairs[0], pairs[1])
+    return y.permute([0, n - 1] + list(range(1, n - 1)))
+
+
 class ConvDown(nn.Module):
     """Convolutional encoder stage: 3x3 conv (bias) -> BatchNorm -> 2x max-pool -> ReLU.
 
     (B, in_channels, *S) -> (B, out_channels, *S/2). A 2D input is made channels-last first (a no-op when it is
     already): on CPU, oneDNN's convolutions and PyTorch's pooling, upsampling and BatchNorm kernels run several times
-    faster in that memory format, forward and backward, and the following stages keep it.
+    faster in that memory format, forward and backward, and the following stages keep it. In eval mode without
+    gradients the pooling is :func:`max_pool_pairs` (the same values, faster).
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
@@ -29,7 +55,10 @@ class ConvDown(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return F.relu(self.pool(self.norm(self.conv(x))), inplace=True)  # the pooled map is a fresh tensor
+        y = self.norm(self.conv(x))
+        if not self.training and not torch.is_grad_enabled() and _plain_eager():
+            return F.relu(max_pool_pairs(y), inplace=True)
+        return F.relu(self.pool(y), inplace=True)  # the pooled map is a fresh tensor
 
 
 class ConvUp(nn.Module):

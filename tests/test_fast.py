@@ -237,3 +237,12 @@ def test_fold_batch_norm():
         assert torch.equal(w2, conv.weight) and torch.equal(b2, conv.bias)
     with pytest.raises(TypeError):
         fold_batch_norm(conv, torch.nn.LayerNorm(6))
+
+
+def test_float64_network():
+    net = trained(3, 1, UNEXT_S_FEATURES).double()
+    fast = optimize_for_inference(net)
+    assert {b.dtype for b in fast.buffers()} == {torch.float64}
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert max_diff(fast(x), net(x)) < 1e-10

@@ -7,14 +7,17 @@ What it changes, all exact up to float rounding (the outputs match ``net.eval()`
   upsampling are several times faster on CPU than in channel-first memory, and where the channel LayerNorms are plain
   ``layer_norm`` calls on a permuted view (no copies);
 - ``relu(max_pool(y))`` is computed as ``max_pool(relu(y))`` (equal: the maximum is monotone), so the ReLU is fused
-  into the convolution (oneDNN post-op) and the 2x max-pool is element-wise maxima of strided views;
-- 3x3 convolutions call oneDNN directly (PyTorch's dispatcher picks a slower im2col kernel for small maps), and the
-  token-wise linear layers run as ``F.linear`` on the channels-last view;
-- the shifted MLP's zero-filled shift of channel groups is a depthwise convolution whose kernel is one-hot (each
-  channel has a single weight 1 at the tap of its group's offset): exact, one kernel instead of pad/split/cat copies;
-- in ONNX export, the last stage (conv -> bilinear x2 -> ReLU -> 1x1 conv) computes the four output phases of the
-  upsampling as a grouped convolution with a fused ReLU at the lower resolution, the 1x1 convolution on those phases
-  and a DepthToSpace, which ONNX Runtime runs about a third faster than Resize -> Relu -> Conv.
+  into the convolution (oneDNN post-op), and the 2x max-pool is two element-wise maxima of strided views
+  (:func:`~unext_monai.networks.blocks.unext_blocks.max_pool_pairs`);
+- 3x3 convolutions call oneDNN directly (PyTorch's dispatcher picks a slower im2col kernel for small maps), in eager
+  mode with the weights reordered once into oneDNN's blocked layout rather than at every call; the token-wise linear
+  layers run as ``F.linear`` on the channels-last view;
+- the shifted MLP's zero-filled shift of channel groups is a depthwise convolution whose kernel is one-hot
+  (:func:`~unext_monai.networks.blocks.shifted_mlp.axial_shift_kernel`): exact, one kernel instead of
+  pad/split/cat copies, and one ONNX node instead of a dozen;
+- traced, exported (ONNX) or compiled (``torch.compile``), it uses standard ops instead of the direct oneDNN calls,
+  ONNX Runtime's MaxPool, and for the logits a MatMul (ONNX Runtime would pad a 1x1 convolution with few output
+  channels to 16 in its blocked layout).
 
 The result is an ordinary ``nn.Module`` in eval mode: it can be scripted, frozen (``torch.jit.freeze``) and saved,
 traced, and exported to ONNX (``unext_monai.networks.export.export_onnx``); training keeps using :class:`UNeXt`.
@@ -215,11 +218,12 @@ class _FastConvUp(nn.Module):
         return _upsample2x_relu(self.conv(x), self.mode)
 
 
-def _shift(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> _Conv:
-    """The zero-filled axial shifts of channel groups along ``axes`` as an exact one-hot depthwise convolution."""
-    kernel = axial_shift_kernel(channels, shift_size, axes, spatial_dims)
+def _shift(channels: int, shift_size: int, axes: list[int], spatial_dims: int, like: torch.Tensor) -> _Conv:
+    """The zero-filled axial shifts of channel groups along ``axes`` as an exact one-hot depthwise convolution
+    (dtype and device of ``like``)."""
+    kernel = axial_shift_kernel(channels, shift_size, axes, spatial_dims).to(like)
     padding = [shift_size // 2 if a in axes else 0 for a in range(spatial_dims)]
-    return _Conv(kernel, torch.zeros(channels), [1] * spatial_dims, padding, [1] * spatial_dims, channels)
+    return _Conv(kernel, like.new_zeros(channels), [1] * spatial_dims, padding, [1] * spatial_dims, channels)
 
 
 class _FastShiftedBlock(nn.Module):
@@ -229,10 +233,11 @@ class _FastShiftedBlock(nn.Module):
         super().__init__()
         mlp = block.mlp
         self.norm = _copy_layer_norm(block.norm)
-        self.shift_first = _shift(mlp.fc1.in_channels, mlp.shift_size, mlp.first_axes, spatial_dims)
+        like = mlp.fc1.weight.detach()
+        self.shift_first = _shift(mlp.fc1.in_channels, mlp.shift_size, mlp.first_axes, spatial_dims, like)
         self.fc1 = _folded(mlp.fc1)
         self.dwconv = _folded(mlp.dwconv)
-        self.shift_last = _shift(mlp.fc2.in_channels, mlp.shift_size, [mlp.last_axis], spatial_dims)
+        self.shift_last = _shift(mlp.fc2.in_channels, mlp.shift_size, [mlp.last_axis], spatial_dims, like)
         self.fc2 = _folded(mlp.fc2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

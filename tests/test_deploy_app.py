@@ -1,5 +1,6 @@
 """The MONAI Deploy app (real monai-deploy-app-sdk 4.0.0, holoscan on CPU, in the env .ci/deploy_env.sh builds) run as
-a subprocess on real pictures and a DICOM file: its masks must equal a direct PyTorch prediction pixel for pixel."""
+a subprocess on real pictures (JPEG, PNG) and on DICOM and NIfTI files made from them: its masks must equal a direct
+PyTorch prediction pixel for pixel."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def inputs(shared_dir, tmp_path_factory) -> Path:
     real_images(shared_dir, folder, n_isic=3, n_busi=2)
     busi3 = shared_dir / "data" / "busi" / "Dataset_BUSI_with_GT" / "benign" / "benign (3).png"
     write_gray_dicom(busi3, folder / "benign_3_us.dcm")
+    import nibabel as nib  # a 2D NIfTI of another ultrasound picture (array axes: columns, rows)
+
+    gray = np.asarray(Image.open(busi3.with_name("benign (4).png")).convert("L")).T.copy()
+    nib.save(nib.Nifti1Image(gray, np.diag([0.1, 0.1, 1.0, 1.0])), str(folder / "benign_4_us.nii.gz"))
     return folder
 
 
@@ -102,13 +107,32 @@ def _pytorch_masks(bundle: Path, inputs: Path, out: Path) -> None:
     wf.finalize()
 
 
+def _stem(path: Path) -> str:
+    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+
+
 def _size(path: Path) -> tuple[int, int]:
+    """(width, height) as the mask is written: PNG (columns, rows); NIfTI masks keep the input's array shape."""
     if path.suffix == ".dcm":
         import pydicom
 
         ds = pydicom.dcmread(path)
         return int(ds.Columns), int(ds.Rows)
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        return tuple(nib.load(str(path)).shape[::-1])
     return Image.open(path).size
+
+
+def _mask(folder: Path, source: Path) -> np.ndarray:
+    if source.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        img = nib.load(str(folder / f"{_stem(source)}_mask.nii.gz"))
+        assert np.allclose(img.affine, nib.load(str(source)).affine)
+        return np.asarray(img.dataobj) * 255
+    return np.asarray(Image.open(folder / f"{_stem(source)}_mask.png"))
 
 
 def test_deploy_app_masks_equal_pytorch(deploy_python, bundle, inputs, tmp_path):
@@ -118,10 +142,10 @@ def test_deploy_app_masks_equal_pytorch(deploy_python, bundle, inputs, tmp_path)
     assert "Graph execution finished" in log
     _pytorch_masks(bundle, inputs, tmp_path / "torch_out")
     files = sorted(inputs.iterdir())
-    assert len(files) == 6 and any(f.suffix == ".dcm" for f in files)
+    assert len(files) == 7 and {f.suffix for f in files} == {".jpg", ".png", ".dcm", ".gz"}
     for f in files:
-        ours = np.asarray(Image.open(out / f"{f.stem}_mask.png"))
-        ref = np.asarray(Image.open(tmp_path / "torch_out" / f"{f.stem}_mask.png"))
+        ours = _mask(out, f)
+        ref = _mask(tmp_path / "torch_out", f)
         w, h = _size(f)
         print(f"{f.name}: {w}x{h} in, deploy mask {ours.shape[::-1]}, lesion {np.mean(ours > 0):.2%}, "
               f"differing pixels vs PyTorch: {int((ours != ref).sum())}")

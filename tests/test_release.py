@@ -172,9 +172,15 @@ def test_release_needs_data_licence_for_unknown_data(released, tmp_path):
     assert proc.returncode != 0 and "--data_license" in proc.stdout and not out.exists()
     terms = tmp_path / "terms.txt"
     terms.write_text("Private data set X, internal use only.\n")
+    metrics = tmp_path / "metrics.json"  # as evaluate.json's MetricsJSON writes it
+    metrics.write_text(json.dumps({"mean": {"val_mean_dice": 0.81, "val_mean_iou": 0.7, "val_hd95": None},
+                                   "per_image": [{"image": "a.png"}, {"image": "b.png"}]}))
     proc = _release_cli(["--bundle_root", REPO, "--name", "y", "--output", out, "--ckpt", ckpt,
-                         "--train_dir", tmp_path / "nowhere", "--data_license", terms, "--version", "0.2.0"],
-                        cwd=tmp_path)
+                         "--train_dir", tmp_path / "nowhere", "--data_license", terms, "--version", "0.2.0",
+                         "--metrics", metrics], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "internal use only" in (out / "docs" / "data_license.txt").read_text()
-    assert json.loads((out / "configs" / "metadata.json").read_text())["version"] == "0.2.0"
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.2.0" and list(meta["changelog"])[0] == "0.2.0"
+    assert meta["eval_metrics"] == {"val_mean_dice": 0.81, "val_mean_iou": 0.7, "n_images": 2}
+    assert "val_mean_dice 0.8100" in (out / "docs" / "README.md").read_text()

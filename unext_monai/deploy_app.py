@@ -102,7 +102,9 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
 
 
 class MaskWriterOperator(Operator):
-    """Write each predicted mask as ``<output_folder>/<stem>_mask.png`` (0/255, uint8) named after its input file.
+    """Write each predicted mask as ``<output_folder>/<stem>_mask.png`` (0/255, uint8) named after its input file;
+    for NIfTI input ``<stem>_mask.nii.gz`` (0/1, uint8) with the input's affine instead, as ``monai.bundle run``
+    writes them.
 
     Named input:
         pred: ``Image`` (H, W) from the bundle operator, whose metadata names the input file.
@@ -127,12 +129,21 @@ class MaskWriterOperator(Operator):
         source = str(pred.metadata().get("filename_or_obj", f"image_{len(self.written)}"))
         name = os.path.basename(source)
         stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]
-        path = self.output_folder / f"{stem}_mask.png"
+        is_nifti = name.endswith((".nii", ".nii.gz"))
+        path = self.output_folder / f"{stem}_mask{'.nii.gz' if is_nifti else '.png'}"
         if os.path.exists(source) and path.exists() and os.path.samefile(path, source):
             raise ValueError(f"{path}: refusing to overwrite the input file")
         self.output_folder.mkdir(parents=True, exist_ok=True)
-        picture = PILImage.fromarray(((mask > 0) * 255).astype(np.uint8))
-        write_atomic(str(path), lambda p: picture.save(p, format="PNG"))
+        if is_nifti:
+            import nibabel as nib
+
+            affine = np.asarray(pred.metadata().get("original_affine", np.eye(4)), dtype=np.float64)
+            volume = nib.Nifti1Image((mask > 0).astype(np.uint8), affine)
+            write_atomic(str(path), lambda p: nib.save(volume, p))
+        else:
+            picture = PILImage.fromarray(((mask > 0) * 255).astype(np.uint8))
+            write_atomic(str(path), lambda p: picture.save(p, format="PNG"))
+        os.chmod(path, 0o644)
         self.written.append(str(path))
         logger.info(f"wrote {path}: {mask.shape}, {int((mask > 0).sum())} lesion pixels")
 

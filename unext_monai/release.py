@@ -198,9 +198,13 @@ def _load_metrics(path: str | None) -> dict | None:
         return None
     with open(path) as f:
         data = json.load(f)
-    metrics = {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # the evaluation's metrics.json ({"mean": {...}, "per_image": [...]}) or a flat {name: value}
+    means = data.get("mean") if isinstance(data.get("mean"), dict) else data
+    metrics = {k: v for k, v in means.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not metrics:
-        raise ReleaseError(f"{path}: no numeric metrics at its top level")
+        raise ReleaseError(f"{path}: no numeric metrics (top level, or under 'mean')")
+    if isinstance(data.get("per_image"), list):
+        metrics["n_images"] = len(data["per_image"])
     return metrics
 
 
@@ -434,7 +438,8 @@ def release(
         changelog: the changelog entry for this version.
         train_dir: the training run's output folder (``split.json``, ``val_metrics.csv``) for the model card and the
             data licence; default ``<bundle_root>/eval``.
-        metrics: a JSON file whose top-level numbers go into ``eval_metrics`` (e.g. the evaluation's output).
+        metrics: a JSON file whose numbers go into ``eval_metrics``: the evaluation's ``metrics.json`` (its ``mean``
+            values and the image count) or a flat ``{name: value}``.
         data_license: a text file with the training data's licence terms (needed for data sets it does not know).
         overwrite: replace an existing output folder (only once the new one has passed its checks).
 

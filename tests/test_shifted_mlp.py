@@ -113,3 +113,29 @@ def test_state_dict_keys_unchanged():
         "norm.weight", "norm.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.dwconv.weight", "mlp.dwconv.bias",
         "mlp.fc2.weight", "mlp.fc2.bias",
     ])
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8, 12), (1, 3, 9, 7), (1, 4, 6, 5, 7)])
+def test_max_pool_pairs_equals_max_pool(shape):
+    from unext_monai.networks.blocks.unext_blocks import max_pool_pairs
+
+    x = torch.randn(*shape)
+    pool = F.max_pool2d if len(shape) == 4 else F.max_pool3d
+    assert torch.equal(max_pool_pairs(x), pool(x, 2))
+    assert torch.equal(torch.jit.script(max_pool_pairs)(x), pool(x, 2))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_conv_stages_eval_without_grad_same_values(spatial_dims):
+    from unext_monai.networks.blocks import ConvDown, ConvUp
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *([8] * spatial_dims))
+    for stage in (ConvDown(spatial_dims, 3, 8), ConvUp(spatial_dims, 3, 8), ConvUp(spatial_dims, 3, 8, norm=False)):
+        stage.train()
+        stage(x)  # BatchNorm running statistics
+        stage.eval()
+        expected = stage(x)  # with gradients enabled: the modules as written
+        with torch.no_grad():
+            assert torch.allclose(stage(x), expected, atol=1e-6)
+            assert torch.allclose(torch.jit.script(stage)(x), expected, atol=1e-6)

@@ -373,8 +373,8 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
 
 class _PointwiseHead(nn.Module):
     """A 1x1 convolution computed as ``F.linear`` on the channel-last view (the proposed change to UNeXt.final_conv:
-    at 1 thread PyTorch runs a batch-8 1x1 conv on channels-last maps through its channel-first fallback kernel,
-    whose channel-first gradient then slows the ReLU and upsampling backward passes)."""
+    at one thread and batch < 16, PyTorch runs a 1x1 convolution through its fallback kernel, slow_conv2d, whose
+    backward pass zero-fills and copies full-resolution buffers; F.linear is a plain GEMM both ways)."""
 
     def __init__(self, conv: nn.Module) -> None:
         super().__init__()

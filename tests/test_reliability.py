@@ -156,6 +156,21 @@ def test_rgba_16_bit_palette_and_gray_through_the_train_transforms(tmp_path):
             assert float(image[0, 0, 0]) == pytest.approx(1.0) and float(image[0, 0, -1]) == pytest.approx(0.5, 1e-3)
 
 
+def test_pretrained_checkpoint_of_another_network_is_refused_before_any_epoch(demo, tmp_path):
+    """train.json's pretrained_loader switched to ModelCheckpointLoader: a 1-channel checkpoint for a 3-channel run."""
+    from unext_monai import UNeXt
+
+    pretrained = tmp_path / "gray_model.pt"
+    torch.save(UNeXt(2, 1, 1, features=(8, 16, 32, 64, 128)).state_dict(), pretrained)
+    out = tmp_path / "run"
+    with pytest.raises(Exception) as err:
+        train(out, dataset_dir=str(demo), max_epochs=1, pretrained_checkpoint=str(pretrained), **RELIABLE)
+    assert f"{pretrained}: checkpoint is for a network with in_channels=1, out_channels=1, features=(8, 16, 32, 64, " \
+           "128) but the bundle's network_def has in_channels=3, out_channels=1, features=(8, 16, 32, 64, 128); set " \
+           "network_def to match or use another checkpoint" in messages(err.value)
+    assert not list((out / "models").glob("*.pt")) if (out / "models").exists() else True
+
+
 # --- 3. SIGKILL and resume --------------------------------------------------------------------------------------------
 
 EPOCHS = 4

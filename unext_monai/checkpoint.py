@@ -195,9 +195,10 @@ def check_model_state(
                 f"{source}: a UNeXt-pytorch (archs.UNext) checkpoint, not this bundle's UNeXt: convert it first with "
                 "unext_monai.from_unext_pytorch(path) and save its state_dict()"
             )
-        keys = list(state)
+        keys, absent = list(state), [k for k in _UNEXT_KEYS if k not in state]
+        lacks = ", ".join(absent[:2]) + (", ..." if len(absent) > 2 else "")
         raise ValueError(
-            f"{source}: not a UNeXt checkpoint (no {', '.join(k for k in _UNEXT_KEYS if k not in state)}; it holds "
+            f"{source}: not a UNeXt checkpoint (no {lacks}; it holds "
             f"{len(keys)} entries such as {keys[:3]}); the bundle's network_def is a UNeXt with "
             f"{_format(net_desc, ['in_channels', 'out_channels', 'features'])}"
         )

@@ -125,6 +125,15 @@ def test_single_file_and_all_bad(tmp_path):
     assert check_image_file(str(tmp_path)) == "not a file"
 
 
+def test_same_output_name_is_warned(tmp_path, caplog):
+    for name in ("scan.png", "scan.jpg", "other.png"):
+        Image.new("L", (8, 8), 100).save(tmp_path / name)
+    with caplog.at_level("WARNING", logger="unext_monai"):
+        assert len(list_images(str(tmp_path))) == 3
+    assert "scan.jpg, scan.png all give scan_mask.png: only the last one's mask is kept; rename one" in caplog.text
+    assert "other" not in caplog.text
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 

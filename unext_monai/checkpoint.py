@@ -88,13 +88,16 @@ def _first_sentence(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
 
 
-def _strip_wrappers(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The state dict without ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) key prefixes."""
+def _strip_wrappers(state: Mapping[str, Any], target: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The state dict without ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) key prefixes, unless
+    the keys of ``target`` (the network's state dict) carry the same prefix."""
     out = dict(state)
     changed = True
     while changed and out:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
+            if target and all(k.startswith(prefix) for k in target):
+                continue
             if all(k.startswith(prefix) for k in out):
                 out = {k[len(prefix):]: v for k, v in out.items()}
                 changed = True
@@ -176,9 +179,9 @@ def check_model_state(
         raise ValueError(
             f"{source}: expected a state dict (names -> tensors) for the network, got {type(state).__name__}"
         )
-    state = _strip_wrappers(state)
     net = _unwrap(network)
     expected = net.state_dict()
+    state = _strip_wrappers(state, expected)
     if not _differences(state, expected, strict):
         return state
     net_desc = describe_unext_state(expected)

@@ -189,4 +189,21 @@ def list_images(input_path: str, report_path: str | None = None, check: bool = T
             f"left out {len(skipped)} unreadable file(s) of {len(files)}; segmenting {len(good)}"
             + (f" (report: {report_path})" if report_path else "")
         )
+    _warn_output_collisions(good)
     return good
+
+
+def _output_name(path: str) -> str:
+    """The mask file name inference writes for ``path`` (as ``SavePredictiond`` names it)."""
+    name = os.path.basename(path)
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]
+    return stem + ("_mask.nii.gz" if name.endswith(_NIFTI) else "_mask.png")
+
+
+def _warn_output_collisions(files: list[str]) -> None:
+    by_output: dict[str, list[str]] = {}
+    for f in files:
+        by_output.setdefault(_output_name(f), []).append(os.path.basename(f))
+    for output, sources in by_output.items():
+        if len(sources) > 1:
+            logger.warning(f"{', '.join(sources)} all give {output}: only the last one's mask is kept; rename one")

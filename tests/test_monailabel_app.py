@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaged_bundle import BUNDLE_NAME, REPO, integration_python, released_bundle, run
+from packaged_bundle import BUNDLE_NAME, integration_python, released_bundle, run
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -219,8 +219,11 @@ def test_server_info_infer_train(label_python, released, shared_dir, tmp_path):
     print(f"server pid {server.pid} stopped (exit {server.returncode})")
 
 
-def test_app_copy_command_refuses_to_overwrite(tmp_path):
-    run([sys.executable, "-m", "unext_monai.monailabel_app", tmp_path / "app"])
-    proc = subprocess.run([sys.executable, "-m", "unext_monai.monailabel_app", str(tmp_path / "app")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    assert proc.returncode == 1 and "already holds an app" in proc.stdout
+def test_app_copy_command_refuses_to_overwrite(tmp_path, capsys):
+    from unext_monai.monailabel_app.__main__ import main
+
+    assert main([str(tmp_path / "app")]) == 0
+    assert sorted(p.name for p in (tmp_path / "app").iterdir()) == ["lib", "main.py"]
+    assert main([str(tmp_path / "app")]) == 1
+    assert "already holds an app" in capsys.readouterr().err
+    assert main([str(tmp_path / "app"), "--overwrite"]) == 0

@@ -150,21 +150,31 @@ def test_inference_on_a_folder_skips_bad_files_and_finishes(inputs, tmp_path):
     good = sorted(n for n, e in expected.items() if e is None)
     stems = [n.split(".")[0] for n in good]
 
-    for out in (tmp_path / "out", folder):
+    def run(out: Path) -> None:
         wf = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"),
                             workflow_type="infer", bundle_root=str(root), input_path=str(folder), output_dir=str(out),
                             spatial_size=[64, 64], datalist=REPORT_EXPR)
         wf.initialize()
         wf.run()
-        report = json.loads((out / "report.json").read_text())
-        assert [Path(f).name for f in report["segmented"]] == good
-        assert len(report["skipped"]) == 10
-        for stem in stems:
-            mask = out / (f"{stem}_mask.nii.gz" if stem == "slice" else f"{stem}_mask.png")
-            assert mask.is_file(), mask
-        assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
-        after = _digests(folder)
-        # good_mask.png (a mask beside its image, not an input) is replaced when output_dir is the input folder
-        kept = {k: v for k, v in before.items() if not (out == folder and k == "good_mask.png")}
-        assert {k: after[k] for k in kept} == kept, "an input file was changed"
+
+    out = tmp_path / "out"
+    run(out)
+    report = json.loads((out / "report.json").read_text())
+    assert [Path(f).name for f in report["segmented"]] == good
+    assert len(report["skipped"]) == 10
+    for stem in stems:
+        mask = out / (f"{stem}_mask.nii.gz" if stem == "slice" else f"{stem}_mask.png")
+        assert mask.is_file(), mask
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+    assert _digests(folder) == before, "an input file was changed"
+    # into the input folder: good_mask.png beside good.png (a ground-truth mask) is never overwritten
+    with pytest.raises(Exception) as failure:
+        run(folder)
+    chain, e = [], failure.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("good_mask.png: exists beside the input" in m for m in chain), chain
+    assert {k: v for k, v in _digests(folder).items() if k in before} == before, "an input file was changed"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temp files left behind"
     assert np.asarray(Image.open(tmp_path / "out" / "good_mask.png")).shape == (48, 64)

@@ -23,7 +23,20 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
-__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "write_atomic"]
+__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode", "write_atomic"]
+
+
+def standard_pil_mode(image: Image.Image) -> Image.Image:
+    """PIL image in a mode whose pixel values are intensities: palette images become RGB(A), CMYK becomes RGB.
+
+    Pass as ``PILReader(converter=standard_pil_mode)``: without it a palette PNG is read as its palette indices and a
+    CMYK JPEG as four channels.
+    """
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    if image.mode == "CMYK":
+        return image.convert("RGB")
+    return image
 
 
 def _scale_to_unit(img: torch.Tensor) -> torch.Tensor:
@@ -87,7 +100,9 @@ class LoadMaskd(MapTransform):
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, dtype=None)
+        self.loader = LoadImage(
+            reader=PILReader(reverse_indexing=False, converter=standard_pil_mode), image_only=True, dtype=None
+        )
 
     def _binary(self, path: str) -> MetaTensor:
         m = self.loader(path)
@@ -201,8 +216,14 @@ class SavePredictiond(MapTransform):
 
     @staticmethod
     def _refuse_input(path: str, source: str) -> None:
-        if os.path.exists(source) and os.path.exists(path) and os.path.samefile(path, source):
+        """Never write over the input, nor over an existing file beside it (such as its ground-truth mask)."""
+        if not (os.path.exists(source) and os.path.exists(path)):
+            return
+        if os.path.samefile(path, source):
             raise ValueError(f"{path}: refusing to overwrite the input file; choose another output_dir.")
+        if os.path.samefile(os.path.dirname(os.path.abspath(path)), os.path.dirname(os.path.abspath(source))):
+            raise ValueError(f"{path}: exists beside the input {source} (a ground-truth mask?); refusing to overwrite "
+                             "it: choose an output_dir other than the input folder.")
 
 
 def _overlay(source: str, mask: np.ndarray) -> Image.Image | None:

@@ -58,7 +58,8 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
         fmt = _format_from_signature(path)
         if fmt:  # a PNG/JPEG cut short inside its header
             return None, None, f"corrupt or truncated {role} file: a {fmt} whose header PIL cannot read"
-        return None, None, f"not an image file: PIL cannot identify it (a {role} is expected)"
+        article = "an" if role[0] in "aeiou" else "a"
+        return None, None, f"not an image file: PIL cannot identify it ({article} {role} is expected)"
     except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for damaged files
         return None, None, f"corrupt or truncated {role} file: {e}"
     try:

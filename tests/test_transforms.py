@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor, PILReader
+from monai.transforms import EnsureChannelFirstd, LoadImaged
+from PIL import Image
+
+from unext_monai.transforms import LoadMaskd, SavePredictiond, ToModelChannelsd, standard_pil_mode
+
+
+def load(path, channels=3):
+    reader = PILReader(reverse_indexing=False, converter=standard_pil_mode)
+    d = LoadImaged("image", reader=reader, dtype=None, image_only=True)({"image": str(path)})
+    d = EnsureChannelFirstd("image")(d)
+    return ToModelChannelsd("image", channels=channels)(d)["image"]
+
+
+def test_pictures_become_unit_range_network_input(tmp_path):
+    rgb = np.zeros((10, 20, 3), dtype=np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.full((10, 20), 128, dtype=np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((10, 20), 7, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((10, 20), 65535, dtype=np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    red = load(tmp_path / "rgb.png")
+    assert red.shape == (3, 10, 20) and red.dtype == torch.float32
+    assert torch.allclose(red[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(load(tmp_path / "gray.png")[:, 0, 0], torch.full((3,), 128 / 255))
+    assert torch.allclose(load(tmp_path / "rgba.png"), red)
+    assert torch.allclose(load(tmp_path / "g16.png"), torch.ones(3, 10, 20))
+    assert torch.allclose(load(tmp_path / "palette.png"), red, atol=1e-6), "palette indices read as intensities"
+    assert load(tmp_path / "rgb.png", channels=1).shape == (1, 10, 20)
+    assert torch.allclose(load(tmp_path / "rgb.png", channels=1), torch.full((1, 10, 20), 0.299))
+
+
+def test_masks_are_binarised_and_merged_by_union(tmp_path):
+    a = np.zeros((8, 12), dtype=np.uint8)
+    a[:2] = 255
+    b = np.zeros((8, 12), dtype=np.uint8)
+    b[-1] = 1
+    Image.fromarray(a).save(tmp_path / "m.png")
+    Image.fromarray(b).save(tmp_path / "m_1.png")
+    mask = LoadMaskd("label")({"label": [str(tmp_path / "m.png"), str(tmp_path / "m_1.png")]})["label"]
+    assert mask.shape == (1, 8, 12) and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert mask.sum() == 3 * 12
+    Image.fromarray(np.zeros((9, 12), np.uint8)).save(tmp_path / "other.png")
+    with pytest.raises(ValueError, match="other.png: mask size"):
+        LoadMaskd("label")({"label": [str(tmp_path / "m.png"), str(tmp_path / "other.png")]})
+
+
+def test_save_writes_mask_and_overlay_and_never_over_inputs(tmp_path):
+    src = tmp_path / "in" / "case.png"
+    src.parent.mkdir()
+    Image.fromarray(np.zeros((6, 9, 3), np.uint8)).save(src)
+    pred = MetaTensor(torch.zeros(1, 6, 9), meta={"filename_or_obj": str(src)})
+    pred[0, 2:4, 3:5] = 1
+    out = SavePredictiond("pred", output_dir=str(tmp_path / "out"))({"pred": pred})
+    mask = np.asarray(Image.open(tmp_path / "out" / "case_mask.png"))
+    assert mask.shape == (6, 9) and mask.sum() == 4 * 255
+    assert [p.split("/")[-1] for p in out["pred_files"]] == ["case_mask.png", "case_overlay.png"]
+    Image.fromarray(np.zeros((6, 9), np.uint8)).save(tmp_path / "in" / "case_mask.png")
+    before = (tmp_path / "in" / "case_mask.png").read_bytes()
+    with pytest.raises(ValueError, match="case_mask.png: exists beside the input"):
+        SavePredictiond("pred", output_dir=str(tmp_path / "in"))({"pred": pred})
+    assert (tmp_path / "in" / "case_mask.png").read_bytes() == before
+    assert not [p for p in (tmp_path / "in").iterdir() if p.name.startswith(".")]

@@ -65,3 +65,19 @@ def test_save_writes_mask_and_overlay_and_never_over_inputs(tmp_path):
         SavePredictiond("pred", output_dir=str(tmp_path / "in"))({"pred": pred})
     assert (tmp_path / "in" / "case_mask.png").read_bytes() == before
     assert not [p for p in (tmp_path / "in").iterdir() if p.name.startswith(".")]
+
+
+def test_colour_picture_without_channel_axis_and_output_permissions(tmp_path):
+    rgb = torch.zeros(1, 5, 7, 3, dtype=torch.uint8)  # as EnsureChannelFirstd leaves an RGB DICOM
+    rgb[..., 1] = 255
+    out = ToModelChannelsd("image")({"image": MetaTensor(rgb)})["image"]
+    assert out.shape == (3, 5, 7) and torch.allclose(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+    pred = MetaTensor(torch.ones(1, 5, 7), meta={"filename_or_obj": str(tmp_path / "x.png")})
+    SavePredictiond("pred", output_dir=str(tmp_path / "out"), overlay=False)({"pred": pred})
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE(os.stat(tmp_path / "out" / "x_mask.png").st_mode)
+    assert mode == 0o666 & ~umask

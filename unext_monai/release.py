@@ -208,15 +208,18 @@ def _load_metrics(path: str | None) -> dict | None:
     return metrics
 
 
-def _recipe(train_file: str) -> dict[str, Any]:
-    """The training recipe as the train config states it (values, or their expressions)."""
+def _recipe(train_file: str, overlay: str | None = None) -> dict[str, Any]:
+    """The training recipe as the train config states it (values, or their expressions), merged with the data set's
+    recipe overlay (``configs/<dataset>.json``) where the bundle has one."""
     from monai.bundle import ConfigParser
 
     if not os.path.isfile(train_file):
         return {}
     p = ConfigParser()
-    p.read_config(train_file)
-    recipe = {}
+    p.read_config([train_file, overlay] if overlay and os.path.isfile(overlay) else train_file)
+    recipe: dict[str, Any] = {"configs": os.path.basename(train_file)}
+    if overlay and os.path.isfile(overlay):
+        recipe["configs"] += f" + {os.path.basename(overlay)}"
     for key in ("learning_rate", "min_learning_rate", "weight_decay", "batch_size", "max_epochs", "spatial_size",
                 "deep_supervision", "val_fraction", "seed"):
         if p.get(key) is not None:
@@ -287,8 +290,10 @@ def _model_card(meta: dict, *, name: str, recipe: dict, record: dict, checks: di
     lines += ["", "Licence terms of the data, which the weights inherit: `docs/data_license.txt`.", "",
               "## Training recipe", ""]
     if recipe:
-        lines += ["| setting | value in `configs/train.json` |", "|---|---|"]
+        lines += ["| setting | value in the configs |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in recipe.items()]
+        lines += ["", "Command-line overrides of a run (such as `--max_epochs`) are not in this table; the changelog "
+                      "in `configs/metadata.json` states those of this release."]
     if record.get("epochs"):
         lines += ["", f"This checkpoint: {record['epochs']} epoch(s) trained; `models/model.pt` holds the weights "
                       "of the best validation epoch."]
@@ -516,7 +521,9 @@ def release(
         checks = {"embedded": embedded, "ts_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff,
                   "onnx_shapes": onnx_shapes, "onnx_opset": opset, "onnxruntime": _version("onnxruntime"),
                   "date": datetime.date.today().isoformat()}
-        card = _model_card(meta, name=name, recipe=_recipe(os.path.join(out_configs, "train.json")), record=record,
+        recipe = _recipe(os.path.join(out_configs, "train.json"),
+                         os.path.join(out_configs, f"{dataset}.json") if dataset else None)
+        card = _model_card(meta, name=name, recipe=recipe, record=record,
                            checks=checks, n_params=sum(p.numel() for p in net.parameters()))
         with open(os.path.join(tmp, "docs", "README.md"), "w") as f:
             f.write(card)

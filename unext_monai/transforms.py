@@ -74,6 +74,8 @@ class ToModelChannelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
+            if img.dim() == 4 and img.shape[0] == 1 and img.shape[-1] in (3, 4):
+                img = img[0].movedim(-1, 0)  # a colour picture read without a channel axis (RGB DICOM)
             c = img.shape[0]
             if c in (2, 4):  # gray + alpha, RGB + alpha
                 img = img[: c - 1]
@@ -145,6 +147,9 @@ def write_atomic(path: str, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -80,8 +80,8 @@ def test_model_ts_embeds_configs_and_matches_pytorch(released):
     with torch.no_grad():
         expected = net(x)
         assert expected.shape == (2, 1, 256, 256)
-        assert torch.allclose(ts(x), expected, atol=1e-5)
-        assert torch.allclose(ts2(x), expected, atol=1e-5)
+        assert torch.allclose(ts(x), expected, atol=1e-4)
+        assert torch.allclose(ts2(x), expected, atol=1e-4)
 
 
 def test_model_onnx_matches_pytorch(released):

@@ -16,6 +16,11 @@ convolutions and matrix products only). Every UNeXt path is checked against the 
 before it is timed. Training: images/second of forward + backward + Adam step at batch 8, 256x256, loss
 0.5 * BCE-with-logits + soft Dice, as the paper trains.
 
+Threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` for PyTorch, no spinning in ONNX Runtime) unless ``--spin``
+is given: on a shared machine with more runnable threads than cores, spin-waiting OpenMP threads make 2-thread
+timings 10-20x slower and meaningless. MONAI's heavy networks (BasicUNet, BasicUNetPlusPlus, AttentionUnet) run at
+256x256 only unless ``--heavy-sizes 256 512`` (at 512x512 they add 5-10 minutes and run 10-60x slower than UNeXt).
+
 The "straightforward" baseline is defined in this file only, for comparison: the paper's network written the
 direct way from its description (docs/unext_reference.md in the shared folder), as its code is structured:
 channel-first convolutions, token layout (B, N, C) inside the tokenized stages with ``nn.Linear`` for fc1/fc2 and
@@ -38,10 +43,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+if "--spin" not in sys.argv:  # must be set before PyTorch loads its OpenMP runtime
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -246,10 +254,12 @@ def trained_bn(net: nn.Module, in_channels: int, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def ort_session(path: str, threads: int):
+def ort_session(path: str, threads: int, spin: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -282,6 +292,9 @@ def summarize(seconds: list[float]) -> dict:
 # inference
 
 
+HEAVY = ("MONAI BasicUNet", "MONAI BasicUNetPlusPlus", "MONAI AttentionUnet (16-256)")
+
+
 def monai_models() -> dict[str, nn.Module]:
     from monai.networks.nets import AttentionUnet, BasicUNet, BasicUNetPlusPlus, SegResNet, UNet
 
@@ -294,7 +307,8 @@ def monai_models() -> dict[str, nn.Module]:
     }
 
 
-def build_unext_paths(net: UNeXt, tag: str, workdir: str, with_ort: bool, threads_list: list[int]) -> dict:
+def build_unext_paths(net: UNeXt, tag: str, workdir: str, with_ort: bool, threads_list: list[int],
+                      spin: bool) -> dict:
     """The timed paths of one trained UNeXt: name -> {"call" or "ort", "count", "reference"}."""
     from unext_monai.networks.export import export_onnx
 
@@ -311,7 +325,7 @@ def build_unext_paths(net: UNeXt, tag: str, workdir: str, with_ort: bool, thread
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_onnx(fast, onnx_path, in_channels=net.in_channels, spatial_dims=2)
-        paths[f"{tag} ONNX Runtime"] = {"ort": {t: ort_session(onnx_path, t) for t in threads_list}}
+        paths[f"{tag} ONNX Runtime"] = {"ort": {t: ort_session(onnx_path, t, spin) for t in threads_list}}
     for entry in paths.values():
         entry["count"] = net  # the same function and multiply-adds as the plain model
         entry["reference"] = net
@@ -324,18 +338,19 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
     unext_s = trained_bn(UNeXt(2, 3, 1, features=UNEXT_S_FEATURES), 3)
     baseline = StraightforwardUNeXt().load_from_unext(unext).eval()
     models: dict[str, dict] = {}
-    models.update(build_unext_paths(unext, "UNeXt", workdir, not args.no_onnx, threads_list))
+    models.update(build_unext_paths(unext, "UNeXt", workdir, not args.no_onnx, threads_list, args.spin))
     models["UNeXt straightforward eager (baseline)"] = {"call": baseline, "count": baseline, "reference": unext}
-    models.update(build_unext_paths(unext_s, "UNeXt-S", workdir, not args.no_onnx, threads_list))
+    models.update(build_unext_paths(unext_s, "UNeXt-S", workdir, not args.no_onnx, threads_list, args.spin))
     for name, m in monai_models().items():
-        models[name] = {"call": m.eval(), "count": m, "reference": None}
+        models[name] = {"call": m.eval(), "count": m, "reference": None, "heavy": name in HEAVY}
 
     results: dict = {"models": {}, "timings": []}
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
         xn = x.numpy()
         torch.set_num_threads(max(threads_list))
-        for name, m in models.items():  # parameters, multiply-adds, parity with the plain model
+        here = {name: m for name, m in models.items() if not m.get("heavy") or size in args.heavy_sizes}
+        for name, m in here.items():  # parameters, multiply-adds, parity with the plain model
             entry = results["models"].setdefault(name, {})
             entry["params"] = count_params(m["count"])
             entry.setdefault("macs", {})[str(size)] = count_macs(m["count"], x)
@@ -353,7 +368,7 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
         for threads in threads_list:
             torch.set_num_threads(threads)
             fns = {}
-            for name, m in models.items():
+            for name, m in here.items():
                 if "ort" in m:
                     fns[name] = lambda s=m["ort"][threads], xn=xn: s.run(None, {"image": xn})
                 else:
@@ -506,7 +521,9 @@ def write_report(results: dict, args, path_md: Path, path_json: Path) -> None:
         f"PyTorch CPU capability {info['torch_cpu_capability']})",
         f"- torch {info['torch']}, MONAI {info.get('monai', '-')}, ONNX Runtime {info.get('onnxruntime', '-')}, "
         f"Python {info['python']}",
-        f"- threads: {', '.join(str(t) for t in results['threads'])} (torch.set_num_threads / ORT intra-op threads)",
+        f"- threads: {', '.join(str(t) for t in results['threads'])} (torch.set_num_threads / ORT intra-op threads); "
+        f"OMP_WAIT_POLICY={results['omp_wait_policy']}, ONNX Runtime spinning "
+        f"{'on' if results['spin'] else 'off'}",
         f"- load average (1, 5, 15 min) before: {results['load_before']}, after: {results['load_after']}",
         f"- command: `{results['command']}`; {results['runs']} timed runs per cell after {results['warmup']} "
         "warm-up rounds, models interleaved round-robin; batch 1; median ms (10th-90th percentile)",
@@ -514,7 +531,8 @@ def write_report(results: dict, args, path_md: Path, path_json: Path) -> None:
         "The straightforward baseline is the paper's network written the direct way (token layout (B, N, C) with "
         "`nn.Linear` and token `nn.LayerNorm`, shift = pad -> chunk -> roll -> cat -> crop, channel-first "
         "convolutions), defined in `benchmarks/speed.py` only; it loads the same weights and computes the same "
-        "outputs.",
+        "outputs. BasicUNet, BasicUNetPlusPlus and AttentionUnet run at "
+        f"{', '.join(str(s) for s in results['heavy_sizes'])} only (`--heavy-sizes`).",
         "Optimized eager = `unext_monai.networks.fast.optimize_for_inference(net)`; TorchScript frozen = "
         "`torch.jit.freeze(torch.jit.script(optimized))`; ONNX Runtime = the optimized module exported with "
         "`export_onnx`, CPUExecutionProvider, all graph optimisations.",
@@ -567,6 +585,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--no-train", action="store_true", help="skip the training benchmark")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--heavy-sizes", type=int, nargs="+", default=[256],
+                   help="sizes at which BasicUNet, BasicUNetPlusPlus and AttentionUnet run (default 256)")
+    p.add_argument("--spin", action="store_true",
+                   help="let OpenMP and ONNX Runtime threads spin-wait (default: they wait passively)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
     quick = args.quick
@@ -596,6 +618,9 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": args.runs,
         "warmup": args.warmup,
         "load_before": load_average(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
+        "heavy_sizes": args.heavy_sizes,
+        "spin": args.spin,
     }
     threads_before = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as workdir:

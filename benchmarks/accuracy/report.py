@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["isic2018", "busi"])
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--busi_normal_predictions", default=None,
+                        help="folder of the BUSI bundle's masks for the 106 normal images (inference.json output)")
     args = parser.parse_args()
     os.makedirs(os.path.join(args.docs, "results"), exist_ok=True)
     sections = []
@@ -160,8 +162,28 @@ def main() -> None:
             f"![validation curve](results/{name}_val_curve.png)\n\n"
             f"Best three and worst three validation cases:\n\n![cases](results/{name}_cases.png)\n"
         )
+    if args.busi_normal_predictions:
+        sections.append(normal_section(args.busi_normal_predictions))
     with open(os.path.join(args.docs, "results.md"), "w") as f:
         f.write(HEADER + "\n".join(sections) + PROTOCOL)
+
+
+def normal_section(pred_dir: str) -> str:
+    """What the BUSI weights (trained without the normal class) predict on BUSI's normal images (empty masks)."""
+    from PIL import Image
+
+    area = np.array([(np.asarray(Image.open(f)) > 127).mean()
+                     for f in sorted(glob.glob(os.path.join(pred_dir, "*_mask.png")))])
+    return (
+        "## BUSI normal images\n\n"
+        "The BUSI weights were trained on benign + malignant images only, as in the paper. On the "
+        f"{len(area)} normal images (no lesion), run through `bundle/unext_busi/configs/inference.json`, they mark "
+        f"lesion pixels in {int((area > 0).sum())} images ({(area > 0).mean():.0%}); the marked area is "
+        f"{area.mean():.2%} of the image on average (median {np.median(area):.2%}). Dice is undefined on empty masks, "
+        "so these images would not change the table above, but a user who runs the model on normal scans gets "
+        "false positives. Training with `--include_normal true` (not done here: the GPU time ran out) is the remedy "
+        "to try.\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,152 @@
+"""Training throughput of the bundle's own ``train.json``, end to end (data loading and caching included).
+
+Each variant runs ``python -m monai.bundle run training`` in its own process on a real dataset, with validation off
+(``val_interval`` past the last epoch) so that only training is timed, and reads MONAI's per-epoch times from the log
+(``Epoch[N] Complete. Time taken``). Images per second = training images per epoch / epoch time; the first epoch
+includes the workers' start, the later ones are the steady state. The whole run's wall time (process start, imports,
+the pre-flight check, caching) is recorded too.
+
+Writes ``benchmarks/results/train_speed.json`` and ``.md``::
+
+    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --epochs 2
+    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --variants bf16 fp32 --threads 2
+
+A variant is a name and a list of bundle overrides (see ``VARIANTS``); ``--baseline_config`` adds the run of another
+``train.json`` (for example the one of an earlier commit, ``git show REV:configs/train.json > old.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: name -> bundle overrides on top of configs/train.json + the dataset's overlay
+VARIANTS: dict[str, list[str]] = {
+    "fp32, 2 worker processes": ["--precision", "fp32", "--num_workers", "2"],
+    "fp32, no worker process": ["--precision", "fp32", "--num_workers", "0"],
+    "bf16, 2 worker processes": ["--precision", "bf16", "--num_workers", "2"],
+    "bf16, no worker process": ["--precision", "bf16", "--num_workers", "0"],
+    "default": [],
+}
+_EPOCH = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
+
+
+def epoch_times(log: str) -> list[float]:
+    """Seconds of each trainer epoch, from MONAI's 'Epoch[N] Complete. Time taken: HH:MM:SS' lines."""
+    times = {}
+    for line in log.splitlines():
+        if "SupervisedTrainer" not in line:
+            continue
+        m = _EPOCH.search(line)
+        if m:
+            times[int(m.group(1))] = int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+    return [times[k] for k in sorted(times)]
+
+
+def run_variant(config_files: list[str], overrides: list[str], args: argparse.Namespace, work: str) -> dict:
+    root = tempfile.mkdtemp(prefix="bundle_", dir=work)
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training",
+        "--meta_file", str(ROOT / "configs" / "metadata.json"),
+        "--config_file", json.dumps(config_files),
+        "--logging_file", str(ROOT / "configs" / "logging.conf"),
+        "--bundle_root", root,
+        "--dataset_dir", os.path.abspath(args.dataset_dir),
+        "--max_epochs", str(args.epochs),
+        "--val_interval", str(args.epochs + 1),
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{log[-3000:]}")
+    with open(os.path.join(root, "eval", "split.json")) as f:
+        n_train = len(json.load(f)["training"])
+    times = epoch_times(log)
+    steady = times[1:] or times
+    return {
+        "overrides": overrides,
+        "config_files": config_files,
+        "train_images": n_train,
+        "epoch_seconds": times,
+        "images_per_second": n_train / (sum(steady) / len(steady)),
+        "first_epoch_images_per_second": n_train / times[0],
+        "wall_seconds": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--overlay", default="configs/isic2018.json", help="the dataset's config overlay")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"any of {list(VARIANTS)}")
+    parser.add_argument("--baseline_config", default=None, help="another train.json to time as 'baseline'")
+    parser.add_argument("--out", default=str(RESULTS / "train_speed"))
+    args = parser.parse_args()
+
+    base = [str(ROOT / "configs" / "train.json"), str(ROOT / args.overlay)]
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as work:
+        if args.baseline_config:
+            runs["baseline"] = run_variant([os.path.abspath(args.baseline_config), str(ROOT / args.overlay)], [],
+                                           args, work)
+            print("baseline", f"{runs['baseline']['images_per_second']:.1f} img/s", flush=True)
+        for name in args.variants:
+            runs[name] = run_variant(base, VARIANTS[name], args, work)
+            print(name, f"{runs[name]['images_per_second']:.1f} img/s", flush=True)
+    import torch
+
+    result = {
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}",
+        "cpu_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+        "dataset_dir": args.dataset_dir,
+        "overlay": args.overlay,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "load_average_at_end": os.getloadavg(),
+        "runs": runs,
+    }
+    Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+    first = runs.get("baseline") or next(iter(runs.values()))
+    lines = [
+        "# Training throughput of configs/train.json",
+        "",
+        f"`{result['command']}` on {result['date']}: {result['machine']}, {args.threads} threads per run, "
+        f"{args.epochs} epochs per run, validation off, load average at the end "
+        f"{result['load_average_at_end'][0]:.1f}.",
+        "Images/s = training images per epoch / epoch time (MONAI's log), epochs after the first; wall time includes "
+        "start-up, the pre-flight check and caching.",
+        "",
+        "| run | overrides | training images | images/s | first epoch images/s | x first row | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        lines.append(
+            f"| {name} | `{' '.join(r['overrides']) or '-'}` | {r['train_images']} | {r['images_per_second']:.1f} | "
+            f"{r['first_epoch_images_per_second']:.1f} | {r['images_per_second'] / first['images_per_second']:.2f} | "
+            f"{r['wall_seconds']:.0f} |"
+        )
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The one home of the package's small file jobs: atomic writes with normal permissions.
+
+Every file the package writes (checkpoints, splits, metrics, masks, reports, exports) goes through
+:func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
+permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
+process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
+file survives an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+__all__ = ["write_atomic", "write_json_atomic", "umask_mode"]
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process umask: the permissions a plain ``open``/``mkdir`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
+    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary file keeps ``path``'s suffix (writers that pick the format from it, as PIL and nibabel do, still
+    work). The folder is created if needed. Returns ``path`` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    suffix = name[name.index("."):] if "." in name.lstrip(".") else ""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".part{suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(folder)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> str:
+    """Write ``data`` as JSON to ``path`` atomically (see :func:`write_atomic`)."""
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent)
+            f.write("\n")
+
+    return write_atomic(path, dump)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 import secrets
 from collections.abc import Mapping
@@ -24,6 +23,8 @@ from typing import Any, Callable
 import torch
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from unext_monai.io import load_checkpoint_file
 
 __all__ = [
     "ModelCheckpointLoader",
@@ -50,42 +51,6 @@ _UNEXT_KEYS = (
 )
 # keys of the paper's own code (UNeXt-pytorch), which needs converting first
 _REFERENCE_KEYS = ("encoder1.weight", "patch_embed3.proj.weight", "final.weight")
-
-
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
-
-    Only tensors, numbers, strings and plain containers are unpickled: a file holding any other Python object is
-    refused before anything in it runs.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is empty, truncated, not a PyTorch file, or holds objects other than tensors and
-            plain containers.
-    """
-    name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise FileNotFoundError(f"{name}: checkpoint file not found")
-    if os.path.getsize(name) == 0:
-        raise ValueError(f"{name}: checkpoint file is empty (0 bytes)")
-    try:
-        return torch.load(name, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{name}: refusing to load: the file holds Python objects other than tensors and plain containers, and "
-            f"loading them could run code from the file ({_first_sentence(e)}). Load it only if you trust its source, "
-            "and re-save just the state dict (torch.save(model.state_dict(), path))."
-        ) from None
-    except Exception as e:
-        raise ValueError(
-            f"{name}: cannot be read as a PyTorch checkpoint (truncated, corrupt or not a .pt file): "
-            f"{_first_sentence(e)}"
-        ) from None
-
-
-def _first_sentence(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
 
 
 def _strip_wrappers(state: Mapping[str, Any], target: Mapping[str, Any] | None = None) -> dict[str, Any]:

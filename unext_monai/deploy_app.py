@@ -34,7 +34,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
 )
 
 from unext_monai.data.inputs import list_images
-from unext_monai.transforms import write_atomic
+from unext_monai.io import write_atomic
 
 __all__ = ["UNeXtSegmentationApp", "ImageFilesLoaderOperator", "BundleSegmentationOperator", "MaskWriterOperator",
            "resolve_model", "main"]

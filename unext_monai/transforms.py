@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -23,7 +22,9 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
-__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode", "write_atomic"]
+from unext_monai.io import write_atomic
+
+__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode"]
 
 
 def standard_pil_mode(image: Image.Image) -> Image.Image:
@@ -136,24 +137,6 @@ class LoadMaskd(MapTransform):
 def _source(img: Any) -> str:
     meta = getattr(img, "meta", None) or {}
     return str(meta.get("filename_or_obj", "input"))
-
-
-def write_atomic(path: str, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename to ``path``, so a crash never leaves a half-written ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = "".join(os.path.basename(path).partition(".")[1:])
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class SavePredictiond(MapTransform):

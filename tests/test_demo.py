@@ -94,3 +94,19 @@ def test_refuses_foreign_folder(tmp_path: Path) -> None:
     assert (tmp_path / "mine.txt").read_text() == "user data"
     with pytest.raises(ValueError, match="num_images"):
         make_demo_dataset(str(tmp_path / "x"), num_images=0)
+
+
+def test_an_interrupted_build_leaves_nothing_behind_after_the_next(tmp_path):
+    """A build killed mid-way leaves its temporary folder; the next build removes it (its process is gone), while a
+    live process's folder is left alone."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = tmp_path / f".demo.tmp-{dead.pid}-abc123"
+    (abandoned / "images").mkdir(parents=True)
+    live = tmp_path / f".demo.tmp-{os.getpid()}-def456"
+    live.mkdir()
+    make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
+    assert not abandoned.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "demo"])

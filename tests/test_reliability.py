@@ -28,15 +28,6 @@ META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 # small and quick: 64x64 pictures, UNeXt-S widths, no worker processes
 SMALL = {"spatial_size": [64, 64], "num_workers": 0, "batch_size": 4, "network_def#features": [8, 16, 32, 64, 128]}
-# the config entries that issue 7 switches to unext_monai.checkpoint (overrides until the configs carry them)
-SAVER = "unext_monai.checkpoint.AtomicCheckpointSaver"
-LOADER = "unext_monai.checkpoint.ModelCheckpointLoader"
-RELIABLE = {
-    "train#interval_saver#_target_": SAVER,
-    "validate#best_saver#_target_": SAVER,
-    "train#checkpoint_loader#_target_": LOADER,
-    "train#pretrained_loader#_target_": LOADER,
-}
 
 
 def train(bundle_root: Path, log_handler: logging.Handler | None = None, **override) -> None:
@@ -114,7 +105,7 @@ def test_skip_bad_trains_on_the_rest_including_rgba_and_16_bit(bad_folder, tmp_p
            "Truncated File Read" in warnings
     assert "left out 1 of 9 item(s) with problems; 8 remain" in warnings
     split = ConfigParser.load_config_file(str(out / "eval" / "split.json"))
-    names = {i["name"] for i in split["training"] + split["validation"]}
+    names = {i["name"] for i in split["training"] + split["selection"] + split["validation"]}
     assert names == {f"case_{i}" for i in range(6)} | {"rgba", "gray16"}
     assert (out / "models" / "checkpoint_epoch=1.pt").is_file()
 
@@ -157,14 +148,14 @@ def test_rgba_16_bit_palette_and_gray_through_the_train_transforms(tmp_path):
 
 
 def test_pretrained_checkpoint_of_another_network_is_refused_before_any_epoch(demo, tmp_path):
-    """train.json's pretrained_loader switched to ModelCheckpointLoader: a 1-channel checkpoint for a 3-channel run."""
+    """train.json's pretrained_loader is ModelCheckpointLoader: a 1-channel checkpoint for a 3-channel run."""
     from unext_monai import UNeXt
 
     pretrained = tmp_path / "gray_model.pt"
     torch.save(UNeXt(2, 1, 1, features=(8, 16, 32, 64, 128)).state_dict(), pretrained)
     out = tmp_path / "run"
     with pytest.raises(Exception) as err:
-        train(out, dataset_dir=str(demo), max_epochs=1, pretrained_checkpoint=str(pretrained), **RELIABLE)
+        train(out, dataset_dir=str(demo), max_epochs=1, pretrained_checkpoint=str(pretrained))
     assert f"{pretrained}: checkpoint is for a network with in_channels=1, out_channels=1, features=(8, 16, 32, 64, " \
            "128) but the bundle's network_def has in_channels=3, out_channels=1, features=(8, 16, 32, 64, 128); set " \
            "network_def to match or use another checkpoint" in messages(err.value)
@@ -180,7 +171,7 @@ def _cli(bundle_root: Path, demo: Path, **override) -> list[str]:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.json"),
            "--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(bundle_root),
            "--dataset_dir", str(demo)]
-    for key, value in {**SMALL, **RELIABLE, **override}.items():
+    for key, value in {**SMALL, **override}.items():
         cmd += [f"--{key}", str(value).replace(" ", "")]
     return cmd
 
@@ -192,11 +183,16 @@ def _checkpoint(bundle_root: Path, epoch: int) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(demo, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("uninterrupted")
-    train(root, dataset_dir=str(demo), max_epochs=EPOCHS, **RELIABLE)
+    train(root, dataset_dir=str(demo), max_epochs=EPOCHS)
     return root
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, uninterrupted, tmp_path):
+def _max_weight_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) if a[k].numel() else 0.0 for k in a)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, uninterrupted, tmp_path, caplog):
     root = tmp_path / "killed"
     log = tmp_path / "training.log"
     with open(log, "w") as f:
@@ -222,20 +218,49 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, uninte
     done = state["iteration"] // state["epoch_length"]
     assert 2 <= done < EPOCHS, f"killed after epoch {done}: not mid-run"
 
-    train(root, dataset_dir=str(demo), max_epochs=EPOCHS, resume=True, **RELIABLE)
+    train(root, log_handler=caplog.handler, dataset_dir=str(demo), max_epochs=EPOCHS, resume=True)
 
     resumed, reference = _checkpoint(root, EPOCHS), _checkpoint(uninterrupted, EPOCHS)
     assert resumed["trainer"] == reference["trainer"]  # iteration, epoch_length, max_epochs
-    assert resumed["trainer"]["iteration"] // resumed["trainer"]["epoch_length"] == EPOCHS
-    assert resumed["lr_scheduler"]["last_epoch"] == reference["lr_scheduler"]["last_epoch"] == EPOCHS
+    # exact: the same weights, optimizer moments and best model as the run that was never interrupted
+    assert _max_weight_difference(resumed["model"], reference["model"]) <= 1e-6
+    assert _max_weight_difference(resumed["best_metric"]["model"], reference["best_metric"]["model"]) <= 1e-6
+    moments = [(s["exp_avg"], r["exp_avg"]) for s, r in zip(resumed["optimizer"]["state"].values(),
+                                                             reference["optimizer"]["state"].values())]
+    assert max(float((a - b).abs().max()) for a, b in moments) <= 1e-6
     assert resumed["lr_scheduler"]["_last_lr"] == pytest.approx(reference["lr_scheduler"]["_last_lr"], rel=1e-12)
-    lrs = [g["lr"] for g in resumed["optimizer"]["param_groups"]]
-    assert lrs == pytest.approx([g["lr"] for g in reference["optimizer"]["param_groups"]], rel=1e-12)
-    with open(root / "eval" / "val_metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, EPOCHS + 1))
+    rows = [list(csv.DictReader(open(r / "eval" / "val_metrics.csv"))) for r in (root, uninterrupted)]
+    assert [int(r["epoch"]) for r in rows[0]] == list(range(1, EPOCHS + 1))
+    for a, b in zip(*rows):
+        assert float(a["val_mean_dice"]) == pytest.approx(float(b["val_mean_dice"]), abs=1e-6)
+    # the log tells the true best after the resume, as the uninterrupted run does
+    best = reference["best_metric"]
+    assert f"best val_mean_dice on the selection split: {best['best_metric']:.4f} at epoch " \
+           f"{best['best_metric_epoch']}" in caplog.text
     assert torch.load(models / "model.pt", weights_only=True).keys() == resumed["model"].keys()
     # the checkpoint the run resumed from is superseded and removed, so a later --resume cannot pick an old one
     assert sorted(f.name for f in models.iterdir()) == [f"checkpoint_epoch={EPOCHS}.pt", "model.pt"]
+
+
+def test_best_model_and_its_record_are_restored_together(demo, uninterrupted, tmp_path, caplog):
+    """A run killed after writing a newer model.pt but before its checkpoint: resuming restores model.pt from the
+    checkpoint, which carries the best weights with their record, and the run ends as the uninterrupted one."""
+    root = tmp_path / "run"
+    # the 4-epoch schedule stopped after epoch 2, as a kill during epoch 3 leaves it
+    train(root, dataset_dir=str(demo), max_epochs=EPOCHS, **{"train#trainer#max_epochs": 2})
+    assert (root / "models" / "checkpoint_epoch=2.pt").is_file()
+    stranger = {k: torch.rand_like(v.float()).to(v.dtype) for k, v in _checkpoint(root, 2)["model"].items()}
+    torch.save(stranger, root / "models" / "model.pt")  # a newer model.pt whose checkpoint was never written
+
+    train(root, log_handler=caplog.handler, dataset_dir=str(demo), max_epochs=EPOCHS, resume=True)
+
+    assert "restored the best model of epoch" in caplog.text
+    final = _checkpoint(root, EPOCHS)["best_metric"]
+    assert _max_weight_difference(torch.load(root / "models" / "model.pt", weights_only=True), final["model"]) == 0
+    reference = _checkpoint(uninterrupted, EPOCHS)["best_metric"]
+    assert final["best_metric_epoch"] == reference["best_metric_epoch"]
+    assert final["best_metric"] == pytest.approx(reference["best_metric"], abs=1e-6)
+    assert _max_weight_difference(final["model"], reference["model"]) <= 1e-6
 
 
 # --- 4. determinism ---------------------------------------------------------------------------------------------------
@@ -244,7 +269,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, uninte
 def test_same_seed_same_numbers(demo, tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for root in runs:
-        train(root, dataset_dir=str(demo), max_epochs=2, learning_rate=0.01, **RELIABLE)
+        train(root, dataset_dir=str(demo), max_epochs=2, learning_rate=0.01)
     rows = []
     for root in runs:
         with open(root / "eval" / "val_metrics.csv") as f:
@@ -258,3 +283,85 @@ def test_same_seed_same_numbers(demo, tmp_path):
     for key, value in weights[0].items():
         assert torch.allclose(value.float(), weights[1][key].float(), atol=1e-6), key
     assert os.path.getsize(runs[0] / "models" / "model.pt") > 0
+
+
+# --- 5. nothing a run made is lost; every start checks before it writes -------------------------------------------
+
+
+def test_rerun_without_resume_moves_the_finished_run_aside(demo, tmp_path, caplog):
+    root = tmp_path / "run"
+    train(root, dataset_dir=str(demo), max_epochs=1)
+    first = torch.load(root / "models" / "model.pt", weights_only=True)
+    first_history = (root / "eval" / "val_metrics.csv").read_text()
+    train(root, log_handler=caplog.handler, dataset_dir=str(demo), max_epochs=1, learning_rate=0.05)
+    archives = list((root / "models" / "previous_runs").iterdir())
+    assert len(archives) == 1
+    kept = archives[0]
+    assert _max_weight_difference(torch.load(kept / "model.pt", weights_only=True), first) == 0
+    assert (kept / "checkpoint_epoch=1.pt").is_file()
+    assert (root / "eval" / "previous_runs" / kept.name / "val_metrics.csv").read_text() == first_history
+    assert (root / "models" / "model.pt").is_file() and (root / "models" / "checkpoint_epoch=1.pt").is_file()
+    assert f"moved 3 of them aside, to ['{root / 'eval' / 'previous_runs' / kept.name}', " \
+           f"'{root / 'models' / 'previous_runs' / kept.name}']" in caplog.text
+    # one TensorBoard folder per run, named as the archive of the earlier run
+    runs = sorted(p.name for p in (root / "eval" / "tensorboard").iterdir())
+    assert len(runs) == 2 and runs[0] == kept.name
+
+
+def test_preflight_check_runs_on_every_start(demo, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    root = tmp_path / "run"
+    train(root, dataset_dir=str(data), max_epochs=1)
+    split = ConfigParser.load_config_file(str(root / "eval" / "split.json"))
+    damaged = Path(split["training"][0]["image"])
+    damaged.write_bytes(damaged.read_bytes()[:200])  # damaged since the split was made
+    with pytest.raises(Exception) as err:
+        train(root, dataset_dir=str(data), max_epochs=2, resume=True)
+    assert f"{damaged}: corrupt or truncated image file" in messages(err.value)
+    assert not (root / "models" / "checkpoint_epoch=2.pt").exists()
+
+
+def test_unknown_override_stops_the_run_before_anything_is_written(demo, tmp_path):
+    root = tmp_path / "run"
+    proc = subprocess.run(_cli(root, demo, max_epoch=2), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "--max_epoch (did you mean --max_epochs?)" in proc.stdout + proc.stderr
+    assert not root.exists() or not any(root.rglob("*")), sorted(root.rglob("*"))
+
+
+def test_unwritable_checkpoint_folder_stops_before_the_first_epoch(demo, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the checkpoint folder should be")
+    root = tmp_path / "run"
+    with pytest.raises(Exception) as err:
+        train(root, dataset_dir=str(demo), max_epochs=1, ckpt_dir=str(blocker / "models"))
+    assert f"{blocker / 'models'}: the checkpoint folder is not writable" in messages(err.value)
+    assert not (root / "eval" / "val_metrics.csv").exists()
+
+
+def test_all_empty_ground_truth_is_undefined_not_zero(demo, tmp_path, caplog):
+    data = tmp_path / "empty_masks"
+    shutil.copytree(demo, data)
+    for mask in (data / "masks" / "0").glob("*.png"):
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(mask)
+    root = tmp_path / "run"
+    train(root, log_handler=caplog.handler, dataset_dir=str(data), max_epochs=2)
+    assert "val_mean_dice is undefined at epoch 1" in caplog.text
+    assert "metric of val_mean_dice: 0.0" not in caplog.text and "no best model was saved" in caplog.text
+    assert not (root / "models" / "model.pt").exists()
+    with open(root / "eval" / "val_metrics.csv") as f:
+        assert all(np.isnan(float(r["val_mean_dice"])) for r in csv.DictReader(f))
+
+
+def test_outputs_have_normal_file_modes(demo, tmp_path):
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "run"
+        train(root, max_epochs=1)  # the demo set made in eval/demo_data
+    finally:
+        os.umask(old)
+    assert (root / "eval" / "split.json").stat().st_mode & 0o777 == 0o644
+    assert (root / "eval" / "demo_data").stat().st_mode & 0o777 == 0o755
+    assert (root / "models" / "model.pt").stat().st_mode & 0o777 == 0o644
+    assert not [p for p in (root / "eval").iterdir() if p.name.startswith(".")]

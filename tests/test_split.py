@@ -17,8 +17,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_demo_dataset(str(tmp_path_factory.mktemp("demo") / "demo_data"), num_images=10, size=32)
 
 
-def _names(split: dict) -> tuple[list[str], list[str]]:
-    return [it["name"] for it in split["training"]], [it["name"] for it in split["validation"]]
+def _names(split: dict) -> tuple[list[str], ...]:
+    return tuple([it["name"] for it in split[key]] for key in ("training", "selection", "validation"))
 
 
 def test_demo_split_written_and_reused(
@@ -28,14 +28,16 @@ def test_demo_split_written_and_reused(
     with caplog.at_level(logging.INFO, logger="unext_monai"):
         split = prepare_split(output_dir=str(out), demo_dir=demo_dir)
     assert "built-in synthetic demo set" in caplog.text
-    train, val = _names(split)
-    assert len(train) == 8 and len(val) == 2 and not set(train) & set(val)
+    train, selection, val = _names(split)
+    assert (len(train), len(selection), len(val)) == (7, 1, 2)
+    assert not (set(train) & set(val) or set(train) & set(selection) or set(selection) & set(val))
     assert train == sorted(train) and val == sorted(val)
     stored = json.loads((out / "split.json").read_text())
     assert stored["meta"] == {
-        "dataset": "demo", "dataset_dir": demo_dir, "seed": 0, "val_fraction": 0.2, "include_normal": False,
+        "dataset": "demo", "dataset_dir": demo_dir, "seed": 0, "val_fraction": 0.2, "selection_fraction": 0.1,
+        "include_normal": False,
     }
-    assert {"training": stored["training"], "validation": stored["validation"]} == split
+    assert {k: stored[k] for k in ("training", "selection", "validation")} == split
     assert [f for f in os.listdir(out)] == ["split.json"]  # no temporary file left
 
     monkeypatch.setattr("unext_monai.data.split.read_dataset", lambda *a, **k: pytest.fail("split.json not reused"))
@@ -57,13 +59,16 @@ def test_same_seed_same_split(tmp_path: Path, demo_dir: str, caplog: pytest.LogC
 
 
 def test_default_demo_folder_and_bounds(tmp_path: Path, demo_dir: str) -> None:
-    split = prepare_split(output_dir=str(tmp_path / "eval"), val_fraction=0.01)
-    assert len(split["validation"]) == 1 and len(split["training"]) == 39  # at least one validation item
+    split = prepare_split(output_dir=str(tmp_path / "eval"), val_fraction=0.05)
+    assert [len(split[k]) for k in ("training", "selection", "validation")] == [34, 4, 2]
     assert split["training"][0]["image"].startswith(str(tmp_path / "eval" / "demo_data"))
-    assert len(prepare_split("unext", demo_dir, output_dir=str(tmp_path / "x"), val_fraction=0.99)["training"]) == 1
+    tiny = prepare_split("unext", demo_dir, output_dir=str(tmp_path / "x"), val_fraction=0.01, selection_fraction=0.01)
+    assert [len(tiny[k]) for k in ("training", "selection", "validation")] == [8, 1, 1]  # at least one in each part
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="val_fraction"):
             prepare_split(output_dir=str(tmp_path / "y"), demo_dir=demo_dir, val_fraction=bad)
+        with pytest.raises(ValueError, match="selection_fraction"):
+            prepare_split(output_dir=str(tmp_path / "y"), demo_dir=demo_dir, selection_fraction=bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare_split("busi", str(tmp_path / "absent"), output_dir=str(tmp_path / "y"))
 
@@ -72,14 +77,14 @@ def test_too_few_items_and_skip_bad(tmp_path: Path, demo_dir: str, caplog: pytes
     items = read_unext_pytorch(demo_dir)
     path = tmp_path / "one.json"
     path.write_text(json.dumps({"training": items[:1]}))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match=r"splitting 1 image/mask pairs .* need at least 3 pairs"):
         prepare_split("datalist", str(path), output_dir=str(tmp_path / "out"))
     path.write_text(json.dumps({"training": items[:4] + [{"image": items[4]["image"], "label": "gone.png"}]}))
     with pytest.raises(ValueError, match="gone.png: mask file missing"):
         prepare_split("datalist", str(path), output_dir=str(tmp_path / "out"))
     with caplog.at_level(logging.WARNING, logger="unext_monai"):
         split = prepare_split("datalist", str(path), output_dir=str(tmp_path / "out"), skip_bad=True)
-    assert len(split["training"]) + len(split["validation"]) == 4
+    assert sum(len(split[k]) for k in ("training", "selection", "validation")) == 4
     assert any("gone.png" in r.getMessage() for r in caplog.records)
 
 
@@ -88,7 +93,9 @@ def test_datalist_with_validation_used_as_is(tmp_path: Path, demo_dir: str) -> N
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": items[3:], "validation": items[:3]}))
     split = prepare_split("datalist", str(path), output_dir=str(tmp_path / "out"))
-    assert split == {"training": items[3:], "validation": items[:3]}
+    assert split["validation"] == items[:3]  # held out as given; the selection part comes from the training list
+    assert sorted(split["training"] + split["selection"], key=lambda it: it["name"]) == items[3:]
+    assert len(split["selection"]) == 1
     path.write_text(json.dumps({"training": items[2:], "validation": items[:2]}))  # edited: not the stale split
     assert prepare_split("datalist", str(path), output_dir=str(tmp_path / "out"))["validation"] == items[:2]
     assert read_all("datalist", str(path)) == items
@@ -98,7 +105,10 @@ def test_datalist_with_validation_used_as_is(tmp_path: Path, demo_dir: str) -> N
 def test_busi_split_real(shared_dir: Path, tmp_path: Path) -> None:
     root = str(shared_dir / "data" / "busi")
     split = prepare_split("busi", root, output_dir=str(tmp_path / "a"), seed=1)
-    assert len(split["training"]) == 414 and len(split["validation"]) == 104
-    assert {it["class"] for it in split["validation"]} == {"benign", "malignant"}
+    assert [len(split[k]) for k in ("training", "selection", "validation")] == [373, 41, 104]
+    for key in ("training", "selection", "validation"):  # each part keeps the class mix (about 2:1)
+        classes = [it["class"] for it in split[key]]
+        assert set(classes) == {"benign", "malignant"}
+        assert 1.9 < classes.count("benign") / classes.count("malignant") < 2.3
     again = json.loads((tmp_path / "a" / "split.json").read_text())
     assert _names(again) == _names(split) and again["meta"]["dataset_dir"] == root

@@ -9,6 +9,8 @@ file survives an exception.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import pickle
@@ -51,7 +53,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
-    suffix = name[name.index("."):] if "." in name.lstrip(".") else ""
+    suffix = _suffix(name)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".part{suffix}")
     os.close(fd)
     try:
@@ -64,7 +66,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     _fsync_dir(folder)
+    # temporary files of this path left by a process killed while writing it
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
     return path
+
+
+def _suffix(name: str) -> str:
+    """``model.pt`` -> ``.pt``, ``mask.nii.gz`` -> ``.nii.gz``, ``.hidden`` -> ``""``."""
+    stripped = name.lstrip(".")
+    return stripped[stripped.index("."):] if "." in stripped else ""
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> str:

@@ -84,21 +84,23 @@ def _by_name(items: list[dict]) -> list[dict]:
 
 
 def _partition(items: list[dict], fractions: dict[str, float], seed: int) -> dict[str, list[dict]]:
-    """Shuffle ``items`` with ``seed`` and cut them into the parts named in ``fractions`` (in that order; the last
-    part takes what rounding leaves), per class when the items carry one (BUSI's benign/malignant/normal)."""
-    ratios = list(fractions.values())
+    """Shuffle ``items`` with ``seed`` and cut them into the parts named in ``fractions`` (in that order; the last part
+    takes what rounding leaves, every part gets at least one item), per class when the items carry one (BUSI's
+    benign/malignant/normal)."""
     classes = [it.get("class") for it in items]
     if all(c is not None for c in classes) and len(set(classes)) > 1:
-        parts = partition_dataset_classes(items, classes, ratios=ratios, shuffle=True, seed=seed)
-    else:
-        parts = partition_dataset(items, ratios=ratios, shuffle=True, seed=seed)
+        parts = partition_dataset_classes(items, classes, ratios=list(fractions.values()), shuffle=True, seed=seed)
+    else:  # exact counts, as ratios that partition_dataset rounds to themselves
+        counts = [max(1, round(len(items) * fraction)) for fraction in list(fractions.values())[:-1]]
+        counts.append(len(items) - sum(counts))
+        parts = partition_dataset(items, ratios=counts, shuffle=True, seed=seed) if min(counts) > 0 else []
     split = {name: _by_name(part) for name, part in zip(fractions, parts)}
-    empty = [name for name, part in split.items() if not part]
+    empty = [name for name in fractions if not split.get(name)]
     if empty:
         shares = ", ".join(f"{name} {fraction:.3f}" for name, fraction in fractions.items())
         raise ValueError(
-            f"splitting {len(items)} image/mask pairs as {shares} leaves no pair for {empty}: use more data or "
-            "larger val_fraction / selection_fraction"
+            f"splitting {len(items)} image/mask pairs as {shares} leaves no pair for {empty}: a training, a selection "
+            "and a validation part need at least 3 pairs (use more data, or other val_fraction / selection_fraction)"
         )
     return split
 

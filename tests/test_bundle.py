@@ -61,16 +61,22 @@ def demo_bundle(tmp_path_factory) -> Path:
     return root
 
 
+def per_image(folder: Path, metric: str) -> list[dict]:
+    """The rows of MONAI's MetricsSaver file ``<metric>_raw.csv`` (filename, class0, mean)."""
+    with open(folder / f"{metric}_raw.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def test_demo_training_writes_model_split_and_curve(demo_bundle):
     assert (demo_bundle / "models" / "model.pt").is_file()
     assert (demo_bundle / "models" / "checkpoint_epoch=2.pt").is_file()
     split = json.loads((demo_bundle / "eval" / "split.json").read_text())
-    assert split["training"] and split["validation"]
-    assert not {i["name"] for i in split["training"]} & {i["name"] for i in split["validation"]}
+    parts = [{i["name"] for i in split[k]} for k in ("training", "selection", "validation")]
+    assert all(parts) and sum(len(p) for p in parts) == len(set().union(*parts))  # disjoint, none empty
     rows = val_rows(demo_bundle)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
-    assert list((demo_bundle / "eval").glob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert list((demo_bundle / "eval" / "tensorboard").glob("run-*/events.out.tfevents.*")), "no TensorBoard file"
     state = torch.load(demo_bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "down_1.conv.weight" in state, "model.pt must be a plain state dict of UNeXt"
 
@@ -85,14 +91,14 @@ def test_evaluate_writes_per_image_and_mean_metrics(demo_bundle):
     wf = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, **SMALL)
     run_workflow(wf)
     out = demo_bundle / "eval" / "evaluation"
-    summary = json.loads((out / "metrics.json").read_text())
-    n_val = len(json.loads((demo_bundle / "eval" / "split.json").read_text())["validation"])
-    assert len(summary["per_image"]) == n_val
-    for key in ("val_mean_dice", "val_mean_iou", "val_sensitivity", "val_specificity", "val_hd95"):
-        assert key in summary["mean"]
-        assert key in summary["per_image"][0]
-    assert (out / "metrics.csv").is_file()
-    assert (out / "val_mean_dice_raw.csv").is_file()
+    means = dict(line.split(",") for line in (out / "metrics.csv").read_text().splitlines())
+    assert sorted(means) == ["val_hd95", "val_mean_dice", "val_mean_iou", "val_sensitivity", "val_specificity"]
+    validation = json.loads((demo_bundle / "eval" / "split.json").read_text())["validation"]
+    for key in ("val_mean_dice", "val_mean_iou", "val_hd95"):  # MONAI's MetricsSaver: one row per image
+        rows = per_image(out, key)
+        assert sorted(r["filename"] for r in rows) == sorted(i["image"] for i in validation)
+    dice = [float(r["mean"]) for r in per_image(out, "val_mean_dice")]
+    assert float(means["val_mean_dice"]) == pytest.approx(np.nanmean(dice), abs=1e-4)
 
 
 def test_evaluate_scores_a_whole_folder_without_split(demo_bundle, tmp_path):
@@ -100,8 +106,24 @@ def test_evaluate_scores_a_whole_folder_without_split(demo_bundle, tmp_path):
     wf = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, eval_dir=str(folder), dataset_name="unext",
                   output_dir=str(tmp_path / "scores"), **SMALL)
     run_workflow(wf)
-    summary = json.loads((tmp_path / "scores" / "metrics.json").read_text())
-    assert len(summary["per_image"]) == len(list((folder / "images").glob("*.png")))
+    assert len(per_image(tmp_path / "scores", "val_mean_dice")) == len(list((folder / "images").glob("*.png")))
+
+
+def test_evaluate_with_flip_tta_and_post_processing_options(demo_bundle, tmp_path):
+    """tta, keep_largest_component and min_lesion_area switch MONAI's parts in; the selection split can be scored."""
+    wf = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, output_dir=str(tmp_path / "tta"), tta=True,
+                  keep_largest_component=True, min_lesion_area=30, eval_split="selection", **SMALL)
+    assert type(wf.parser.get_parsed_content("validate#inferer")).__name__ == "FlipTTAInferer"
+    names = [type(t).__name__ for t in wf.parser.get_parsed_content("validate#postprocessing").transforms]
+    assert names[-2:] == ["KeepLargestConnectedComponentd", "RemoveSmallObjectsd"]
+    run_workflow(wf)
+    selection = json.loads((demo_bundle / "eval" / "split.json").read_text())["selection"]
+    assert sorted(r["filename"] for r in per_image(tmp_path / "tta", "val_mean_dice")) == sorted(
+        i["image"] for i in selection)
+    default = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, **SMALL)
+    assert type(default.parser.get_parsed_content("validate#inferer")).__name__ == "SimpleInferer"
+    assert [type(t).__name__ for t in default.parser.get_parsed_content("validate#postprocessing").transforms] == [
+        "Activationsd", "Invertd", "AsDiscreted"]
 
 
 def test_inference_writes_masks_in_input_size_and_orientation(demo_bundle, tmp_path):
@@ -190,7 +212,7 @@ def test_train_on_real_isic_and_busi_crops(shared_dir, tmp_path):
         state = torch.load(root / "models" / "model.pt", weights_only=True)
         assert state["down_1.conv.weight"].shape[1] == extra.get("in_channels", 3)
     busi_split = json.loads((tmp_path / "run_busi" / "eval" / "split.json").read_text())
-    items = busi_split["training"] + busi_split["validation"]
+    items = busi_split["training"] + busi_split["selection"] + busi_split["validation"]
     assert len(items) == 6 and max(len(i["label"]) for i in items) >= 2
 
 

@@ -147,13 +147,21 @@ class MetricHandler(IgniteMetricHandler):
     MONAI metric made with ``get_not_nans=True``, e.g. ``DiceMetric(include_background=True, get_not_nans=True)``.
     """
 
+    def __init__(self, metric_fn: Any, *args: Any, **kwargs: Any) -> None:
+        if not getattr(metric_fn, "get_not_nans", False):
+            raise ValueError(f"MetricHandler needs a metric made with get_not_nans=True, got {metric_fn!r}")
+        super().__init__(metric_fn, *args, **kwargs)
+
     def compute(self) -> Any:
-        value = super().compute()
-        result = self.metric_fn.aggregate()
-        if isinstance(result, (tuple, list)) and len(result) > 1 and float(torch.as_tensor(result[1]).sum()) == 0:
-            logger.warning(f"{self._name}: undefined for every item (no ground truth lesion to compare with)")
+        value, not_nans = self.metric_fn.aggregate()
+        self._is_reduced = True
+        if self.save_details:  # every item's value, for MetricsSaver
+            self._engine.state.metric_details[self._name] = self.metric_fn.get_buffer()
+        if float(torch.as_tensor(not_nans).sum()) == 0:
+            logger.warning(f"{self._name}: undefined for every item (empty ground truth or prediction): NaN")
             return float("nan")
-        return value
+        value = torch.as_tensor(value).squeeze()
+        return value.item() if value.ndim == 0 else value
 
 
 def defined_and_greater(current: float, best: float) -> bool:

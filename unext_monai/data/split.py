@@ -88,9 +88,13 @@ def _partition(items: list[dict], fractions: dict[str, float], seed: int) -> dic
     takes what rounding leaves, every part gets at least one item), per class when the items carry one (BUSI's
     benign/malignant/normal)."""
     classes = [it.get("class") for it in items]
+    parts: list = []
     if all(c is not None for c in classes) and len(set(classes)) > 1:
         parts = partition_dataset_classes(items, classes, ratios=list(fractions.values()), shuffle=True, seed=seed)
-    else:  # exact counts, as ratios that partition_dataset rounds to themselves
+        if not all(parts):
+            logger.info(f"too few pairs per class ({len(items)}) to split each class: splitting them all together")
+            parts = []
+    if not parts:  # exact counts, as ratios that partition_dataset rounds to themselves
         counts = [max(1, round(len(items) * fraction)) for fraction in list(fractions.values())[:-1]]
         counts.append(len(items) - sum(counts))
         parts = partition_dataset(items, ratios=counts, shuffle=True, seed=seed) if min(counts) > 0 else []

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader
+from monai.data import ImageReader, ITKReader, MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
 from unext_monai.io import write_atomic
 
-__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode"]
+__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode", "picture_readers", "ITK_SUFFIXES"]
 
 
 def standard_pil_mode(image: Image.Image) -> Image.Image:
@@ -38,6 +38,17 @@ def standard_pil_mode(image: Image.Image) -> Image.Image:
     if image.mode == "CMYK":
         return image.convert("RGB")
     return image
+
+
+#: suffixes of the formats of 3D Slicer and ITK tools that :func:`picture_readers` reads with MONAI's ``ITKReader``
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def picture_readers() -> list[ImageReader]:
+    """MONAI readers for 2D pictures in (H, W[, C]) order: ``PILReader`` (with :func:`standard_pil_mode`) for PNG, JPEG,
+    BMP and TIFF, and ``ITKReader`` for NRRD and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write
+    them. Give the list to ``LoadImage``/``LoadImaged`` as ``reader``: it tries PIL first, by suffix."""
+    return [ITKReader(reverse_indexing=True), PILReader(reverse_indexing=False, converter=standard_pil_mode)]
 
 
 def _scale_to_unit(img: torch.Tensor) -> torch.Tensor:
@@ -97,15 +108,13 @@ class LoadMaskd(MapTransform):
     """Load a mask given as one path or a list of paths into one binary float mask (1, H, W), the union of all.
 
     Masks may be 0/1 or 0/255 (any value above half the maximum of its file type counts as lesion), gray or RGB(A).
-    The result carries the first file's metadata, in the same (H, W) indexing as images read with
-    ``PILReader(reverse_indexing=False)``.
+    The files are read with :func:`picture_readers` (PNG, JPEG, BMP, TIFF, NRRD, MetaImage). The result carries the
+    first file's metadata, in the same (H, W) indexing as the images.
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadImage(
-            reader=PILReader(reverse_indexing=False, converter=standard_pil_mode), image_only=True, dtype=None
-        )
+        self.loader = LoadImage(reader=picture_readers(), image_only=True, dtype=None)
 
     def _binary(self, path: str) -> MetaTensor:
         m = self.loader(path)

@@ -39,7 +39,7 @@ logger = logging.getLogger("unext_monai")
 DATASETS = ("demo", "isic2018", "busi", "unext", "datalist")
 """Names accepted by :func:`read_dataset` (``"demo"`` is read with the UNeXt-pytorch layout)."""
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File extensions (case-insensitive) that the folder readers treat as images or masks; other files are ignored."""
 
 BUSI_CLASSES = ("benign", "malignant", "normal")

@@ -1,0 +1,76 @@
+"""Pictures from 3D Slicer and ITK tools (NRRD, MetaImage .mha/.mhd) train and check as PNG does, through MONAI's
+ITKReader (unext_monai.transforms.picture_readers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import itk
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from unext_monai.data import check_datalist, read_unext_pytorch
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = [".nrrd", ".mha", ".mhd"]
+
+
+def _pictures(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    mask = np.zeros((40, 56), np.uint8)
+    mask[5:20, 10:30] = 255
+    return rgb, mask
+
+
+def _write(path: Path, pixels: np.ndarray) -> None:
+    itk.imwrite(itk.image_from_array(np.ascontiguousarray(pixels), is_vector=pixels.ndim == 3), str(path))
+
+
+def _train_transforms(in_channels: int = 3):
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.json"))
+    parser["in_channels"] = in_channels
+    parser["spatial_size"] = [64, 64]
+    return parser.get_parsed_content("validate#preprocessing")
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_itk_pictures_load_as_their_png_twins(tmp_path: Path, suffix: str) -> None:
+    rgb, mask = _pictures(np.random.default_rng(0))
+    for folder in ("images", "masks/0"):
+        (tmp_path / "png" / folder).mkdir(parents=True)
+        (tmp_path / "itk" / folder).mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "png" / "images" / "case.png")
+    Image.fromarray(mask).save(tmp_path / "png" / "masks" / "0" / "case.png")
+    _write(tmp_path / "itk" / "images" / f"case{suffix}", rgb)
+    _write(tmp_path / "itk" / "masks" / "0" / f"case{suffix}", mask)
+    png_items = check_datalist(read_unext_pytorch(str(tmp_path / "png")))
+    itk_items = check_datalist(read_unext_pytorch(str(tmp_path / "itk")))
+    assert [i["name"] for i in itk_items] == ["case"] and itk_items[0]["image"].endswith(suffix)
+    transforms = _train_transforms()
+    expected, got = transforms(png_items[0]), transforms(itk_items[0])
+    assert got["image"].shape == (3, 64, 64) and got["label"].shape == (1, 40, 56)
+    assert torch.equal(torch.as_tensor(got["image"]), torch.as_tensor(expected["image"]))
+    assert torch.equal(torch.as_tensor(got["label"]), torch.as_tensor(expected["label"]))
+
+
+def test_itk_problems_are_named(tmp_path: Path) -> None:
+    rgb, mask = _pictures(np.random.default_rng(1))
+    _write(tmp_path / "image.nrrd", rgb)
+    _write(tmp_path / "mask.nrrd", (mask // 255 * 7).astype(np.uint8))  # not binary
+    _write(tmp_path / "small.mha", mask[:20])
+    (tmp_path / "broken.mha").write_text("ObjectType = Image\nNDims = 2\nnot a MetaImage\n")
+    items = [
+        {"image": str(tmp_path / "image.nrrd"), "label": [str(tmp_path / "mask.nrrd")], "name": "values"},
+        {"image": str(tmp_path / "image.nrrd"), "label": [str(tmp_path / "small.mha")], "name": "size"},
+        {"image": str(tmp_path / "broken.mha"), "label": [str(tmp_path / "small.mha")], "name": "broken"},
+    ]
+    with pytest.raises(ValueError) as err:
+        check_datalist(items)
+    text = str(err.value)
+    assert f"{tmp_path / 'mask.nrrd'}: mask values [0, 7]: a binary mask holds only 0 and 1 or 255" in text
+    assert f"{tmp_path / 'small.mha'}: mask size 56x20 differs from its image's size 56x40" in text
+    assert f"{tmp_path / 'broken.mha'}: not a readable image file for ITK" in text

@@ -133,8 +133,8 @@ def packaged_sections(
            "and resized to the network's size by the bundle's preprocessing."]
     out = [f"`{pred_name}`: {pred['dtype']} ({pred['num_channels']}, {', '.join(map(str, pred['spatial_shape']))}), "
            "one lesion logit per pixel (any real value). The post-processing applies a sigmoid, resizes the "
-           "probabilities back to the picture's own size and thresholds them at 0.5: "
-           f"{meta['pred_classes']}.", "",
+           "probabilities back to the picture's own size and thresholds them at 0.5: 1 is lesion, 0 is background.",
+           "",
            "Inference writes `<name>_mask.png` (0/255, the picture's size and orientation; `<name>_mask.nii.gz` with "
            "the input's affine for NIfTI) and `<name>_overlay.png` for every input, and `report.json` (what was "
            "segmented, where each output went, what was skipped and why)."]

@@ -23,7 +23,6 @@ __all__ = ["PACKAGE", "SCRIPTS", "config_strings", "vendored_files", "rewrite_co
 PACKAGE = "unext_monai"
 #: the package name of the copy inside a bundle (the model zoo's convention)
 SCRIPTS = "scripts"
-_DOTTED = re.compile(rf"\b{PACKAGE}(?:\.\w+)*")
 _FROM_PACKAGE = re.compile(rf"\bfrom\s+{PACKAGE}((?:\.\w+)*)\s+import\b")
 
 
@@ -133,8 +132,9 @@ def _rewritten_source(module: str, header: str) -> str:
     return header + "".join(lines)
 
 
-def vendored_files(configs: Iterable[Any], version: str) -> dict[str, str]:
-    """The ``scripts/`` package for ``configs`` (parsed JSON configs that refer to ``unext_monai``).
+def vendored_files(configs: Iterable[Any], version: str, named_as: str = PACKAGE) -> dict[str, str]:
+    """The ``scripts/`` package for ``configs`` (parsed JSON configs that refer to ``unext_monai``, or to
+    ``scripts`` with ``named_as="scripts"``: a packaged bundle's configs).
 
     Returns:
         ``{path relative to the bundle folder: file text}``, e.g. ``{"scripts/__init__.py": ..., ...}``, sorted.
@@ -142,7 +142,9 @@ def vendored_files(configs: Iterable[Any], version: str) -> dict[str, str]:
     Raises:
         ValueError: a name in the configs that is no module of the package, or an import the copy cannot keep.
     """
-    named = {_module_of(m.group(0)) for c in configs for s in config_strings(c) for m in _DOTTED.finditer(s)}
+    pattern = re.compile(rf"\b{named_as}(?:\.\w+)*")
+    named = {_module_of(PACKAGE + m.group(0)[len(named_as):])
+             for c in configs for s in config_strings(c) for m in pattern.finditer(s)}
     if not named:
         raise ValueError(f"the configs do not use {PACKAGE}: nothing to copy")
     header = (f"# Generated from {PACKAGE} {version} by `python -m {PACKAGE}.release`: edit the package, not this "

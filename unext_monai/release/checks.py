@@ -29,9 +29,10 @@ def _unload_scripts() -> None:
 
 
 @contextlib.contextmanager
-def bundle_on_path(bundle_dir: str) -> Iterator[None]:
+def bundle_on_path(bundle_dir: str | os.PathLike) -> Iterator[None]:
     """Import the bundle's ``scripts`` package (and nothing else of that name) inside the block, as the model zoo
     does: the bundle folder first on ``sys.path``, any ``scripts`` imported before unloaded on entry and exit."""
+    bundle_dir = os.path.abspath(bundle_dir)
     _unload_scripts()
     sys.path.insert(0, bundle_dir)
     try:

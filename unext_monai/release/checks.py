@@ -46,8 +46,7 @@ def run_tool(args: list[str], what: str, cwd: str) -> str:
     """``python -m monai.bundle ARGS`` from the bundle folder (so that its ``scripts`` imports); raise with the tail of
     its output when it fails."""
     cmd = [sys.executable, "-m", "monai.bundle", *args]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-30:])
         raise ReleaseError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")

@@ -105,6 +105,19 @@ def _changelog(meta: dict, previous_meta: dict | None, version: str, entry: str 
     return {version: text, **{k: v for k, v in older.items() if k != version}}
 
 
+def _same_weights(pt_file: str, weights: dict) -> bool:
+    """Whether ``pt_file`` (an existing release's ``model.pt``) holds exactly ``weights``."""
+    import torch
+
+    try:
+        old = load_checkpoint_file(pt_file, map_location="cpu")
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(old, dict) and old.keys() == weights.keys() and all(
+        isinstance(old[k], torch.Tensor) and old[k].shape == v.shape and torch.equal(old[k], v)
+        for k, v in weights.items())
+
+
 def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -140,7 +153,8 @@ def release(
         train_dir: the training run's output folder (``split.json``, ``val_metrics.csv``) for the model card;
             default ``<bundle_root>/eval``.
         metrics: the evaluation's ``metrics.json`` (its means and image count) or a flat ``{name: value}`` JSON file,
-            for ``eval_metrics``.
+            for ``eval_metrics``; without it, an existing release's ``eval_metrics`` are kept when its ``model.pt``
+            holds the same weights.
         overwrite: replace an existing output folder (only once the new one has passed its checks); its changelog's
             older entries are kept.
 
@@ -195,12 +209,17 @@ def release(
         raise ReleaseError("train.json and inference.json state different in_channels")
     from unext_monai import __version__
 
+    weights = _state_dict(ckpt)
     try:
+        evaluation = load_metrics(metrics)
+        if evaluation is None and previous_meta and _same_weights(os.path.join(output, "models", "model.pt"), weights):
+            evaluation = previous_meta.get("eval_metrics") or None  # the same weights: their evaluation stands
+            print(f"release: same weights as {output}: keeping its eval_metrics")
         # the repository's configs name unext_monai: the copy follows them
         scripts = vendored_files(json_configs.values(), __version__)
         required = required_packages(list(meta.get("required_packages_version") or {}), scripts)
         meta = packaged_metadata(meta, card=card, version=version, changelog=log, in_channels=in_channels,
-                                 required=required, metrics=load_metrics(metrics))
+                                 required=required, metrics=evaluation)
     except ValueError as e:
         raise ReleaseError(str(e)) from e
 
@@ -225,7 +244,6 @@ def release(
             parser.read_meta(out_meta)
             parser["bundle_root"] = tmp
             net = parser.get_parsed_content("network_def", instantiate=True)
-            weights = _state_dict(ckpt)
             try:
                 net.load_state_dict(weights, strict=True)
             except RuntimeError as e:

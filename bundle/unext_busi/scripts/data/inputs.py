@@ -245,7 +245,8 @@ class InferencePlan:
 
     Made by :func:`plan_inference`. :attr:`datalist` feeds the bundle's dataset: ``{"image": input, "mask_file":
     path, "overlay_file": path}`` items (``overlay_file`` only with overlays), which ``SavePredictiond`` writes to.
-    Attached to the evaluator (it is one of ``inference.json``'s handlers) it records the files each iteration wrote
+    Attached to the evaluator (it is one of ``inference.json``'s handlers, before ``StatsHandler``, which re-raises
+    errors) it records the files each iteration wrote
     (the ``pred_files`` that ``SavePredictiond`` leaves in the output) and writes ``report.json`` when the run ends,
     or fails::
 

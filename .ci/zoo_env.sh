@@ -46,7 +46,8 @@ pip_install --upgrade pip
 pip_install "$TORCH"
 # shellcheck disable=SC2086
 pip_install $REQS jsonschema
-if "$VENV/bin/python" -c "import unext_monai" 2>/dev/null; then
+# from / and without PYTHONPATH: a checkout on the path would make unext_monai importable from anywhere else
+if (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import unext_monai") 2>/dev/null; then
     echo "zoo env: unext_monai is importable in $VENV; it must not be" >&2
     exit 1
 fi

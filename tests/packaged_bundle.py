@@ -7,6 +7,8 @@
 - :func:`integration_python`: the interpreter of one of the extra environments that ``.ci/label_env.sh`` and
   ``.ci/deploy_env.sh`` build, or a skip (a failure with ``UNEXT_REQUIRE_INTEGRATIONS=1``) saying how to build it.
 - :func:`real_images`: a few real pictures from ``../shared/data`` (ISIC 2018 JPEG, BUSI PNG).
+- :func:`bundle_on_path`: a packaged bundle's configs import its own ``scripts/`` (the model zoo's convention): run
+  ``ConfigWorkflow``/``ConfigParser`` on one inside ``with bundle_on_path(bundle):``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from unext_monai.release.checks import bundle_on_path
+
+__all__ = ["REPO", "BUNDLE_NAME", "run", "packaged_bundle", "released_bundle", "integration_python", "real_images",
+           "bundle_on_path"]
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE_NAME = "unext_demo"

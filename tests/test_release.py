@@ -1,19 +1,115 @@
-"""The release step: a bundle trained one epoch on the demo set, packaged, and loaded back with monai.bundle."""
+"""The release step: configs for one data set, the vendored scripts/, true metadata, the model card; and a bundle
+trained one epoch on the demo set, packaged, and loaded back with monai.bundle (slow)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from packaged_bundle import BUNDLE_NAME, REPO, real_images, released_bundle
+from packaged_bundle import BUNDLE_NAME, REPO, bundle_on_path, real_images, released_bundle
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+import unext_monai
+from unext_monai.release.card import SECTION, render_card
+from unext_monai.release.configs import packaged_configs, zoo_json
+from unext_monai.release.metadata import required_packages
+from unext_monai.release.vendor import rewrite_config, vendored_files
+
+ZOO_SECTIONS = ["# Model Overview", "## Data", "## Training configuration", "### Input", "### Output",
+                "## Performance", "## MONAI Bundle Commands", "## References", "## License"]
+
+
+def _json_configs(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "metadata.json"]
+
+
+# ---- fast: the pieces -------------------------------------------------------------------------------------------
+
+
+def test_packaged_train_config_merges_its_overlay_and_prepares_nothing_at_initialize():
+    configs = packaged_configs(str(REPO / "configs"), "isic2018", overlays=("isic2018", "busi", "demo"))
+    assert sorted(configs) == ["evaluate.json", "inference.json", "logging.conf", "multi_gpu_train.json",
+                               "train.json"]  # no overlay file of its own, nor the other data set's
+    train = configs["train.json"]
+    overlay = json.loads((REPO / "configs" / "isic2018.json").read_text())
+    assert train["dataset_name"] == "isic2018" and train["max_epochs"] == overlay["max_epochs"]
+    assert train["train"]["random_transforms"] == overlay["train#random_transforms"]
+    root = json.loads((REPO / "configs" / "train.json").read_text())
+    split_steps = [s for s in root["initialize"] if "@split" in s]
+    assert not [s for s in train["initialize"] if "@split" in s]
+    assert train["run"][: len(split_steps)] == split_steps
+    packaged = rewrite_config(train)
+    assert "unext_monai" not in json.dumps(packaged) and "$import scripts" in packaged["imports"]
+
+
+def test_vendored_scripts_are_the_package_with_relative_imports():
+    files = vendored_files(_json_configs(REPO / "configs"), unext_monai.__version__)
+    for module in ("__init__", "transforms", "data/inputs", "networks/nets/unext", "checkpoint", "handlers"):
+        assert f"scripts/{module}.py" in files or f"scripts/{module}/__init__.py" in files, module
+    assert not [p for p in files if "release" in p or "monailabel" in p or "deploy" in p]
+    for path, text in files.items():
+        imported = [n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom) and n.module]
+        assert not [m for m in imported if m.startswith("unext_monai")], path
+        source = REPO / "unext_monai" / path[len("scripts/"):]
+        # the same file but for its first line and the import statements
+        header, _, body = text.partition("\n")
+        assert header.startswith("# Generated from unext_monai")
+        src_lines, lines = source.read_text().splitlines(), body.splitlines()
+        assert len(src_lines) == len(lines)
+        assert [a for a, b in zip(src_lines, lines) if a != b and "unext_monai" not in a] == []
+    assert "from ..io import write_json_atomic" in files["scripts/data/split.py"]
+
+
+def test_required_packages_name_every_import_of_the_copy():
+    sources = {"scripts/x.py": "import scipy\nfrom PIL import Image\nimport os\n"}
+    assert required_packages(["scipy", "pillow", "unext-monai"], sources) == {
+        "scipy": __import__("importlib.metadata").metadata.version("scipy"),
+        "pillow": __import__("importlib.metadata").metadata.version("pillow")}
+    with pytest.raises(ValueError, match="does not list"):
+        required_packages(["pillow"], sources)
+    with pytest.raises(ValueError, match="not installed"):
+        required_packages(["scipy", "pillow", "no-such-package-here"], sources)
+
+
+def test_card_template_has_the_zoo_sections_and_renders_clean():
+    template = (REPO / "docs" / "README.md").read_text()
+    keys = [m.group("key") for m in SECTION.finditer(template)]
+    text = render_card(template, {k: f"text of {k}\n" for k in keys})
+    positions = [text.index(h + "\n") for h in ZOO_SECTIONS]
+    assert positions == sorted(positions)
+    assert "<!--" not in text and "text of commands" in text
+    assert not [line for line in template.splitlines() if line != line.rstrip()]
+    with pytest.raises(ValueError, match="differ"):
+        render_card(template, {"overview": "x\n"})
+    with pytest.raises(ValueError, match="trailing whitespace"):
+        render_card(template, {k: "ends in a space \n" for k in keys})
+
+
+def test_zoo_json_is_what_the_zoo_pre_commit_leaves():
+    meta = (REPO / "configs" / "metadata.json").read_text()
+    assert zoo_json(json.loads(meta)) == meta
+    expected = '{\n    "a": [\n        1,\n        2\n    ],\n    "b": "\\u2013"\n}\n'
+    assert zoo_json({"a": [1, 2], "b": "\u2013"}) == expected
+
+
+def test_repository_metadata_is_true():
+    meta = json.loads((REPO / "configs" / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    for part in ("inputs", "outputs", "post_processed_outputs"):
+        for tensor in fmt[part].values():
+            assert len(tensor["channel_def"]) == tensor["num_channels"]
+    assert fmt["outputs"]["pred"]["value_range"] == []  # logits: unbounded
+    assert fmt["post_processed_outputs"]["pred"]["value_range"] == [0, 1]
+
+
+# ---- slow: a real release ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -21,71 +117,70 @@ def released(tmp_path_factory):
     return released_bundle(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_release_layout_and_metadata(released):
     bundle = released["bundle"]
     print(f"trained in {released['seconds']['train']:.1f} s, released in {released['seconds']['release']:.1f} s")
     for rel in ["configs/metadata.json", "configs/inference.json", "configs/train.json", "configs/evaluate.json",
                 "configs/logging.conf", "models/model.pt", "models/model.ts", "models/model.onnx",
-                "docs/README.md", "docs/data_license.txt", "LICENSE"]:
+                "docs/README.md", "docs/data_license.txt", "LICENSE", "scripts/__init__.py"]:
         assert (bundle / rel).is_file(), rel
     assert not list(bundle.parent.glob(f".{BUNDLE_NAME}.*")), "temporary build folders left behind"
+    assert not [p.name for p in (bundle / "configs").iterdir() if p.stem in ("isic2018", "busi", "demo")]
+    assert (bundle / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes()
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    src_meta = json.loads((REPO / "configs" / "metadata.json").read_text())
-    assert meta["version"] == src_meta["version"]
-    assert meta["changelog"][meta["version"]] == "test release: one epoch on the demo set"
+    assert meta["version"] == json.loads((REPO / "configs" / "metadata.json").read_text())["version"]
     assert list(meta["changelog"])[0] == meta["version"]
-    import unext_monai
-
-    assert meta["required_packages_version"]["unext-monai"] == unext_monai.__version__
+    assert meta["changelog"][meta["version"]] == "test release: one epoch on the demo set"
+    assert "unext-monai" not in meta["required_packages_version"]
+    assert meta["name"] == "UNeXt lesion segmentation (synthetic demo weights)"
     assert meta["monai_version"] == __import__("monai").__version__
+    for path in (bundle / "configs").glob("*.json"):
+        assert zoo_json(json.loads(path.read_text())) == path.read_text(), path.name
+        assert path.name == "metadata.json" or "unext_monai" not in path.read_text(), path.name
+    # the copy of the code is what the package gives today
+    shipped = {str(p.relative_to(bundle)): p.read_text() for p in (bundle / "scripts").rglob("*.py")}
+    assert shipped == vendored_files(_json_configs(bundle / "configs"), unext_monai.__version__, named_as="scripts")
     # model.pt is a plain state dict that loads strictly into the packaged network_def
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    net = unext_monai.UNeXt(spatial_dims=2, in_channels=3, out_channels=1)
-    net.load_state_dict(state, strict=True)
+    unext_monai.UNeXt(spatial_dims=2, in_channels=3, out_channels=1).load_state_dict(state, strict=True)
 
 
+@pytest.mark.slow
 def test_model_card_and_licences(released):
     bundle = released["bundle"]
     card = (bundle / "docs" / "README.md").read_text()
-    for needle in ["trained on **demo**", "segment nothing real", "Training recipe", "learning_rate",
-                   "Best validation during training", "verify_net_in_out", "Intended use", "Limits",
-                   "not for clinical"]:
+    positions = [card.index(h + "\n") for h in ZOO_SECTIONS]
+    assert positions == sorted(positions)
+    for needle in ["segment nothing real", "| learning_rate |", "Best score on the selection part",
+                   "verify_net_in_out", "not for diagnosis", "#### Execute training", "#### Execute inference",
+                   "multi_gpu_train.json", "ckpt_export", "Run these from the bundle folder", "large_files.yml"]:
         assert needle in card, needle
-    data_licence = (bundle / "docs" / "data_license.txt").read_text()
-    assert "Synthetic demo set" in data_licence
-    licence = (bundle / "LICENSE").read_text()
-    assert "Apache License" in licence and "TERMS AND CONDITIONS" in licence
-    assert "inherit that data's licence terms" in licence
+    assert "<!--" not in card and not [line for line in card.splitlines() if line != line.rstrip()]
+    assert "Synthetic demo set" in (bundle / "docs" / "data_license.txt").read_text()
 
 
+@pytest.mark.slow
 def test_model_ts_embeds_configs_and_matches_pytorch(released):
     bundle = released["bundle"]
     extra = {"metadata.json": "", "inference.json": ""}
     ts = torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
-    embedded_meta = json.loads(extra["metadata.json"])
-    embedded_inference = json.loads(extra["inference.json"])
-    print("embedded in model.ts:", sorted(extra), "metadata keys:", len(embedded_meta))
-    assert embedded_meta["version"] == json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
-    assert embedded_inference == json.loads((bundle / "configs" / "inference.json").read_text())
-    # the same through monai.bundle.load (TorchScript) and monai.bundle.load (state dict into network_def)
+    assert json.loads(extra["metadata.json"])["version"] == json.loads(
+        (bundle / "configs" / "metadata.json").read_text())["version"]
+    assert json.loads(extra["inference.json"]) == json.loads((bundle / "configs" / "inference.json").read_text())
     from monai.bundle import load
 
-    ts2, meta2, extra2 = load(BUNDLE_NAME, bundle_dir=str(bundle.parent), load_ts_module=True,
-                              config_files=("inference.json",), device="cpu")
-    assert meta2["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
-    assert "inference.json" in extra2
-    net = load(BUNDLE_NAME, bundle_dir=str(bundle.parent), workflow_type="inference", device="cpu").eval()
-    x = torch.rand(2, 3, 256, 256)
-    with torch.no_grad():
-        expected = net(x)
-        assert expected.shape == (2, 1, 256, 256)
-        assert torch.allclose(ts(x), expected, atol=1e-4)
-        assert torch.allclose(ts2(x), expected, atol=1e-4)
+    with bundle_on_path(bundle):
+        net = load(BUNDLE_NAME, bundle_dir=str(bundle.parent), workflow_type="inference", device="cpu").eval()
+        x = torch.rand(2, 3, 256, 256)
+        with torch.no_grad():
+            assert torch.allclose(ts(x), net(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_model_onnx_matches_pytorch(released):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     bundle = released["bundle"]
     ts = torch.jit.load(str(bundle / "models" / "model.ts"))
     session = ort.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -98,30 +193,36 @@ def test_model_onnx_matches_pytorch(released):
         assert diff < 1e-4
 
 
+@pytest.mark.slow
 def test_packaged_inference_config_runs_on_real_images(released, shared_dir, tmp_path):
-    """The packaged inference.json, run as a ConfigWorkflow from the bundle folder, writes a mask per picture at the
-    picture's size."""
+    """The packaged inference.json, run as a ConfigWorkflow with the bundle's scripts/, writes a mask per picture at
+    the picture's size."""
     from monai.bundle import ConfigWorkflow
 
     bundle = released["bundle"]
     images = real_images(shared_dir, tmp_path / "in", n_isic=2, n_busi=1)
     out = tmp_path / "out"
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
-                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
-                        bundle_root=str(bundle), input_path=str(tmp_path / "in"), output_dir=str(out))
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    with bundle_on_path(bundle):
+        wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="inference",
+                            bundle_root=str(bundle), dataset_dir=str(tmp_path / "in"), output_dir=str(out))
+        wf.initialize()
+        wf.run()
+        wf.finalize()
     for img in images:
         mask = Image.open(out / f"{img.stem}_mask.png")
         assert mask.size == Image.open(img).size
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
 
 
-def _failing_copy(tmp_path, edit):
+def _source_copy(tmp_path, edit=None):
+    """A copy of the repository's bundle sources (configs, the card template, LICENSE) to edit."""
     root = tmp_path / "src_bundle"
     shutil.copytree(REPO / "configs", root / "configs")
-    edit(root)
+    (root / "docs").mkdir()
+    shutil.copy(REPO / "docs" / "README.md", root / "docs" / "README.md")
+    shutil.copy(REPO / "LICENSE", root / "LICENSE")
+    if edit:
+        edit(root)
     return root
 
 
@@ -130,6 +231,30 @@ def _release_cli(args, cwd):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
+def test_release_of_a_grayscale_network(tmp_path):
+    """in_channels 1 in the configs and a one-channel checkpoint: every check runs with one-channel inputs."""
+
+    def gray(root):
+        for name in ("train.json", "inference.json"):
+            config = json.loads((root / "configs" / name).read_text())
+            config["in_channels"] = 1
+            (root / "configs" / name).write_text(json.dumps(config))
+
+    root = _source_copy(tmp_path, gray)
+    torch.manual_seed(0)
+    torch.save(unext_monai.UNeXt(2, 1, 1).state_dict(), tmp_path / "gray.pt")
+    out = tmp_path / "bundle" / "gray"
+    proc = _release_cli(["--bundle_root", root, "--name", "gray", "--output", out, "--ckpt", tmp_path / "gray.pt",
+                         "--dataset", "busi", "--train_dir", tmp_path / "none"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    image = json.loads((out / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 1 and image["channel_def"] == {"0": "gray"}
+    ts = torch.jit.load(str(out / "models" / "model.ts"))
+    assert ts(torch.rand(1, 1, 256, 256)).shape == (1, 1, 256, 256)
+
+
+@pytest.mark.slow
 def test_release_refuses_bundle_failing_verify_net_in_out(released, tmp_path):
     """metadata.json promising 2 output channels for a 1-channel network: verify_net_in_out fails, nothing appears."""
 
@@ -138,49 +263,58 @@ def test_release_refuses_bundle_failing_verify_net_in_out(released, tmp_path):
         meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
         (root / "configs" / "metadata.json").write_text(json.dumps(meta))
 
-    root = _failing_copy(tmp_path, two_channels)
+    root = _source_copy(tmp_path, two_channels)
     out = tmp_path / "bundle" / "bad"
     proc = _release_cli(["--bundle_root", root, "--name", "bad", "--output", out,
                          "--ckpt", released["bundle"] / "models" / "model.pt",
                          "--train_dir", released["train_root"] / "eval"], cwd=tmp_path)
     print(proc.stdout[-600:])
-    assert proc.returncode != 0
-    assert "verify_net_in_out failed" in proc.stdout
+    assert proc.returncode != 0 and "verify_net_in_out failed" in proc.stdout
     assert not out.exists() and not list(out.parent.iterdir())
 
 
+@pytest.mark.slow
 def test_release_refuses_mismatched_checkpoint_and_existing_output(released, tmp_path):
     ckpt = tmp_path / "other.pt"
-    torch.save(__import__("unext_monai").UNeXt(2, 3, 2).state_dict(), ckpt)  # two output channels
+    torch.save(unext_monai.UNeXt(2, 3, 2).state_dict(), ckpt)  # two output channels
     out = tmp_path / "bundle" / "x"
     proc = _release_cli(["--bundle_root", REPO, "--name", "x", "--output", out, "--ckpt", ckpt,
                          "--train_dir", released["train_root"] / "eval"], cwd=tmp_path)
     assert proc.returncode != 0 and "does not fit inference.json's network_def" in proc.stdout
     assert not out.exists() and not list(out.parent.iterdir())
-    # an existing release is not replaced without --overwrite
     proc = _release_cli(["--bundle_root", REPO, "--name", BUNDLE_NAME, "--output", released["bundle"],
                          "--ckpt", released["bundle"] / "models" / "model.pt"], cwd=tmp_path)
     assert proc.returncode != 0 and "pass --overwrite" in proc.stdout
 
 
-def test_release_needs_data_licence_for_unknown_data(released, tmp_path):
-    """Weights whose training data is not known (no split.json) need --data_license; with it the text is shipped."""
+@pytest.mark.slow
+def test_release_with_metrics_card_file_and_changelog_history(released, tmp_path):
+    """Unknown training data needs a data set card; --metrics fills eval_metrics; a re-release over an existing
+    bundle keeps its older changelog entries and refuses to reuse a version for other text."""
     ckpt = released["bundle"] / "models" / "model.pt"
     out = tmp_path / "bundle" / "y"
-    proc = _release_cli(["--bundle_root", REPO, "--name", "y", "--output", out, "--ckpt", ckpt,
-                         "--train_dir", tmp_path / "nowhere"], cwd=tmp_path)
-    assert proc.returncode != 0 and "--data_license" in proc.stdout and not out.exists()
-    terms = tmp_path / "terms.txt"
-    terms.write_text("Private data set X, internal use only.\n")
+    base = ["--bundle_root", REPO, "--name", "y", "--output", out, "--ckpt", ckpt, "--train_dir", tmp_path / "none"]
+    proc = _release_cli(base, cwd=tmp_path)
+    assert proc.returncode != 0 and "--dataset_card" in proc.stdout and not out.exists()
+    card = {"name": "UNeXt on X", "task": "segment X", "description": "UNeXt trained on X.", "data_source": "X",
+            "data_type": "png", "image_classes": "RGB", "label_classes": "0/255", "layout": "`images/`",
+            "data_terms": "Private data set X, internal use only.\n"}
+    (tmp_path / "card.json").write_text(json.dumps(card))
     metrics = tmp_path / "metrics.json"  # as evaluate.json's MetricsJSON writes it
     metrics.write_text(json.dumps({"mean": {"val_mean_dice": 0.81, "val_mean_iou": 0.7, "val_hd95": None},
                                    "per_image": [{"image": "a.png"}, {"image": "b.png"}]}))
-    proc = _release_cli(["--bundle_root", REPO, "--name", "y", "--output", out, "--ckpt", ckpt,
-                         "--train_dir", tmp_path / "nowhere", "--data_license", terms, "--version", "0.2.0",
-                         "--metrics", metrics], cwd=tmp_path)
+    proc = _release_cli([*base, "--dataset_card", tmp_path / "card.json", "--version", "0.2.0", "--changelog",
+                         "first X", "--metrics", metrics], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "internal use only" in (out / "docs" / "data_license.txt").read_text()
     meta = json.loads((out / "configs" / "metadata.json").read_text())
-    assert meta["version"] == "0.2.0" and list(meta["changelog"])[0] == "0.2.0"
-    assert meta["eval_metrics"] == {"val_mean_dice": 0.81, "val_mean_iou": 0.7, "n_images": 2}
+    assert meta["name"] == "UNeXt on X" and meta["eval_metrics"] == {"val_mean_dice": 0.81, "val_mean_iou": 0.7,
+                                                                      "n_images": 2}
     assert "val_mean_dice 0.8100" in (out / "docs" / "README.md").read_text()
+    again = [*base, "--dataset_card", tmp_path / "card.json", "--overwrite"]
+    proc = _release_cli([*again, "--version", "0.2.0", "--changelog", "other text"], cwd=tmp_path)
+    assert proc.returncode != 0 and "already released" in proc.stdout
+    proc = _release_cli([*again, "--version", "0.3.0", "--changelog", "second X"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = json.loads((out / "configs" / "metadata.json").read_text())["changelog"]
+    assert list(log.items())[:2] == [("0.3.0", "second X"), ("0.2.0", "first X")]

@@ -1,4 +1,5 @@
-"""The packaged bundles with trained weights under bundle/: they load with monai.bundle and segment real images."""
+"""The packaged bundles with trained weights under bundle/: true metadata, one data set each, their scripts/ copy is
+the package's code, the model card in the zoo's shape; they load with monai.bundle and segment real images."""
 
 from __future__ import annotations
 
@@ -8,22 +9,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from packaged_bundle import bundle_on_path
 from PIL import Image
 
+import unext_monai
+from unext_monai.release.configs import zoo_json
+from unext_monai.release.datasets import DATASET_CARDS
+from unext_monai.release.vendor import vendored_files
 from unext_monai.transforms import LoadMaskd
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
-    "unext_isic2018": ("isic2018/ISIC2018_Task1-2_Training_Input", "isic2018/ISIC2018_Task1_Training_GroundTruth"),
-    "unext_busi": ("busi/Dataset_BUSI_with_GT/malignant", "busi/Dataset_BUSI_with_GT/malignant"),
+    "unext_isic2018": ("isic2018", "isic2018/ISIC2018_Task1-2_Training_Input",
+                       "isic2018/ISIC2018_Task1_Training_GroundTruth"),
+    "unext_busi": ("busi", "busi/Dataset_BUSI_with_GT/malignant", "busi/Dataset_BUSI_with_GT/malignant"),
 }
+RELEASE_COMMAND = ("python -m unext_monai.release --name NAME --dataset DATASET --ckpt bundle/NAME/models/model.pt "
+                   "--version NEW_VERSION --changelog TEXT --overwrite (docs/integrations.md)")
 
 
-def _first_pairs(bundle: Path, shared: Path, count: int) -> list[tuple[Path, list[Path]]]:
+def _meta(name: str) -> dict:
+    return json.loads((ROOT / "bundle" / name / "configs" / "metadata.json").read_text())
+
+
+def _first_pairs(name: str, shared: Path, count: int) -> list[tuple[Path, list[Path]]]:
     """The first image/mask pairs of the dataset in ../shared/data (training or validation images alike: this checks
     that the packaged weights are the trained ones and load as users load them; docs/results.md has the accuracy)."""
-    image_dir, mask_dir = (shared / "data" / p for p in CASES[bundle.name])
+    _, image_dir, mask_dir = CASES[name]
+    image_dir, mask_dir = shared / "data" / image_dir, shared / "data" / mask_dir
     pairs = []
     for image in sorted(image_dir.glob("*.*")):
         if "_mask" in image.name:
@@ -37,22 +50,65 @@ def _first_pairs(bundle: Path, shared: Path, count: int) -> list[tuple[Path, lis
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_released_bundle_segments_real_images(name, shared_dir, tmp_path):
+def test_released_scripts_are_the_package_code(name):
     bundle = ROOT / "bundle" / name
-    assert (bundle / "models" / "model.pt").is_file(), f"{bundle} is not packaged"
-    pairs = _first_pairs(bundle, shared_dir, 4)
+    configs = [json.loads(p.read_text()) for p in (bundle / "configs").glob("*.json") if p.name != "metadata.json"]
+    shipped = {str(p.relative_to(bundle)): p.read_text() for p in (bundle / "scripts").rglob("*.py")}
+    expected = vendored_files(configs, unext_monai.__version__, named_as="scripts")
+    changed = sorted(set(shipped) ^ set(expected) | {p for p in shipped if shipped[p] != expected.get(p)})
+    assert not changed, f"{bundle}/scripts differs from the package in {changed}: re-release it: {RELEASE_COMMAND}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_released_metadata_and_configs_are_true(name):
+    bundle = ROOT / "bundle" / name
+    dataset = CASES[name][0]
+    meta = _meta(name)
+    card = DATASET_CARDS[dataset]
+    assert (meta["name"], meta["task"], meta["data_source"]) == (card.name, card.task, card.data_source)
+    assert meta["version"] in meta["changelog"]
+    assert "unext-monai" not in meta["required_packages_version"]
+    for part in ("inputs", "outputs", "post_processed_outputs"):
+        for tensor in meta["network_data_format"][part].values():
+            assert len(tensor["channel_def"]) == tensor["num_channels"]
+    assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == []
+    assert sorted(p.name for p in (bundle / "configs").iterdir()) == [
+        "evaluate.json", "inference.json", "logging.conf", "metadata.json", "multi_gpu_train.json", "train.json"]
+    assert json.loads((bundle / "configs" / "train.json").read_text())["dataset_name"] == dataset
+    for path in (bundle / "configs").glob("*.json"):
+        text = path.read_text()
+        assert zoo_json(json.loads(text)) == text, path
+        assert path.name == "metadata.json" or "unext_monai" not in text, path
+    card_text = (bundle / "docs" / "README.md").read_text()
+    assert not [line for line in card_text.splitlines() if line != line.rstrip()]
+    assert "## MONAI Bundle Commands" in card_text and "large_files.yml" in card_text
+    assert (bundle / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+
+def test_released_bundles_differ_in_what_they_say():
+    metas = [_meta(name) for name in sorted(CASES)]
+    for key in ("name", "task", "description", "data_source"):
+        assert len({m[key] for m in metas}) == len(metas), key
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_released_bundle_segments_real_images(name, shared_dir, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    bundle = ROOT / "bundle" / name
+    pairs = _first_pairs(name, shared_dir, 4)
     inputs = tmp_path / "in"
     inputs.mkdir()
     for image, _ in pairs:
         (inputs / image.name).symlink_to(image)
     out = tmp_path / "out"
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
-                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="infer",
-                        bundle_root=str(bundle), input_path=str(inputs), output_dir=str(out))
-    wf.initialize()
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
+    with bundle_on_path(bundle):
+        wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="infer",
+                            bundle_root=str(bundle), dataset_dir=str(inputs), output_dir=str(out))
+        wf.initialize()
+        assert wf.check_properties() == []
+        wf.run()
+        wf.finalize()
     dices = []
     for image, masks in pairs:
         pred = np.asarray(Image.open(out / f"{image.stem}_mask.png")) > 127
@@ -61,6 +117,7 @@ def test_released_bundle_segments_real_images(name, shared_dir, tmp_path):
         dices.append(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
     # trained weights, not random ones: real lesions are found (random weights score about 0)
     assert np.mean(dices) > 0.5, dices
+    assert json.loads((out / "report.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -68,7 +125,7 @@ def test_released_torchscript_embeds_configs(name):
     bundle = ROOT / "bundle" / name
     extra = {"metadata.json": "", "inference.json": ""}
     net = torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
-    assert "network_def" in json.loads(extra["inference.json"])
+    assert json.loads(extra["metadata.json"]) == _meta(name)
+    assert json.loads(extra["inference.json"]) == json.loads((bundle / "configs" / "inference.json").read_text())
     with torch.no_grad():
         assert net(torch.rand(1, 3, 256, 256)).shape == (1, 1, 256, 256)

@@ -81,3 +81,23 @@ def test_colour_picture_without_channel_axis_and_output_permissions(tmp_path):
     os.umask(umask)
     mode = stat.S_IMODE(os.stat(tmp_path / "out" / "x_mask.png").st_mode)
     assert mode == 0o666 & ~umask
+
+
+def test_save_writes_to_planned_paths_and_overlays_nifti(tmp_path):
+    import nibabel as nib
+
+    src = tmp_path / "in" / "slice.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.arange(6 * 9, dtype=np.float32).reshape(6, 9), np.diag([2.0, 3.0, 1.0, 1.0])),
+             str(src))
+    pred = MetaTensor(torch.zeros(1, 6, 9), meta={"filename_or_obj": str(src), "original_affine": np.eye(4)})
+    pred[0, 1:3, 2:6] = 1
+    planned = {"mask_file": str(tmp_path / "out" / "a" / "x_mask.nii.gz"),
+               "overlay_file": str(tmp_path / "out" / "a" / "x_overlay.png")}
+    out = SavePredictiond("pred", output_dir=str(tmp_path / "unused"))({"pred": pred, **planned})
+    assert out["pred_files"] == [planned["mask_file"], planned["overlay_file"]]
+    assert not (tmp_path / "unused").exists()
+    overlay = np.asarray(Image.open(planned["overlay_file"]))
+    assert overlay.shape == (6, 9, 3)
+    assert (overlay[1:3, 2:6, 0] > overlay[1:3, 2:6, 2]).all()  # tinted where the mask is
+    assert np.asarray(__import__("nibabel").load(planned["mask_file"]).dataobj).sum() == 8

@@ -5,8 +5,9 @@
   which changes contrast per image; pictures must be scaled by their bit depth, once.
 - :class:`LoadMaskd`: one or several mask files -> one binary (1, H, W) mask, the union of all (BUSI ships one file per
   lesion); MONAI's ``LoadImaged`` stacks several files as channels but has no union or binarisation.
-- :class:`SavePredictiond`: writes the mask (PNG, or NIfTI for NIfTI input) and an overlay PNG atomically, never over
-  an input file; MONAI's ``SaveImaged`` writes in place with no overlay and transposes PIL-read 2D images.
+- :class:`SavePredictiond`: writes the mask (PNG, or NIfTI for NIfTI input) and an overlay PNG atomically, to the
+  paths inference planned, never over an input file; MONAI's ``SaveImaged`` writes in place with no overlay and
+  transposes PIL-read 2D images.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from monai.data import ImageReader, ITKReader, MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
-from unext_monai.io import write_atomic
+from unext_monai.io import NIFTI_SUFFIXES, file_stem, mask_file_name, overlay_file_name, write_atomic
 
 __all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode", "picture_readers", "ITK_SUFFIXES"]
 
@@ -149,18 +150,23 @@ def _source(img: Any) -> str:
 
 
 class SavePredictiond(MapTransform):
-    """Write each predicted mask next to the others in ``output_dir``, atomically, plus an overlay PNG.
+    """Write each predicted mask, atomically, plus an overlay PNG of it on the input picture.
 
-    For input ``<dir>/<name>.<ext>`` it writes ``<output_dir>/<name>_mask.png`` (0/255, the input's height and width
-    and orientation) and ``<output_dir>/<name>_overlay.png`` (the input picture with the mask outline and a tint);
-    NIfTI input gets ``<name>_mask.nii.gz`` with the input's affine instead of a PNG. It refuses to write over the
-    input file. The written paths are stored under ``"<key>_files"``.
+    Where the data carries planned paths (``mask_file``, ``overlay_file``, as
+    :func:`unext_monai.data.inputs.plan_inference` makes them, distinct for every input) it writes there.
+    Otherwise, for input ``<dir>/<name>.<ext>``, it writes
+    ``<output_dir>/<name>_mask.png`` and ``<output_dir>/<name>_overlay.png`` (``io.mask_file_name``,
+    ``io.overlay_file_name``). The mask is 0/255 at the input's height, width and orientation; NIfTI input gets
+    ``<name>_mask.nii.gz`` with the input's affine instead. The overlay is the input picture (PNG/JPEG/..., DICOM or
+    NIfTI, as read) with the mask tinted and outlined. It refuses to write over the input file or over an existing
+    file beside it. The written paths are stored under ``"<key>_files"`` (mask first).
 
     Args:
         keys: keys of binary masks (1, H, W) aligned with the input (after ``Invertd``).
-        output_dir: folder for the outputs, created if needed.
+        output_dir: folder for the outputs without planned paths, created if needed.
         image_key: key of the input image, whose metadata names the input file.
         overlay: whether to write the overlay PNG.
+        mask_file_key, overlay_file_key: keys of the planned output paths in the data.
     """
 
     def __init__(
@@ -169,31 +175,34 @@ class SavePredictiond(MapTransform):
         output_dir: str,
         image_key: str = "image",
         overlay: bool = True,
+        mask_file_key: str = "mask_file",
+        overlay_file_key: str = "overlay_file",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = output_dir
         self.image_key = image_key
         self.overlay = overlay
+        self.mask_file_key = mask_file_key
+        self.overlay_file_key = overlay_file_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             pred = d[key]
             source = _source(pred) if _source(pred) != "input" else _source(d.get(self.image_key))
-            d[f"{key}_files"] = self.save(pred, source)
+            d[f"{key}_files"] = self.save(pred, source, d.get(self.mask_file_key), d.get(self.overlay_file_key))
         return d
 
-    def save(self, pred: torch.Tensor, source: str) -> list[str]:
-        """Write ``pred`` (1, H, W) for the input file ``source``; returns the paths written."""
-        name = os.path.basename(source)
-        is_nifti = name.endswith((".nii", ".nii.gz"))
-        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]
+    def save(self, pred: torch.Tensor, source: str, mask_path: str | None = None,
+             overlay_path: str | None = None) -> list[str]:
+        """Write ``pred`` (1, H, W) for the input file ``source`` (to the given paths, else the default names);
+        returns the paths written."""
+        stem = file_stem(source)
+        mask_path = mask_path or os.path.join(self.output_dir, mask_file_name(stem, source))
         mask = np.asarray(torch.as_tensor(pred).detach().cpu()).squeeze(0) > 0.5
-        written = []
-        mask_path = os.path.join(self.output_dir, f"{stem}_mask{'.nii.gz' if is_nifti else '.png'}")
         self._refuse_input(mask_path, source)
-        if is_nifti:
+        if source.lower().endswith(NIFTI_SUFFIXES):
             import nibabel as nib
 
             affine = np.asarray(getattr(pred, "meta", {}).get("original_affine", np.eye(4)))
@@ -201,9 +210,9 @@ class SavePredictiond(MapTransform):
             write_atomic(mask_path, lambda p: nib.save(img, p))
         else:
             write_atomic(mask_path, lambda p: Image.fromarray(mask.astype(np.uint8) * 255).save(p, format="PNG"))
-        written.append(mask_path)
-        if self.overlay and not is_nifti and os.path.isfile(source):
-            overlay_path = os.path.join(self.output_dir, f"{stem}_overlay.png")
+        written = [mask_path]
+        if self.overlay and os.path.isfile(source):
+            overlay_path = overlay_path or os.path.join(self.output_dir, overlay_file_name(stem))
             self._refuse_input(overlay_path, source)
             picture = _overlay(source, mask)
             if picture is not None:
@@ -223,14 +232,46 @@ class SavePredictiond(MapTransform):
                              "it: choose an output_dir other than the input folder.")
 
 
-def _overlay(source: str, mask: np.ndarray) -> Image.Image | None:
-    """The input picture (if PIL reads it and its size matches) with the mask tinted red and outlined."""
+def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """A gray (H, W) or colour (H, W, 3|4) array of any range as 8-bit RGB (H, W, 3)."""
+    arr = np.asarray(pixels, dtype=np.float64)
+    if arr.ndim == 3:
+        arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1].repeat(3, axis=-1)
+    else:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if not (pixels.dtype == np.uint8):
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    return arr
+
+
+def _picture(source: str) -> np.ndarray | None:
+    """The input as float RGB in [0, 255] (H, W, 3), in the row/column order the bundle reads it: PIL for pictures,
+    pydicom for DICOM (``PydicomReader(swap_ij=False)``), nibabel for NIfTI; ``None`` if it cannot be read."""
+    lower = source.lower()
     try:
+        if lower.endswith(".dcm"):
+            import pydicom
+
+            ds = pydicom.dcmread(source)
+            pixels = ds.pixel_array
+            if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+                pixels = pixels.max() - pixels
+            return _to_rgb8(pixels)
+        if lower.endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            return _to_rgb8(np.squeeze(np.asanyarray(nib.load(source).dataobj)))
         with Image.open(source) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+            return np.asarray(standard_pil_mode(im).convert("RGB"), dtype=np.float64)
     except Exception:
         return None
-    if rgb.shape[:2] != mask.shape:
+
+
+def _overlay(source: str, mask: np.ndarray) -> Image.Image | None:
+    """The input picture (if it can be read and its size matches) with the mask tinted red and outlined."""
+    rgb = _picture(source)
+    if rgb is None or rgb.shape[:2] != mask.shape:
         return None
     from scipy.ndimage import binary_erosion
 

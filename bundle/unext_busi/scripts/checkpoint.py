@@ -1,0 +1,347 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""Safe checkpoint loading and crash-proof checkpoint writing for the bundle's configs.
+
+- :class:`ModelCheckpointLoader`: MONAI's ``CheckpointLoader`` that reads files with ``torch.load(weights_only=True)``
+  (no code from the file runs) and, before loading, compares the checkpoint's network with the bundle's: a checkpoint
+  made for another channel count or width, or for another architecture, fails with one message that says which.
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` whose files are written to a temporary file and renamed
+  into place, and whose superseded files are deleted only after the new one is complete. MONAI's own saver writes in
+  place (``DiskSaver(atomic=False)``) and ignite deletes the previous checkpoint *before* writing the next one, so a
+  process killed while saving loses both the old and the new checkpoint.
+- :func:`load_checkpoint_file`, :func:`describe_unext_state`, :func:`check_model_state`: the pieces, for scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from .io import load_checkpoint_file
+
+__all__ = [
+    "ModelCheckpointLoader",
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "load_checkpoint_file",
+    "describe_unext_state",
+    "check_model_state",
+]
+
+logger = logging.getLogger("unext_monai")
+
+# prefixes that wrappers add to state-dict keys: DataParallel / DDP, torch.compile
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# keys whose shapes give a UNeXt's constructor arguments
+_UNEXT_KEYS = (
+    "down_1.conv.weight",
+    "down_2.conv.weight",
+    "down_3.conv.weight",
+    "down_4.patch_embed.weight",
+    "down_5.patch_embed.weight",
+    "down_4.block.mlp.fc1.weight",
+    "final_conv.weight",
+)
+# keys of the paper's own code (UNeXt-pytorch), which needs converting first
+_REFERENCE_KEYS = ("encoder1.weight", "patch_embed3.proj.weight", "final.weight")
+
+
+def _strip_wrappers(state: Mapping[str, Any], target: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The state dict without ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) key prefixes, unless
+    the keys of ``target`` (the network's state dict) carry the same prefix."""
+    out = dict(state)
+    changed = True
+    while changed and out:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if target and all(k.startswith(prefix) for k in target):
+                continue
+            if all(k.startswith(prefix) for k in out):
+                out = {k[len(prefix):]: v for k, v in out.items()}
+                changed = True
+    return out
+
+
+def describe_unext_state(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``UNeXt`` constructor arguments a state dict was made with, from its tensor shapes; ``None`` if it is not
+    a state dict of :class:`unext_monai.UNeXt`.
+
+    Returns ``{"spatial_dims", "in_channels", "out_channels", "features", "mlp_ratio", "deep_supervision"}``.
+    """
+    if not isinstance(state, Mapping):
+        return None
+    state = _strip_wrappers(state)
+    if not all(isinstance(state.get(k), torch.Tensor) and state[k].dim() >= 3 for k in _UNEXT_KEYS):
+        return None
+    down_1, final = state["down_1.conv.weight"], state["final_conv.weight"]
+    features = tuple(
+        int(state[k].shape[0])
+        for k in ("down_1.conv.weight", "down_2.conv.weight", "down_3.conv.weight", "down_4.patch_embed.weight",
+                  "down_5.patch_embed.weight")
+    )
+    return {
+        "spatial_dims": int(down_1.dim() - 2),
+        "in_channels": int(down_1.shape[1]),
+        "out_channels": int(final.shape[0]),
+        "features": features,
+        "mlp_ratio": float(state["down_4.block.mlp.fc1.weight"].shape[0]) / features[3],
+        "deep_supervision": any(k.startswith("heads.") for k in state),
+    }
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    while isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = module.module
+    return getattr(module, "_orig_mod", module)  # torch.compile
+
+
+def _format(desc: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={desc[k]!r}" if not isinstance(desc[k], tuple) else f"{k}={desc[k]}" for k in keys)
+
+
+def _differences(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], strict: bool) -> list[str]:
+    """Missing/unexpected keys (when ``strict``) and shape mismatches, as short phrases."""
+    out = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if strict and missing:
+        out.append(f"missing {len(missing)} key(s) such as {missing[:3]}")
+    if strict and unexpected:
+        out.append(f"{len(unexpected)} unexpected key(s) such as {unexpected[:3]}")
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if shapes:
+        out.append(f"{len(shapes)} shape mismatch(es) (checkpoint vs network) such as {shapes[:3]}")
+    return out
+
+
+def check_model_state(
+    network: torch.nn.Module, state: Any, source: str = "checkpoint", strict: bool = True
+) -> dict[str, torch.Tensor]:
+    """Check that ``state`` loads into ``network`` and return it ready for ``load_state_dict``.
+
+    Key prefixes added by DataParallel/DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are removed. The
+    deep-supervision heads (``heads.*``) of a checkpoint trained with ``deep_supervision=True`` are dropped when the
+    network has none (they are not used at inference), with a log line.
+
+    Raises:
+        ValueError: naming ``source``: not a state dict; not a UNeXt checkpoint (or a UNeXt-pytorch one, to be
+            converted first) while the network is a UNeXt; a UNeXt checkpoint of other channels, widths, spatial
+            dimensions, MLP ratio or deep supervision than the network (both listed); or, for other networks, the
+            missing/unexpected keys and shape mismatches.
+    """
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise ValueError(
+            f"{source}: expected a state dict (names -> tensors) for the network, got {type(state).__name__}"
+        )
+    net = _unwrap(network)
+    expected = net.state_dict()
+    state = _strip_wrappers(state, expected)
+    if not _differences(state, expected, strict):
+        return state
+    net_desc = describe_unext_state(expected)
+    if net_desc is None:  # not a UNeXt: a generic account of the mismatch
+        raise ValueError(
+            f"{source}: does not fit the bundle's network {type(net).__name__}: "
+            + "; ".join(_differences(state, expected, strict))
+            + "; set network_def to match or use another checkpoint"
+        )
+    ckpt_desc = describe_unext_state(state)
+    if ckpt_desc is None:
+        if all(k in state for k in _REFERENCE_KEYS):
+            raise ValueError(
+                f"{source}: a UNeXt-pytorch (archs.UNext) checkpoint, not this bundle's UNeXt: convert it first with "
+                "unext_monai.from_unext_pytorch(path) and save its state_dict()"
+            )
+        keys, absent = list(state), [k for k in _UNEXT_KEYS if k not in state]
+        lacks = ", ".join(absent[:2]) + (", ..." if len(absent) > 2 else "")
+        raise ValueError(
+            f"{source}: not a UNeXt checkpoint (no {lacks}; it holds "
+            f"{len(keys)} entries such as {keys[:3]}); the bundle's network_def is a UNeXt with "
+            f"{_format(net_desc, ['in_channels', 'out_channels', 'features'])}"
+        )
+    if ckpt_desc["deep_supervision"] and not net_desc["deep_supervision"]:
+        state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+        ckpt_desc = {**ckpt_desc, "deep_supervision": False}
+        logger.info(f"{source}: dropping the deep-supervision heads (heads.*), which inference does not use")
+        if not _differences(state, expected, strict):
+            return state
+    shown = ["in_channels", "out_channels", "features"]
+    shown += [k for k in ("spatial_dims", "mlp_ratio", "deep_supervision") if ckpt_desc[k] != net_desc[k]]
+    if any(ckpt_desc[k] != net_desc[k] for k in shown):
+        raise ValueError(
+            f"{source}: checkpoint is for a network with {_format(ckpt_desc, shown)} but the bundle's network_def has "
+            f"{_format(net_desc, shown)}; set network_def to match or use another checkpoint"
+        )
+    raise ValueError(
+        f"{source}: a UNeXt checkpoint with the bundle's {_format(net_desc, shown)} whose tensors still do not fit "
+        "(another version of the network?): " + "; ".join(_differences(state, expected, strict))
+    )
+
+
+class ModelCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` with safe loading and clear errors; same arguments, same config entries.
+
+    The file is read with :func:`load_checkpoint_file` (``weights_only=True``: no code from the file runs; empty,
+    truncated and foreign files fail naming the file). Every ``torch.nn.Module`` in ``load_dict`` is checked with
+    :func:`check_model_state` before anything is loaded, so a checkpoint of another architecture or channel count
+    fails with one message that gives the checkpoint's and the bundle's network settings. A missing entry of
+    ``load_dict`` (e.g. resuming from a model-only ``model.pt``) fails saying which. ``strict_shape=False`` keeps
+    MONAI's behaviour (layers of other shapes are skipped).
+    """
+
+    def __call__(self, engine: Any) -> None:
+        path = os.fspath(self.load_path)
+        if not self.strict_shape:
+            load_checkpoint_file(path, self.map_location)  # the clear errors; MONAI's loader then skips by shape
+            super().__call__(engine)
+            return
+        checkpoint = load_checkpoint_file(path, self.map_location)
+        if not isinstance(checkpoint, Mapping):
+            raise ValueError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
+        first = next(iter(self.load_dict))
+        if len(self.load_dict) == 1 and first not in checkpoint:  # a plain state dict, as model.pt
+            checkpoint = {first: checkpoint}
+        else:
+            checkpoint = dict(checkpoint)
+        missing = [k for k in self.load_dict if k not in checkpoint]
+        if missing:
+            if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+                held = "it is a model-only state dict, as model.pt"
+            else:
+                held = f"it holds {sorted(map(str, checkpoint))[:8]}"
+            raise ValueError(
+                f"{path}: the checkpoint has no {missing} ({held}); resuming training needs a checkpoint_epoch=N.pt "
+                "written by the training run"
+            )
+        for key, obj in self.load_dict.items():
+            if isinstance(obj, torch.nn.Module):
+                checkpoint[key] = check_model_state(obj, checkpoint[key], source=path, strict=self.strict)
+        prior_max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise ValueError(
+                f"{path}: the checkpoint is at epoch {engine.state.epoch}, past max_epochs={prior_max_epochs}; raise "
+                "max_epochs to train further"
+            )
+        engine.state.max_epochs = prior_max_epochs
+        self.logger.info(f"Restored all variables from {path}")
+
+
+class AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` that never leaves a damaged file nor deletes a good one before its successor exists.
+
+    Each file is written to ``.<name>.<random>.part`` in the same folder (created with the umask's permissions, so
+    other users may read it as with a plain write), flushed to disk, then renamed over ``<name>``. Files that ignite
+    asks to remove are deleted only after the next file is complete. A ``.part`` file left by a killed process is
+    removed when the same file is next written.
+
+    Args:
+        dirname: folder of the checkpoints, created if needed.
+        filename: a fixed file name for every save (as MONAI's ``key_metric_filename``), or ``None``.
+        stale: after the first save, other files in ``dirname`` whose names match this pattern are deleted (logged).
+        save_on_rank, kwargs: as ``DiskSaver``.
+    """
+
+    def __init__(
+        self,
+        dirname: str | Path,
+        filename: str | None = None,
+        stale: re.Pattern | None = None,
+        save_on_rank: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, save_on_rank=save_on_rank,
+                         **kwargs)
+        self.filename = filename
+        self.stale = stale
+        self._to_remove: list[str] = []
+        self._first = True
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        name = self.filename or filename
+        super().__call__(checkpoint, name, metadata)
+        pending, self._to_remove = self._to_remove, []
+        for old in pending:
+            if old != name:
+                (self.dirname / old).unlink(missing_ok=True)
+        if self._first and self.stale is not None and self.dirname.is_dir():
+            # files of this name pattern that this run did not write: the one a resumed run started from, or those of
+            # an earlier run in the same folder, which a later resume would otherwise pick up as the newest
+            for f in sorted(self.dirname.iterdir()):
+                if f.name != name and self.stale.match(f.name):
+                    f.unlink(missing_ok=True)
+                    logger.info(f"removed {f}: an older checkpoint that this run supersedes ({name} written)")
+        self._first = False
+
+    def remove(self, filename: str) -> None:
+        self._to_remove.append(self.filename or filename)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                func(checkpoint, f, **self.kwargs)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        part = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.part$")
+        for leftover in path.parent.iterdir():
+            if part.match(leftover.name):
+                leftover.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) writing through :class:`AtomicDiskSaver`.
+
+    Killing the process at any moment leaves the previous checkpoint and the previous best ``model.pt`` loadable
+    (or the new ones, complete): never a truncated file, never none.
+
+    Once the interval checkpoint (``checkpoint_epoch=N.pt``) of this run is written, other interval checkpoints of the
+    same name pattern in ``save_dir`` are deleted (logged): the file a resumed run started from, and those of an
+    earlier run in the same folder, which ``--resume`` would otherwise take for the newest (a fresh run into a folder
+    holding ``checkpoint_epoch=30.pt`` of an older run, killed at epoch 5, would resume the older run).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is None:
+                continue
+            fixed = getattr(checkpoint.save_handler, "filename", None)
+            stale = None
+            if checkpoint is self._interval_checkpoint:
+                name = next(iter(self.save_dict)) if len(self.save_dict) == 1 else "checkpoint"
+                prefix = f"{checkpoint.filename_prefix}_" if checkpoint.filename_prefix else ""
+                unit = "epoch" if self.epoch_level else "iteration"
+                stale = re.compile(rf"^{re.escape(prefix + name)}_{unit}=\d+\.pt$")
+            checkpoint.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed, stale=stale)

@@ -1,0 +1,149 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""A small synthetic lesion segmentation set, so that training and evaluation run without downloading anything.
+
+Each image is a skin-toned background with smooth shading and grain, and one or two darker, irregular, soft-edged
+blobs; the mask is the blobs (0/255). The lesions are clearly darker than the skin, so a small network learns them in a
+few epochs. The set is written in the UNeXt-pytorch layout (``images/demo_000.png``, ``masks/0/demo_000.png``) and is
+read with :func:`unext_monai.data.layouts.read_unext_pytorch`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
+
+logger = logging.getLogger("unext_monai")
+
+DEMO_VERSION = 1
+"""Bumped whenever the generator's output changes, so that stale demo folders are rebuilt."""
+
+_MARKER = "demo_dataset.json"
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Noise in [-1, 1] that varies over about ``size / cells`` pixels (a bicubic upsampling of a coarse grid)."""
+    coarse = rng.uniform(-1.0, 1.0, (cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC))
+
+
+def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
+    """Soft membership in [0, 1] of one irregular elliptical blob (0.5 on its boundary)."""
+    radius = float(rng.uniform(0.10, 0.22)) * size
+    cy, cx = (float(c) * size for c in rng.uniform(0.3, 0.7, 2))
+    angle = float(rng.uniform(0.0, np.pi))
+    aspect = float(rng.uniform(0.6, 1.0))
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = (-dx * np.sin(angle) + dy * np.cos(angle)) / aspect
+    dist = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    # an irregular outline: the radius wobbles with a few low angular frequencies
+    outline = np.ones_like(theta)
+    for k in range(2, 6):
+        outline += float(rng.uniform(0.0, 0.25 / k)) * np.cos(k * theta + float(rng.uniform(0.0, 2 * np.pi)))
+    softness = float(rng.uniform(1.0, 3.0))
+    return 1.0 / (1.0 + np.exp(np.clip((dist - radius * outline) / softness, -40.0, 40.0)))
+
+
+def _make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(H, W, 3)`` uint8 RGB image and its ``(H, W)`` uint8 0/255 mask."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    skin = (np.array([225.0, 180.0, 155.0]) + rng.uniform(-20.0, 20.0, 3)).astype(np.float32)
+    tone = float(rng.uniform(-30.0, 25.0))  # lighter or darker brown, hue kept
+    lesion_color = (np.array([115.0, 70.0, 55.0]) + tone + rng.uniform(-8.0, 8.0, 3)).astype(np.float32)
+    shading = 12.0 * _smooth_noise(rng, size, 4)
+    image = skin[None, None, :] + shading[..., None]
+
+    alpha = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(1, 3))):
+        alpha = np.maximum(alpha, _blob(rng, yy, xx, size))
+    # mottled pigment inside the lesion
+    pigment = lesion_color[None, None, :] + 20.0 * _smooth_noise(rng, size, 12)[..., None]
+    image = image * (1.0 - alpha[..., None]) + pigment * alpha[..., None]
+    image += 6.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor grain
+    mask = np.where(alpha > 0.5, 255, 0).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def _is_complete(directory: str, params: dict) -> bool:
+    marker = os.path.join(directory, _MARKER)
+    try:
+        with open(marker, encoding="utf-8") as f:
+            if json.load(f) != params:
+                return False
+    except (OSError, ValueError):
+        return False
+    names = [f"demo_{i:03d}.png" for i in range(params["num_images"])]
+    return all(
+        os.path.isfile(os.path.join(directory, sub, n)) for n in names for sub in ("images", os.path.join("masks", "0"))
+    )
+
+
+def existing_demo_dataset(directory: str) -> dict | None:
+    """The arguments of the complete demo set in ``directory`` (made by this version), or ``None`` if there is none."""
+    try:
+        with open(os.path.join(directory, _MARKER), encoding="utf-8") as f:
+            params = json.load(f)
+        if params.get("version") == DEMO_VERSION and _is_complete(directory, params):
+            return params
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, seed: int = 0) -> str:
+    """Write the synthetic demo set to ``directory`` (UNeXt-pytorch layout) and return ``directory``.
+
+    Image ``i`` depends only on ``(seed, i)``: the same arguments give the same bytes, and a larger ``num_images``
+    extends a smaller set. Nothing is written when ``directory`` already holds a complete set made with the same
+    arguments. Otherwise the set is built in a temporary sibling folder and renamed into place, so an interrupted run
+    never leaves a half-written set behind; a previous demo set with other arguments is replaced. A folder that exists
+    but is not a demo set (no ``demo_dataset.json``) and is not empty is left alone: ``FileExistsError``.
+
+    Writes ``images/demo_NNN.png`` (RGB), ``masks/0/demo_NNN.png`` (0/255) and ``demo_dataset.json`` (the arguments).
+    """
+    if num_images < 1 or size < 16:
+        raise ValueError(f"make_demo_dataset needs num_images >= 1 and size >= 16, got {num_images} and {size}")
+    directory = os.path.abspath(directory)
+    params = {"num_images": int(num_images), "size": int(size), "seed": int(seed), "version": DEMO_VERSION}
+    if _is_complete(directory, params):
+        return directory
+    if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, _MARKER)):
+        raise FileExistsError(f"{directory} exists and is not a demo set made by make_demo_dataset: choose another")
+
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    try:
+        os.makedirs(os.path.join(tmp, "images"))
+        os.makedirs(os.path.join(tmp, "masks", "0"))
+        for i in range(num_images):
+            image, mask = _make_case(np.random.default_rng([int(seed), i]), size)
+            name = f"demo_{i:03d}.png"
+            Image.fromarray(image, mode="RGB").save(os.path.join(tmp, "images", name), compress_level=1)
+            Image.fromarray(mask, mode="L").save(os.path.join(tmp, "masks", "0", name))
+        with open(os.path.join(tmp, _MARKER), "w", encoding="utf-8") as f:
+            json.dump(params, f)
+        old = None
+        if os.path.exists(directory):  # a stale or incomplete demo set, or an empty folder: move it aside first
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
+            os.replace(directory, os.path.join(old, "set"))
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not _is_complete(directory, params):  # not another process that finished the same set first
+                raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(f"wrote the synthetic demo set ({num_images} images, {size}x{size}, seed {seed}) to {directory}")
+    return directory

@@ -1,0 +1,180 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""The one home of the package's small file jobs: atomic writes, weights-only loading, output file names.
+
+Every file the package writes (checkpoints, splits, metrics, masks, reports, exports) goes through
+:func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
+permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
+process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
+file survives an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from typing import Any, Callable
+
+import torch
+
+__all__ = [
+    "write_atomic",
+    "write_json_atomic",
+    "umask_mode",
+    "load_checkpoint_file",
+    "NIFTI_SUFFIXES",
+    "file_stem",
+    "output_stems",
+    "mask_file_name",
+    "overlay_file_name",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: what inference appends to an input's stem for the files it writes
+MASK_TAG, OVERLAY_TAG = "_mask", "_overlay"
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process umask: the permissions a plain ``open``/``mkdir`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
+    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary file keeps ``path``'s suffix (writers that pick the format from it, as PIL and nibabel do, still
+    work). The folder is created if needed. Returns ``path`` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    suffix = name[name.index("."):] if "." in name.lstrip(".") else ""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".part{suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(folder)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> str:
+    """Write ``data`` as JSON to ``path`` atomically (see :func:`write_atomic`)."""
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent)
+            f.write("\n")
+
+    return write_atomic(path, dump)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
+
+    Only tensors, numbers, strings and plain containers are unpickled: a file holding any other Python object is
+    refused before anything in it runs.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is empty, truncated, not a PyTorch file, or holds objects other than tensors and
+            plain containers.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"{name}: checkpoint file not found")
+    if os.path.getsize(name) == 0:
+        raise ValueError(f"{name}: checkpoint file is empty (0 bytes)")
+    try:
+        return torch.load(name, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{name}: refusing to load: the file holds Python objects other than tensors and plain containers, and "
+            f"loading them could run code from the file ({_first_sentence(e)}). Load it only if you trust its source, "
+            "and re-save just the state dict (torch.save(model.state_dict(), path))."
+        ) from None
+    except Exception as e:
+        raise ValueError(
+            f"{name}: cannot be read as a PyTorch checkpoint (truncated, corrupt or not a .pt file): "
+            f"{_first_sentence(e)}"
+        ) from None
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its suffix (``.nii.gz`` counts as one): ``/a/case1.nii.gz`` -> ``case1``."""
+    name = os.path.basename(os.fspath(path))
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
+    return os.path.splitext(name)[0]
+
+
+def output_stems(paths: list[str]) -> dict[str, str]:
+    """The stem each input's outputs are named after, distinct for every input.
+
+    An input's stem is its file stem; inputs that share one (``case1.dcm``, ``case1.jpg``, ``case1.png``) each get their
+    suffix appended instead (``case1_dcm``, ``case1_jpg``, ``case1_png``), and a name still taken gets ``_2``, ``_3``...
+    The order of ``paths`` decides nothing but the numbering.
+    """
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[file_stem(p)] = counts.get(file_stem(p), 0) + 1
+    stems: dict[str, str] = {}
+    taken: set[str] = set()
+    for p in paths:
+        stem = file_stem(p)
+        if counts[stem] > 1:
+            suffix = os.path.basename(p)[len(stem):].lstrip(".").replace(".", "_").lower()
+            stem = f"{stem}_{suffix}" if suffix else stem
+        candidate, n = stem, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate)
+        stems[p] = candidate
+    return stems
+
+
+def mask_file_name(stem: str, source: str | os.PathLike = "") -> str:
+    """``<stem>_mask.nii.gz`` for a NIfTI ``source`` (kept in its space), ``<stem>_mask.png`` otherwise."""
+    nifti = os.fspath(source).lower().endswith(NIFTI_SUFFIXES)
+    return f"{stem}{MASK_TAG}{'.nii.gz' if nifti else '.png'}"
+
+
+def overlay_file_name(stem: str) -> str:
+    """``<stem>_overlay.png``: the input picture with the mask drawn on it."""
+    return f"{stem}{OVERLAY_TAG}.png"
+

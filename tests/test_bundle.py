@@ -243,7 +243,7 @@ def test_metadata_has_the_specification_required_fields():
                 "is_patch_data", "channel_def"):
         assert key in image, f"inputs.image lacks {key}"
     pred = meta["network_data_format"]["outputs"]["pred"]
-    assert set(pred["channel_def"].values()) == {"background", "lesion"}
+    assert pred["channel_def"] == {"0": "lesion"}
     assert pred["num_channels"] == 1
 
 

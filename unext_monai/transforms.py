@@ -19,13 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import ImageReader, ITKReader, MetaTensor, PILReader
+from monai.data import ImageReader, ITKReader, MetaTensor, PILReader, PydicomReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
 from unext_monai.io import NIFTI_SUFFIXES, file_stem, mask_file_name, overlay_file_name, write_atomic
 
-__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode", "picture_readers", "ITK_SUFFIXES"]
+__all__ = [
+    "ToModelChannelsd",
+    "LoadMaskd",
+    "SavePredictiond",
+    "standard_pil_mode",
+    "picture_readers",
+    "CopyingITKReader",
+    "ITK_SUFFIXES",
+]
 
 
 def standard_pil_mode(image: Image.Image) -> Image.Image:
@@ -45,11 +53,26 @@ def standard_pil_mode(image: Image.Image) -> Image.Image:
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-def picture_readers() -> list[ImageReader]:
+class CopyingITKReader(ITKReader):
+    """MONAI's ``ITKReader`` returning a copy of the pixels: MONAI's returns ``itk.array_view_from_image``, a view of
+    ITK's buffer that outlives the image object it belongs to, so its values are overwritten once the memory is
+    reused (seen as corrupt rows of NRRD/MetaImage pictures)."""
+
+    def _get_array_data(self, img: Any) -> np.ndarray:
+        return np.array(super()._get_array_data(img), copy=True)
+
+
+def picture_readers(dicom: bool = False) -> list[ImageReader]:
     """MONAI readers for 2D pictures in (H, W[, C]) order: ``PILReader`` (with :func:`standard_pil_mode`) for PNG, JPEG,
-    BMP and TIFF, and ``ITKReader`` for NRRD and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write
-    them. Give the list to ``LoadImage``/``LoadImaged`` as ``reader``: it tries PIL first, by suffix."""
-    return [ITKReader(reverse_indexing=True), PILReader(reverse_indexing=False, converter=standard_pil_mode)]
+    BMP and TIFF, with ``dicom`` ``PydicomReader`` for ``.dcm`` (gray and colour), and ITK (:class:`CopyingITKReader`)
+    for the rest: NRRD
+    and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write them. Give the list to
+    ``LoadImage``/``LoadImaged`` as ``reader``: it tries them from the last, each on the suffixes it takes (ITK takes
+    any file, so it comes first)."""
+    readers: list[ImageReader] = [CopyingITKReader(reverse_indexing=True)]
+    if dicom:
+        readers.append(PydicomReader(swap_ij=False))
+    return readers + [PILReader(reverse_indexing=False, converter=standard_pil_mode)]
 
 
 def _scale_to_unit(img: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from unext_monai.transforms import ITK_SUFFIXES
 
-__all__ = ["check_datalist", "MASK_VALUES", "MAX_LISTED"]
+__all__ = ["check_datalist", "read_itk_picture", "MASK_VALUES", "MAX_LISTED"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -54,7 +54,8 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
     if os.path.getsize(path) == 0:
         return None, None, f"{role} file is empty (0 bytes)"
     if path.lower().endswith(ITK_SUFFIXES):
-        return _open_itk(path, role)
+        pixels, problem = read_itk_picture(path, role)
+        return pixels, None if pixels is None else (pixels.shape[1], pixels.shape[0]), problem
     try:
         with Image.open(path) as im:
             im.verify()
@@ -77,18 +78,18 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
         return None, None, f"corrupt or truncated {role} file: {e}"
 
 
-def _open_itk(path: str, role: str) -> tuple[np.ndarray | None, tuple[int, int] | None, str | None]:
-    """Read an NRRD / MetaImage file with ITK, as MONAI's ``ITKReader`` will; ``(pixels (H, W[, C]), (W, H), None)``
-    or ``(None, None, problem)``."""
+def read_itk_picture(path: str, role: str) -> tuple[np.ndarray | None, str | None]:
+    """Read an NRRD / MetaImage file with ITK, as MONAI's ``ITKReader`` will: ``(pixels (H, W[, C]), None)`` or
+    ``(None, what is wrong)``; ``role`` (image, mask) names the file in the message."""
     import itk
 
     try:
         pixels = itk.array_from_image(itk.imread(path))  # a copy: a view dies with its image
     except Exception as e:  # ITK raises RuntimeError for unreadable and damaged files
-        return None, None, f"not a readable {role} file for ITK: {str(e).strip().splitlines()[-1][:200]}"
+        return None, f"not a readable {role} file for ITK: {str(e).strip().splitlines()[-1][:200]}"
     if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] <= 4)):
-        return None, None, f"{role} of shape {pixels.shape}: a 2-D gray or colour picture is expected"
-    return pixels, (pixels.shape[1], pixels.shape[0]), None
+        return None, f"{role} of shape {pixels.shape}: a 2-D gray or colour picture is expected"
+    return pixels, None
 
 
 def _mask_values(im: Image.Image | np.ndarray) -> list[int | float]:

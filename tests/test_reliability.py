@@ -22,6 +22,8 @@ from PIL import Image
 from unext_monai.data import make_demo_dataset
 from unext_monai.handlers import latest_checkpoint
 
+pytestmark = pytest.mark.slow  # real trainings and bundle runs
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 META = str(CONFIGS / "metadata.json")

@@ -1,27 +1,29 @@
-"""MONAI Deploy application: segment 2D images with the packaged bundle's TorchScript model.
+"""The MONAI Deploy application and its operators (imported by :mod:`unext_monai.deploy_app.cli` to run it).
 
-Run in an environment with ``monai-deploy-app-sdk`` (see ``.ci/deploy_env.sh`` and ``docs/integrations.md``)::
+The graph, one input file per tick:
 
-    python -m unext_monai.deploy_app -i IMAGE_OR_FOLDER -o OUTPUT_FOLDER -m bundle/NAME
+``ImageFilesLoaderOperator`` (the bundle's own ``LoadImaged``, taken from the ``inference.json`` embedded in
+``model.ts``, so the arrays are those ``monai.bundle run`` sees) -> ``BundleSegmentationOperator`` (the SDK's
+``MonaiBundleInferenceOperator``: the bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` without its
+load/save transforms) -> ``SegmentationWriterOperator``:
 
-``-m`` takes the release folder (``bundle/NAME``), its ``models/`` folder or ``models/model.ts`` itself; the
-TorchScript file carries the bundle's ``metadata.json`` and ``inference.json``, which configure MONAI Deploy's
-``MonaiBundleInferenceOperator`` (pre-processing, inferer, post-processing). The graph:
+- DICOM input: a DICOM Segmentation (``<stem>_seg.dcm``, highdicom, binary, one segment named after the bundle's
+  label) in the source's study, referencing the source series and instance, with the patient and study modules of the
+  source;
+- NIfTI input: ``<stem>_mask.nii.gz`` (0/1, the input's affine), as ``monai.bundle run`` writes it;
+- other pictures: ``<stem>_mask.png`` (0/255, the picture's size) and ``<stem>_overlay.png`` (the picture with the mask
+  tinted and outlined).
 
-``ImageFilesLoaderOperator`` (one file per tick, read by the bundle's own ``LoadImaged``, so PNG/JPEG/BMP/TIFF,
-DICOM and NIfTI all work and the arrays match ``monai.bundle run``) -> ``BundleSegmentationOperator`` (the SDK's
-bundle operator) -> ``MaskWriterOperator`` (``<stem>_mask.png``, 0/255, the input's size, written atomically).
-Without ``-i/-o/-m`` the SDK's environment variables (``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH``,
-``HOLOSCAN_MODEL_PATH``) apply, as in a MONAI Application Package.
+``<stem>`` is the input's file stem, made distinct when inputs share one (:func:`unext_monai.io.output_stems`). Every
+file is written atomically. An error on one input is recorded in the run's report and the next input goes on.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from monai.deploy.conditions import CountCondition
@@ -33,25 +35,33 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
     get_bundle_config,
 )
 
-from unext_monai.data.inputs import list_images
-from unext_monai.io import write_atomic
+from unext_monai.deploy_app.report import RunReport
+from unext_monai.io import (
+    NIFTI_SUFFIXES,
+    dicom_seg_file_name,
+    mask_file_name,
+    output_stems,
+    overlay_file_name,
+    write_atomic,
+)
 
-__all__ = ["UNeXtSegmentationApp", "ImageFilesLoaderOperator", "BundleSegmentationOperator", "MaskWriterOperator",
-           "resolve_model", "main"]
+__all__ = ["UNeXtSegmentationApp", "ImageFilesLoaderOperator", "BundleSegmentationOperator",
+           "SegmentationWriterOperator"]
 
 logger = logging.getLogger("unext_monai.deploy_app")
 
-#: post-processing transforms that write files: the app's writer operator does the writing instead
+#: post-processing transforms that write files: the writer operator does the writing instead
 DISALLOWED_TRANSFORMS = [*DISALLOW_LOAD_SAVE, "SavePrediction"]
 
 
-def resolve_model(path: str | os.PathLike) -> Path:
-    """``models/model.ts`` of a release folder, of its ``models/`` folder, or the given ``.ts`` file."""
-    p = Path(path).expanduser().resolve()
-    for candidate in (p, p / "model.ts", p / "models" / "model.ts"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{p}: no model.ts there (give bundle/NAME, bundle/NAME/models or the .ts file)")
+#: Patient and General Study attributes of type 2 (present, possibly empty) that highdicom copies from the source
+_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _error(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _bundle_loader(bundle_path: Path):
@@ -66,17 +76,17 @@ def _bundle_loader(bundle_path: Path):
 
 
 class ImageFilesLoaderOperator(Operator):
-    """Emit one ``Image`` per file, in order: the array and metadata the bundle's ``LoadImaged`` makes (channel-last
-    RGB is marked ``original_channel_dim=-1``, so the bundle's ``EnsureChannelFirstd`` sees what it sees in
-    ``monai.bundle run``). Give it a ``CountCondition`` of ``len(files)``.
+    """Emit one ``Image`` per file, in order: the array and metadata the bundle's ``LoadImaged`` makes. Give it a
+    ``CountCondition`` of ``len(files)``. A file that fails to load is recorded in ``report`` and nothing is emitted.
 
     Named output:
         image: ``Image`` with ``filename_or_obj`` in its metadata.
     """
 
-    def __init__(self, fragment: Fragment, *args, files: list[str], loader, **kwargs) -> None:
+    def __init__(self, fragment: Fragment, *args, files: list[str], loader, report: RunReport, **kwargs) -> None:
         self.files = list(files)
         self.loader = loader
+        self.report = report
         self._next = 0
         super().__init__(fragment, *args, **kwargs)
 
@@ -86,115 +96,222 @@ class ImageFilesLoaderOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         path = self.files[self._next]
         self._next += 1
-        img = self.loader(path)
-        meta = dict(getattr(img, "meta", {}) or {})
-        meta["filename_or_obj"] = path
-        logger.info(f"loaded {path}: {tuple(img.shape)}")
-        op_output.emit(Image(np.asarray(img), metadata=meta), "image")
+        try:
+            with warnings.catch_warnings():
+                # PIL hands MONAI a read-only array; MONAI copies it before anything writes to it
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                # a 2D picture in DICOM (secondary capture, ultrasound) has no patient orientation: nothing to act on
+                warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
+                img = self.loader(path)
+            meta = dict(getattr(img, "meta", {}) or {})
+            meta["filename_or_obj"] = path
+            array = np.asarray(img)
+        except Exception as e:
+            logger.error(f"{path}: cannot be loaded: {_error(e)}")
+            self.report.failed(path, f"cannot be loaded: {_error(e)}")
+            return
+        logger.info(f"loaded {path}: {tuple(array.shape)}")
+        op_output.emit(Image(array, metadata=meta), "image")
+
+
+class _RecordingInput:
+    """``op_input`` that remembers what was received (to name the input in an error)."""
+
+    def __init__(self, op_input) -> None:
+        self._op_input = op_input
+        self.received: dict[str, Any] = {}
+
+    def receive(self, name: str):
+        value = self._op_input.receive(name)
+        self.received[name] = value
+        return value
 
 
 class BundleSegmentationOperator(MonaiBundleInferenceOperator):
     """The SDK's bundle operator, also leaving out the bundle's own file-writing post-processing transform
-    (``unext_monai.transforms.SavePredictiond``): the writer operator writes the masks."""
+    (``unext_monai.transforms.SavePredictiond``); an error on one input is recorded in ``report`` and the run goes
+    on with the next."""
+
+    def __init__(self, *args, report: RunReport, **kwargs) -> None:
+        self.report = report
+        super().__init__(*args, **kwargs)
 
     def _get_compose(self, obj_name, disallowed_prefixes):
         return super()._get_compose(obj_name, DISALLOWED_TRANSFORMS)
 
+    def compute(self, op_input, op_output, context) -> None:
+        recording = _RecordingInput(op_input)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                super().compute(recording, op_output, context)
+        except Exception as e:
+            image = next(iter(recording.received.values()), None)
+            source = str(image.metadata().get("filename_or_obj", "?")) if isinstance(image, Image) else "?"
+            logger.error(f"{source}: inference failed: {_error(e)}")
+            self.report.failed(source, f"inference failed: {_error(e)}")
 
-class MaskWriterOperator(Operator):
-    """Write each predicted mask as ``<output_folder>/<stem>_mask.png`` (0/255, uint8) named after its input file;
-    for NIfTI input ``<stem>_mask.nii.gz`` (0/1, uint8) with the input's affine instead, as ``monai.bundle run``
-    writes them.
+
+class SegmentationWriterOperator(Operator):
+    """Write each predicted mask (see the module docstring for what each kind of input gets) and record it in
+    ``report``.
 
     Named input:
-        pred: ``Image`` (H, W) from the bundle operator, whose metadata names the input file.
+        pred: ``Image`` (1, H, W) or (H, W) from the bundle operator, 0/1, aligned with the input picture; its
+        metadata names the input file.
+
+    Args:
+        output_folder: where the files go.
+        stems: ``{input path: output stem}`` (:func:`unext_monai.io.output_stems`).
+        report: the run's report.
+        label: the segment's name (the bundle's ``channel_def``), for DICOM Segmentations.
+        algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
     """
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, **kwargs) -> None:
+    def __init__(self, fragment: Fragment, *args, output_folder: Path, stems: dict[str, str], report: RunReport,
+                 label: str, algorithm: tuple[str, str], **kwargs) -> None:
         self.output_folder = Path(output_folder)
-        self.written: list[str] = []
+        self.stems = dict(stems)
+        self.report = report
+        self.label = label
+        self.algorithm = algorithm
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("pred")
 
     def compute(self, op_input, op_output, context) -> None:
+        pred = op_input.receive("pred")
+        source = str(pred.metadata().get("filename_or_obj", ""))
+        written: list[str] = []
+        try:
+            mask = np.squeeze(np.asarray(pred.asnumpy())) > 0
+            if mask.ndim != 2:
+                raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
+            stem = self.stems[source]
+            dicom = None
+            if source.lower().endswith(".dcm"):
+                path, dicom = self._write_dicom_seg(source, mask, stem)
+                written.append(path)
+            elif source.lower().endswith(NIFTI_SUFFIXES):
+                written.append(self._write_nifti(pred, mask, stem, source))
+            else:
+                written.extend(self._write_picture(source, mask, stem))
+        except Exception as e:
+            logger.error(f"{source}: writing the result failed: {_error(e)}")
+            self.report.failed(source, f"writing the result failed: {_error(e)}", written)
+            return
+        logger.info(f"{source}: {int(mask.sum())} lesion pixels of {mask.size}; wrote {', '.join(written)}")
+        self.report.segmented(source, written, dicom)
+
+    def _write_picture(self, source: str, mask: np.ndarray, stem: str) -> list[str]:
         from PIL import Image as PILImage
 
-        pred = op_input.receive("pred")
-        mask = np.asarray(pred.asnumpy())
-        mask = np.squeeze(mask)
-        if mask.ndim != 2:
-            raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
-        source = str(pred.metadata().get("filename_or_obj", f"image_{len(self.written)}"))
-        name = os.path.basename(source)
-        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else os.path.splitext(name)[0]
-        is_nifti = name.endswith((".nii", ".nii.gz"))
-        path = self.output_folder / f"{stem}_mask{'.nii.gz' if is_nifti else '.png'}"
-        if os.path.exists(source) and path.exists() and os.path.samefile(path, source):
-            raise ValueError(f"{path}: refusing to overwrite the input file")
-        self.output_folder.mkdir(parents=True, exist_ok=True)
-        if is_nifti:
-            import nibabel as nib
+        from unext_monai.transforms import _overlay
 
-            affine = np.asarray(pred.metadata().get("original_affine", np.eye(4)), dtype=np.float64)
-            volume = nib.Nifti1Image((mask > 0).astype(np.uint8), affine)
-            write_atomic(str(path), lambda p: nib.save(volume, p))
-        else:
-            picture = PILImage.fromarray(((mask > 0) * 255).astype(np.uint8))
-            write_atomic(str(path), lambda p: picture.save(p, format="PNG"))
-        os.chmod(path, 0o644)
-        self.written.append(str(path))
-        logger.info(f"wrote {path}: {mask.shape}, {int((mask > 0).sum())} lesion pixels")
+        mask_path = str(self.output_folder / mask_file_name(stem, source))
+        picture = PILImage.fromarray(mask.astype(np.uint8) * 255)
+        write_atomic(mask_path, lambda p: picture.save(p, format="PNG"))
+        overlay = _overlay(source, mask)
+        if overlay is None:
+            raise ValueError("the overlay could not be drawn: PIL reads the picture at another size than the mask")
+        overlay_path = str(self.output_folder / overlay_file_name(stem))
+        write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG"))
+        return [mask_path, overlay_path]
+
+    def _write_nifti(self, pred: Image, mask: np.ndarray, stem: str, source: str) -> str:
+        import nibabel as nib
+
+        path = str(self.output_folder / mask_file_name(stem, source))
+        affine = np.asarray(pred.metadata().get("original_affine", np.eye(4)), dtype=np.float64)
+        volume = nib.Nifti1Image(mask.astype(np.uint8), affine)
+        write_atomic(path, lambda p: nib.save(volume, p))
+        return path
+
+    def _write_dicom_seg(self, source: str, mask: np.ndarray, stem: str) -> tuple[str, dict]:
+        import highdicom as hd
+        import pydicom
+        from pydicom.sr.codedict import codes
+
+        ds = pydicom.dcmread(source)
+        for keyword in _TYPE2_PATIENT_STUDY:  # required (possibly empty) in the source; some files leave them out
+            if keyword not in ds:
+                setattr(ds, keyword, None)
+        if mask.shape != (int(ds.Rows), int(ds.Columns)):
+            raise ValueError(f"mask {mask.shape} does not match the DICOM image ({ds.Rows}, {ds.Columns})")
+        name, version = self.algorithm
+        segment = hd.seg.SegmentDescription(
+            segment_number=1,
+            segment_label=self.label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=name, family=codes.cid7162.ArtificialIntelligence, version=version),
+        )
+        seg = hd.seg.Segmentation(
+            source_images=[ds],
+            pixel_array=mask[None].astype(np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[segment],
+            series_instance_uid=hd.UID(),
+            series_number=int(getattr(ds, "SeriesNumber", 0) or 0) + 1000,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="unext-monai",
+            manufacturer_model_name=name,
+            software_versions=version,
+            device_serial_number="0",
+            omit_empty_frames=False,
+            series_description=f"{self.label} segmentation ({name} {version})",
+        )
+        path = str(self.output_folder / dicom_seg_file_name(stem))
+        write_atomic(path, lambda p: seg.save_as(p))
+        identifiers = {
+            "StudyInstanceUID": str(ds.StudyInstanceUID),
+            "SeriesInstanceUID": str(ds.SeriesInstanceUID),
+            "SOPInstanceUID": str(ds.SOPInstanceUID),
+            "SegmentationSeriesInstanceUID": str(seg.SeriesInstanceUID),
+            "SegmentationSOPInstanceUID": str(seg.SOPInstanceUID),
+        }
+        return path, identifiers
 
 
 class UNeXtSegmentationApp(Application):
-    """Image files in (PNG/JPEG/BMP/TIFF, DICOM, NIfTI), PNG masks out, with the packaged bundle's ``model.ts``."""
+    """Image files in (PNG/JPEG/BMP/TIFF, DICOM, NIfTI), segmentations out, with a released bundle's ``model.ts``.
+
+    Args:
+        report: the run's report; its ``inputs`` are the files segmented.
+        kwargs: passed to ``Application`` (``argv`` with ``-i``, ``-o``, ``-m``: the SDK's app context).
+    """
+
+    def __init__(self, *args, report: RunReport, **kwargs) -> None:
+        self.report = report
+        super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
         app_context: AppContext = Application.init_app_context(self.argv)
-        input_path = Path(app_context.input_path)
         output_path = Path(app_context.output_path)
-        bundle_path = resolve_model(app_context.model_path)
-        files = list_images(str(input_path))
-        logger.info(f"{len(files)} image(s) from {input_path}; model {bundle_path}; output {output_path}")
+        bundle_path = Path(app_context.model_path)
+        files = [e["input"] for e in self.report.entries() if e["status"] == "pending"]
+        metadata = get_bundle_config(str(bundle_path), ["metadata"])
+        channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("channel_def", {})
+        label = next((v for k, v in sorted(channels.items()) if v.lower() != "background"), "lesion")
+        logger.info(f"{len(files)} image(s); model {bundle_path}; output {output_path}")
 
-        loader = ImageFilesLoaderOperator(
-            self, CountCondition(self, len(files)), files=files, loader=_bundle_loader(bundle_path), name="loader"
-        )
+        loader = ImageFilesLoaderOperator(self, CountCondition(self, len(files)), files=files,
+                                          loader=_bundle_loader(bundle_path), report=self.report, name="loader")
         infer = BundleSegmentationOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
             output_mapping=[IOMapping("pred", Image, IOType.IN_MEMORY)],
             app_context=app_context,
             bundle_path=bundle_path,
+            report=self.report,
             name="bundle_inference",
         )
-        writer = MaskWriterOperator(self, output_folder=output_path, name="writer")
+        writer = SegmentationWriterOperator(
+            self, output_folder=output_path, stems=output_stems(files), report=self.report, label=label,
+            algorithm=(str(metadata.get("name", "UNeXt")), str(metadata.get("version", "0"))), name="writer")
         self.add_flow(loader, infer, {("image", "image")})
         self.add_flow(infer, writer, {("pred", "pred")})
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m unext_monai.deploy_app", description=__doc__.split("\n")[0])
-    ap.add_argument("-i", "--input", default=os.environ.get("HOLOSCAN_INPUT_PATH"), help="image file or folder")
-    ap.add_argument("-o", "--output", default=os.environ.get("HOLOSCAN_OUTPUT_PATH"), help="output folder")
-    ap.add_argument("-m", "--model", default=os.environ.get("HOLOSCAN_MODEL_PATH"),
-                    help="release folder bundle/NAME, its models/ folder, or model.ts")
-    ap.add_argument("-l", "--log-level", default="INFO", type=str.upper)
-    args = ap.parse_args(argv)
-    missing = [k for k in ("input", "output", "model") if not getattr(args, k)]
-    if missing:
-        ap.error(f"missing {', '.join('--' + k for k in missing)} (or the HOLOSCAN_*_PATH variables)")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.makedirs(args.output, exist_ok=True)
-    model = resolve_model(args.model)  # the SDK's model factory takes the .ts file, not a bundle folder
-    app_argv = [sys.executable, "unext_monai.deploy_app", "-i", os.path.abspath(args.input),
-                "-o", os.path.abspath(args.output), "-m", str(model), "-l", args.log_level]
-    UNeXtSegmentationApp(argv=app_argv).run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -254,6 +254,10 @@ def test_server(label_python, shared_dir, tmp_path):
         assert _json(f"{base}/info/")["train_stats"] == {MODEL: stats}
         assert model_pt.stat().st_mtime_ns != before, "training did not update models/model.pt"
         assert sorted(p.name for p in (s["bundle"] / "models").glob("*.pt")) == ["checkpoint_epoch=2.pt", "model.pt"]
+        run_dir = Path(stats["run"])  # the run's own folder in the app's model folder keeps the replaced model
+        assert run_dir.parent == s["app"] / "model" / MODEL / "runs" and stats["published"] == str(model_pt)
+        assert (run_dir / "replaced_model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
+        assert (run_dir / "models" / "model.pt").read_bytes() == model_pt.read_bytes()
         status, _, png = _request(f"{base}/infer/{MODEL}?image={image_id}&output=image", data=b"")
         assert status == 200
         check_label(png, image)

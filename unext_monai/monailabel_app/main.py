@@ -7,8 +7,9 @@ Start it (copy the app out of the package first: ``python -m unext_monai.monaila
 
 Settings (``--conf KEY VALUE``):
 
-- ``bundle`` (required, or the ``UNEXT_BUNDLE`` environment variable): the release folder; MONAI Label training
-  updates its ``models/model.pt`` in place, so serve a copy you can spare;
+- ``bundle`` (required, or the ``UNEXT_BUNDLE`` environment variable): the release folder; each MONAI Label training
+  run replaces its ``models/model.pt`` with the run's best model (the replaced one is kept in the run's folder,
+  ``APP_DIR/model/<model name>/runs/<run>/replaced_model.pt``), so serve a copy of the release;
 - ``model_name``: the model's name in MONAI Label (default: the bundle folder's name);
 - ``preload``: load the network at start-up (``true``/``false``, default false);
 - ``train``: offer the train task (default true);
@@ -79,7 +80,8 @@ class UNeXtLabelApp(MONAILabelApp):
     def init_trainers(self) -> Dict[str, TrainTask]:
         if not strtobool(self.conf.get("train", "true")):
             return {}
-        return {self.model_name: UNeXtTrainTask(self.bundle_dir, self.conf)}
+        model_dir = os.path.join(self.app_dir, "model", self.model_name)
+        return {self.model_name: UNeXtTrainTask(self.bundle_dir, self.conf, model_dir)}
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First(), "epistemic": Epistemic()}

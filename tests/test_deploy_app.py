@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +100,11 @@ def pytorch_mask(path: Path) -> np.ndarray:
 
 
 def run_app(python: str, args: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    start = time.perf_counter()
     proc = subprocess.run([python, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=600, env=env)
     print(proc.stdout[-3000:])
+    print(f"[{time.perf_counter() - start:.1f} s, exit {proc.returncode}] {' '.join(map(str, args))[:200]}")
     return proc
 
 
@@ -296,7 +299,7 @@ def test_deploy_app_argument_errors(deploy_python, inputs, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(not _lazy_package(), strict=True,
+@pytest.mark.xfail("not _lazy_package()", strict=True,
                    reason="unext_monai/__init__.py imports the network (torch, MONAI, and in the deploy env holoscan)")
 def test_deploy_app_argument_errors_before_heavy_imports(deploy_python, tmp_path):
     proc = run_app(deploy_python, ["-X", "importtime", "-m", "unext_monai.deploy_app", "-i", tmp_path, "-o",

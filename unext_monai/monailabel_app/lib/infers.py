@@ -21,11 +21,13 @@ MONAI Label's epistemic scoring.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,11 +36,12 @@ from monai.inferers import Inferer
 from monai.transforms import Activationsd, Compose, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.utils.others.class_utils import unload_module
 from PIL import Image
 
 from unext_monai.transforms import SavePredictiond
 
-__all__ = ["UNeXtInferTask", "UNeXtDropoutInferTask", "read_bundle", "bundle_labels"]
+__all__ = ["UNeXtInferTask", "UNeXtDropoutInferTask", "read_bundle", "bundle_labels", "bundle_on_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,18 @@ def read_bundle(bundle_dir: str, dropout: float = 0.0) -> Tuple[ConfigParser, Di
     with open(os.path.join(bundle_dir, "configs", "metadata.json")) as f:
         metadata = json.load(f)
     return parser, metadata
+
+
+@contextlib.contextmanager
+def bundle_on_path(bundle_dir: str) -> Iterator[None]:
+    """The bundle folder first on ``sys.path`` while its configs are parsed, so that a bundle's ``scripts`` package
+    is importable (and another bundle's, imported before, is not taken for it), as in MONAI Label's bundle tasks."""
+    sys.path.insert(0, bundle_dir)
+    unload_module("scripts")
+    try:
+        yield
+    finally:
+        sys.path.remove(bundle_dir)
 
 
 def bundle_labels(metadata: Dict[str, Any]) -> Dict[str, int]:
@@ -84,9 +99,11 @@ class UNeXtInferTask(BasicInferTask):
         if len(spatial_shape) != 2:
             raise ValueError(f"{bundle_dir}: a 2D bundle is expected, metadata.json says {spatial_shape}")
         self.version = metadata.get("version")
+        with bundle_on_path(bundle_dir):
+            network = self.parser.get_parsed_content("network_def")
         super().__init__(
             path=os.path.join(bundle_dir, "models", "model.pt"),
-            network=self.parser.get_parsed_content("network_def"),
+            network=network,
             type=InferType.SEGMENTATION,
             labels=bundle_labels(metadata),
             dimension=2,
@@ -102,14 +119,16 @@ class UNeXtInferTask(BasicInferTask):
         return {**super().info(), "version": self.version}
 
     def _bundle_transforms(self, key: str) -> list:
-        c = self.parser.get_parsed_content(key)
+        with bundle_on_path(self.bundle_dir):
+            c = self.parser.get_parsed_content(key)
         return list(c.transforms) if isinstance(c, Compose) else list(c)
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
         return self._bundle_transforms("preprocessing")
 
     def inferer(self, data=None) -> Inferer:
-        return self.parser.get_parsed_content("inferer")
+        with bundle_on_path(self.bundle_dir):
+            return self.parser.get_parsed_content("inferer")
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         # the bundle's post-processing without its file writer (already at the input's size), then (1, H, W) -> (H, W)

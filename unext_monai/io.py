@@ -29,6 +29,7 @@ __all__ = [
     "output_stems",
     "mask_file_name",
     "overlay_file_name",
+    "dicom_seg_file_name",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -189,3 +190,8 @@ def overlay_file_name(stem: str) -> str:
     """``<stem>_overlay.png``: the input picture with the mask drawn on it."""
     return f"{stem}{OVERLAY_TAG}.png"
 
+
+
+def dicom_seg_file_name(stem: str) -> str:
+    """``<stem>_seg.dcm``: the DICOM Segmentation written for a DICOM input."""
+    return f"{stem}_seg.dcm"

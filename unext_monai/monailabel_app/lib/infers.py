@@ -1,65 +1,145 @@
-"""Inference task: MONAI Label's ``BundleInferTask`` for a 2D, one-logit UNeXt bundle.
+"""Inference tasks: the released bundle's ``inference.json`` as a MONAI Label ``BasicInferTask``.
 
-The bundle's own ``postprocessing`` (sigmoid, ``Invertd`` back to the input's size, threshold) runs as is, minus its
-file-writing transform (``SavePredictiond``; MONAI Label writes the label itself). Two things of the stock task
-are changed for 2D pictures:
+MONAI Label's ``BundleInferTask`` is not used: its module imports ``monailabel.transform.post``, which imports
+torchvision at start-up, and PyPI's torchvision does not load beside the CPU build of torch (see
+``.ci/label_env.sh``). The task reads the same things from the bundle that ``BundleInferTask`` reads (``network_def``,
+``preprocessing``, ``inferer``, ``postprocessing``, the labels of ``metadata.json``) and changes what 2D pictures
+need:
 
-- MONAI Label's ``Restored`` is not appended: the bundle's ``Invertd`` already returns the label at the input's
-  size, and ``Restored`` would resize it again to the reader's ``spatial_shape``, which MONAI's ``PILReader`` states
-  as (width, height) even with ``reverse_indexing=False`` (a transposed, stretched label for non-square pictures);
-- the stock task hands MONAI Label's writer a (1, H, W) label, which it writes as a 1-pixel-high image or fails on:
-  here the channel is squeezed after the bundle's post-processing and the (H, W) label, in the row/column order of
-  the input picture, is written as a PNG of label indices (0 background, 1 lesion, as ``metadata.json``'s
-  ``channel_def`` numbers them).
+- the bundle's ``postprocessing`` (sigmoid, ``Invertd`` back to the input's size, threshold) runs without its file
+  writer (``SavePredictiond``); MONAI Label's ``Restored`` is not added (``Invertd`` already returns the input's
+  size, and ``Restored`` would resize to ``PILReader``'s ``spatial_shape``, stated as (width, height): a transposed
+  label for non-square pictures);
+- the (1, H, W) label is squeezed to (H, W) and written as a PNG of label indices (0 background, 1 lesion, as
+  ``metadata.json``'s ``channel_def`` numbers them), in the picture's row/column order;
+- only ``models/model.pt`` is served: other ``.pt`` files in ``models/`` (a training run's ``checkpoint_epoch=N.pt``)
+  are never offered as models.
+
+:class:`UNeXtDropoutInferTask` is the same network with dropout active at inference (Monte Carlo dropout), for
+MONAI Label's epistemic scoring.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import sys
 import tempfile
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
 import numpy as np
-from monai.transforms import SaveImaged, SqueezeDimd
+import torch
+from monai.bundle import ConfigParser
+from monai.inferers import Inferer
+from monai.transforms import Activationsd, Compose, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.utils.others.class_utils import unload_module
 from PIL import Image
 
 from unext_monai.transforms import SavePredictiond
 
+__all__ = ["UNeXtInferTask", "UNeXtDropoutInferTask", "read_bundle", "bundle_labels", "bundle_on_path"]
+
 logger = logging.getLogger(__name__)
 
+#: post-processing transforms that write files; MONAI Label writes the label itself
+FILE_WRITERS = (SaveImaged, SavePredictiond)
 
-class UNeXtInferTask(BundleInferTask):
-    """Segmentation with the released bundle at ``path``; labels come from the bundle's ``metadata.json``.
+
+def read_bundle(bundle_dir: str, dropout: float = 0.0) -> Tuple[ConfigParser, Dict[str, Any]]:
+    """The bundle's ``inference.json`` (``bundle_root`` set to ``bundle_dir``) and its ``metadata.json``.
+
+    ``dropout`` > 0 is passed to ``network_def`` (UNeXt's ``dropout``, inside its shifted MLPs).
+    """
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle_dir, "configs", "inference.json"))
+    parser["bundle_root"] = bundle_dir
+    if dropout > 0:
+        parser["network_def"]["dropout"] = dropout
+    with open(os.path.join(bundle_dir, "configs", "metadata.json")) as f:
+        metadata = json.load(f)
+    return parser, metadata
+
+
+@contextlib.contextmanager
+def bundle_on_path(bundle_dir: str) -> Iterator[None]:
+    """The bundle folder first on ``sys.path`` while its configs are parsed, so that a bundle's ``scripts`` package
+    is importable (and another bundle's, imported before, is not taken for it), as in MONAI Label's bundle tasks."""
+    sys.path.insert(0, bundle_dir)
+    unload_module("scripts")
+    try:
+        yield
+    finally:
+        sys.path.remove(bundle_dir)
+
+
+def bundle_labels(metadata: Dict[str, Any]) -> Dict[str, int]:
+    """``{label name: number}`` of the output's ``channel_def`` in ``metadata.json``, background left out."""
+    pred = next(iter(metadata["network_data_format"]["outputs"].values()))
+    return {v.lower(): int(k) for k, v in pred.get("channel_def", {}).items() if v.lower() != "background"}
+
+
+class UNeXtInferTask(BasicInferTask):
+    """Segment one 2D picture with the released bundle at ``bundle_dir`` (``configs/``, ``models/model.pt``).
 
     Args:
-        path: the release folder (``configs/``, ``models/model.pt``).
-        conf: the app's ``--conf`` settings (``preload``).
+        bundle_dir: the release folder.
+        preload: load the network at start-up.
+        dropout: dropout probability inside the network's shifted MLPs (0: the network as trained).
+        kwargs: passed to ``BasicInferTask`` (e.g. ``skip_writer``).
     """
 
-    def __init__(self, path: str, conf: Dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, **kwargs: Any) -> None:
+        self.bundle_dir = bundle_dir
+        self.parser, metadata = read_bundle(bundle_dir, dropout)
+        spatial_shape = next(iter(metadata["network_data_format"]["inputs"].values())).get("spatial_shape", [])
+        if len(spatial_shape) != 2:
+            raise ValueError(f"{bundle_dir}: a 2D bundle is expected, metadata.json says {spatial_shape}")
+        self.version = metadata.get("version")
+        with bundle_on_path(bundle_dir):
+            network = self.parser.get_parsed_content("network_def")
         super().__init__(
-            path,
-            conf,
+            path=os.path.join(bundle_dir, "models", "model.pt"),
+            network=network,
             type=InferType.SEGMENTATION,
-            post_filter=[SaveImaged, SavePredictiond],
-            add_post_restore=False,
+            labels=bundle_labels(metadata),
+            dimension=2,
+            description=metadata.get("description", ""),
+            input_key="image",
+            output_label_key="pred",
             load_strict=True,
+            preload=preload,
             **kwargs,
         )
-        if self.valid and self.dimension != 2:
-            raise ValueError(f"{path}: a 2D bundle is expected, metadata says {self.dimension}D")
+
+    def info(self) -> Dict[str, Any]:
+        return {**super().info(), "version": self.version}
+
+    def _bundle_transforms(self, key: str) -> list:
+        with bundle_on_path(self.bundle_dir):
+            c = self.parser.get_parsed_content(key)
+        return list(c.transforms) if isinstance(c, Compose) else list(c)
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        return self._bundle_transforms("preprocessing")
+
+    def inferer(self, data=None) -> Inferer:
+        with bundle_on_path(self.bundle_dir):
+            return self.parser.get_parsed_content("inferer")
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        # the bundle's post-processing (already at the input's size), then (1, H, W) -> (H, W)
-        return [*super().post_transforms(data), SqueezeDimd(keys=self.key_pred, dim=0)]
+        # the bundle's post-processing without its file writer (already at the input's size), then (1, H, W) -> (H, W)
+        post = [t for t in self._bundle_transforms("postprocessing") if not isinstance(t, FILE_WRITERS)]
+        return [*post, SqueezeDimd(keys=self.output_label_key, dim=0)]
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None) -> Tuple[Any, Any]:
         label = data[self.output_label_key]
         label = np.asarray(label.detach().cpu() if hasattr(label, "detach") else label)
         if label.ndim != 2:
-            return super().writer(data, extension, dtype)
+            raise ValueError(f"expected an (H, W) label, got shape {label.shape}")
         ext = extension or data.get("result_extension") or ".png"
         if ext.lower() != ".png":
             logger.info(f"2D labels are written as PNG (asked: {ext})")
@@ -70,3 +150,32 @@ class UNeXtInferTask(BundleInferTask):
         Image.fromarray(np.rint(label).astype(np.uint8)).save(path, format="PNG")
         logger.info(f"label {label.shape} written to {path}")
         return path, data.get(self.output_json_key, {})
+
+
+class UNeXtDropoutInferTask(UNeXtInferTask):
+    """Monte Carlo dropout for MONAI Label's ``EpistemicScoring``: each call samples a new dropout mask.
+
+    The network is in eval mode except its ``torch.nn.Dropout`` layers (``BasicInferTask``'s ``train_mode`` would also
+    switch BatchNorm to the statistics of the single picture). The result is not written: the data dictionary
+    carries ``pred``, the lesion probability (1, H, W) at the network's input size.
+
+    Args:
+        bundle_dir: the release folder.
+        dropout: dropout probability inside the shifted MLPs (> 0).
+    """
+
+    def __init__(self, bundle_dir: str, dropout: float = 0.2) -> None:
+        if not 0 < dropout < 1:
+            raise ValueError(f"dropout must be in (0, 1) for Monte Carlo dropout, got {dropout}")
+        super().__init__(bundle_dir, dropout=dropout, skip_writer=True)
+        self.description = f"{self.description} (Monte Carlo dropout {dropout})"
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        return [Activationsd(keys=self.output_label_key, sigmoid=True)]
+
+    def _get_network(self, device, data):
+        network = super()._get_network(device, data)
+        for module in network.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.train()
+        return network

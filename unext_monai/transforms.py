@@ -33,6 +33,7 @@ __all__ = [
     "picture_readers",
     "CopyingITKReader",
     "ITK_SUFFIXES",
+    "overlay_picture",
 ]
 
 
@@ -237,7 +238,7 @@ class SavePredictiond(MapTransform):
         if self.overlay and os.path.isfile(source):
             overlay_path = overlay_path or os.path.join(self.output_dir, overlay_file_name(stem))
             self._refuse_input(overlay_path, source)
-            picture = _overlay(source, mask)
+            picture = overlay_picture(source, mask)
             if picture is not None:
                 write_atomic(overlay_path, lambda p: picture.save(p, format="PNG"))
                 written.append(overlay_path)
@@ -291,7 +292,7 @@ def _picture(source: str) -> np.ndarray | None:
         return None
 
 
-def _overlay(source: str, mask: np.ndarray) -> Image.Image | None:
+def overlay_picture(source: str, mask: np.ndarray) -> Image.Image | None:
     """The input picture (if it can be read and its size matches) with the mask tinted red and outlined."""
     rgb = _picture(source)
     if rgb is None or rgb.shape[:2] != mask.shape:

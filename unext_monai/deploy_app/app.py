@@ -98,8 +98,6 @@ class ImageFilesLoaderOperator(Operator):
         self._next += 1
         try:
             with warnings.catch_warnings():
-                # PIL hands MONAI a read-only array; MONAI copies it before anything writes to it
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 # a 2D picture in DICOM (secondary capture, ultrasound) has no patient orientation: nothing to act on
                 warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
                 img = self.loader(path)
@@ -142,9 +140,7 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
     def compute(self, op_input, op_output, context) -> None:
         recording = _RecordingInput(op_input)
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                super().compute(recording, op_output, context)
+            super().compute(recording, op_output, context)
         except Exception as e:
             image = next(iter(recording.received.values()), None)
             source = str(image.metadata().get("filename_or_obj", "?")) if isinstance(image, Image) else "?"
@@ -207,12 +203,12 @@ class SegmentationWriterOperator(Operator):
     def _write_picture(self, source: str, mask: np.ndarray, stem: str) -> list[str]:
         from PIL import Image as PILImage
 
-        from unext_monai.transforms import _overlay
+        from unext_monai.transforms import overlay_picture
 
         mask_path = str(self.output_folder / mask_file_name(stem, source))
         picture = PILImage.fromarray(mask.astype(np.uint8) * 255)
         write_atomic(mask_path, lambda p: picture.save(p, format="PNG"))
-        overlay = _overlay(source, mask)
+        overlay = overlay_picture(source, mask)
         if overlay is None:
             raise ValueError("the overlay could not be drawn: PIL reads the picture at another size than the mask")
         overlay_path = str(self.output_folder / overlay_file_name(stem))

@@ -140,18 +140,15 @@ def _raise_stack_limit() -> None:
 
 def _quiet_platform_messages(log_level: str) -> None:
     """Silence what a user of this app cannot act on: holoscan's own log (its CUDA-driver check on a machine without
-    a GPU; ``HOLOSCAN_LOG_LEVEL`` set by the user wins), MONAI's notice that the optional GPU DICOM decoder
-    (nvImageCodec) is absent (pydicom decodes instead), ``LoadImage`` trying the bundle's readers in turn, and
-    highdicom's account of the attributes it copies. ``-l DEBUG`` shows all of them."""
-    import warnings
+    a GPU; ``HOLOSCAN_LOG_LEVEL`` set by the user wins), ``LoadImage`` trying the bundle's readers in turn, and
+    highdicom's account of the attributes it copies (``unext_monai`` silences the upstream notices it knows on
+    import). ``-l DEBUG`` shows all of them."""
 
     if log_level == "DEBUG":
         return
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     logging.getLogger("LoadImage").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.transforms import Randomizable, Transform
 
+from unext_monai.distributed import is_rank0
 from unext_monai.io import load_checkpoint_file, write_atomic
 
 __all__ = [
@@ -469,7 +470,7 @@ class BestModelState:
         if "best_metric" in state:
             self.evaluator.state.best_metric = state["best_metric"]
             self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
-        if state["model"] is not None:
+        if state["model"] is not None and is_rank0():  # the process that writes the checkpoints
             path = self._model_path()
             current = load_checkpoint_file(path, "cpu") if path.is_file() else None
             if current is None or current.keys() != state["model"].keys() or any(

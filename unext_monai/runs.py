@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from unext_monai.distributed import on_rank0
+
 __all__ = ["check_command_line", "prepare_training_run", "PREVIOUS_RUNS", "TENSORBOARD"]
 
 logger = logging.getLogger("unext_monai")
@@ -177,10 +179,19 @@ def prepare_training_run(
     3. The name is ``run-<date>-<time>`` for a new run; a resumed run keeps the name of the newest run under
        ``<output_dir>/tensorboard/``, so its curves continue in the same TensorBoard folder.
 
+    In a distributed run only rank 0 does this (it alone writes checkpoints and logs); every rank gets the name.
+
     Raises:
         PermissionError: a folder is not writable.
         ValueError: ``pretrained_checkpoint`` is one of the earlier outputs that would be moved.
     """
+    return on_rank0(_prepare_training_run, ckpt_dir, output_dir, resume, pretrained_checkpoint)
+
+
+def _prepare_training_run(
+    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None
+) -> str:
+    """:func:`prepare_training_run` in one process."""
     _check_writable(ckpt_dir, "checkpoint")
     _check_writable(output_dir, "output")
     if resume:

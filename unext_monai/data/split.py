@@ -13,6 +13,7 @@ from monai.data import partition_dataset, partition_dataset_classes
 from unext_monai.data.checks import check_datalist
 from unext_monai.data.demo import existing_demo_dataset, make_demo_dataset
 from unext_monai.data.layouts import _load_json, read_datalist_json, read_dataset
+from unext_monai.distributed import is_rank0, on_rank0
 from unext_monai.io import write_json_atomic
 
 __all__ = ["prepare_split", "read_all", "SPLIT_FILE", "SPLIT_PARTS"]
@@ -144,6 +145,9 @@ def prepare_split(
     exists with the same meta and its files still exist, its lists are reused without reading the dataset folder
     again (files added since are not picked up); with other meta it is replaced (logged).
 
+    In a distributed run (``torch.distributed`` initialised) only rank 0 reads, makes and writes all this; the other
+    ranks receive its split from it and check every file on their own machine before they use it.
+
     Returns:
         ``{"training": [...], "selection": [...], "validation": [...]}``.
 
@@ -152,6 +156,25 @@ def prepare_split(
             ``check_datalist`` (unless ``skip_bad``, which leaves bad items out with a warning each).
         FileNotFoundError: ``dataset_dir`` does not exist.
     """
+    split = on_rank0(_prepare_split, dataset, dataset_dir, output_dir, val_fraction, selection_fraction, seed,
+                     include_normal, skip_bad, demo_dir)
+    if not is_rank0():
+        split = {key: check_datalist(split[key]) for key in SPLIT_PARTS}
+    return split
+
+
+def _prepare_split(
+    dataset: str = "demo",
+    dataset_dir: str | None = None,
+    output_dir: str = "eval",
+    val_fraction: float = 0.2,
+    selection_fraction: float = 0.1,
+    seed: int = 0,
+    include_normal: bool = False,
+    skip_bad: bool = False,
+    demo_dir: str | None = None,
+) -> dict[str, list[dict]]:
+    """:func:`prepare_split` in one process."""
     for label, fraction in (("val_fraction", val_fraction), ("selection_fraction", selection_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{label} must be in (0, 1), got {fraction}; use read_all to score a whole folder")

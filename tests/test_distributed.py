@@ -1,0 +1,222 @@
+"""Distributed training: one process prepares, CPU SyncBatchNorm, two nodes on loopback, a dead node, DDP metrics."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from unext_monai.distributed import SyncBatchNorm, on_rank0, with_sync_batchnorm
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SMALL = ["--spatial_size", "[64,64]", "--batch_size", "4", "--network_def#features", "[8,16,32,64,128]"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _in_group(rank: int, world: int, port: int, fn, queue) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = fn(rank)
+    except Exception as e:
+        result = e
+    finally:
+        dist.destroy_process_group()
+    queue.put((rank, pickle.dumps(result)))  # bytes: tensors shared through memory die with the process
+
+
+def _run_in_two_processes(fn) -> dict:
+    ctx = mp.get_context("fork")  # the test module is not importable by name in a spawned process
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_in_group, args=(r, 2, port, fn, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = {rank: pickle.loads(data) for rank, data in (queue.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=60)
+    return results
+
+
+def _sync_bn_step(rank: int) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 6)[rank * 2: rank * 2 + 2].clone().requires_grad_(True)
+    bn = with_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
+    bn[0].weight.data = torch.tensor([1.0, 2.0, 0.5])
+    y = bn(x)
+    (y * y).sum().backward()
+    return {"y": y.detach(), "dx": x.grad, "dw": bn[0].weight.grad, "db": bn[0].bias.grad,
+            "mean": bn[0].running_mean, "var": bn[0].running_var, "type": type(bn[0]).__name__}
+
+
+def test_sync_batchnorm_on_cpu_equals_batchnorm_over_the_whole_batch() -> None:
+    results = _run_in_two_processes(_sync_bn_step)
+    for r in results.values():
+        assert not isinstance(r, Exception), r
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 6).requires_grad_(True)
+    bn = torch.nn.BatchNorm2d(3)
+    bn.weight.data = torch.tensor([1.0, 2.0, 0.5])
+    y = bn(x)
+    (y * y).sum().backward()
+    assert results[0]["type"] == "SyncBatchNorm"
+    assert torch.allclose(torch.cat([results[0]["y"], results[1]["y"]]), y.detach(), atol=1e-5)
+    assert torch.allclose(torch.cat([results[0]["dx"], results[1]["dx"]]), x.grad, atol=1e-4)
+    assert torch.allclose(results[0]["dw"] + results[1]["dw"], bn.weight.grad, atol=1e-4)  # DDP sums, then averages
+    assert torch.allclose(results[0]["db"] + results[1]["db"], bn.bias.grad, atol=1e-4)
+    assert torch.allclose(results[0]["mean"], bn.running_mean, atol=1e-6)
+    assert torch.allclose(results[1]["var"], bn.running_var, atol=1e-5)
+
+
+def test_sync_batchnorm_keeps_the_state_dict_and_is_plain_outside_a_group() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    net[1].running_mean += 3
+    before = net.state_dict()
+    synced = with_sync_batchnorm(net)
+    assert isinstance(synced[1], SyncBatchNorm)
+    assert all(torch.equal(before[k], v) for k, v in synced.state_dict().items())
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(synced(x), torch.nn.functional.batch_norm(
+        net[0](x), None, None, synced[1].weight, synced[1].bias, True), atol=1e-6)
+    assert with_sync_batchnorm(net, enabled=False) is net
+
+
+def _failing_step(rank: int) -> str:
+    def step() -> str:
+        raise ValueError("dataset_dir /nowhere does not exist")
+
+    try:
+        on_rank0(step)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def test_a_failure_on_rank0_reaches_every_rank() -> None:
+    results = _run_in_two_processes(_failing_step)
+    assert results[0] == "ValueError: dataset_dir /nowhere does not exist"
+    assert results[1] == ("RuntimeError: rank 0 failed to prepare the run, so this rank (rank 1) stops: "
+                          "ValueError: dataset_dir /nowhere does not exist")
+
+
+def test_each_process_caches_its_own_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    datalist = [{"image": f"{i}.png", "label": [f"{i}_mask.png"], "name": str(i)} for i in range(9)]
+    shares = []
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(dist, "get_rank", lambda *a, r=rank: r)
+        parser = ConfigParser(globals={"dist": dist, "os": os, "torch": torch, "monai": __import__("monai")})
+        parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+        parser["train_datalist"] = datalist
+        parser["selection_datalist"] = datalist[:3]
+        shares.append((parser.get_parsed_content("train#dataset#data"),
+                       parser.get_parsed_content("validate#dataset#data")))
+    (train0, val0), (train1, val1) = shares
+    assert len(train0) == len(train1) == 5  # 9 items, evenly divisible: one repeated
+    assert {i["name"] for i in train0 + train1} == {str(i) for i in range(9)}
+    assert sorted(i["name"] for i in val0 + val1) == ["0", "1", "2"]  # validation: every item once
+
+
+# --- torchrun: two nodes on loopback --------------------------------------------------------------------------------
+
+
+def _node(rank: int, port: int, root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
+            str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", root.name,
+            "--max_restarts", "0", "-m", "monai.bundle", "run", "training", "--config_file",
+            f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']", "--meta_file",
+            str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), "--bundle_root",
+            str(root), *SMALL, *extra]
+
+
+def _two_nodes(root: Path, logs: Path, *extra: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen(_node(r, port, root, *extra), cwd=ROOT, env=env, stdout=open(logs / f"node{r}.log", "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True) for r in (0, 1)]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            codes.append(None)
+    return codes
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_five_runs_in_a_row(tmp_path: Path) -> None:
+    for run in range(5):
+        root = tmp_path / f"fresh{run}"  # a fresh bundle root: the demo set and the split are made every time
+        procs = _two_nodes(root, tmp_path / f"logs{run}", "--max_epochs", "1")
+        codes = _wait(procs, 600)
+        logs = "\n".join((tmp_path / f"logs{run}" / f"node{r}.log").read_text()[-3000:] for r in (0, 1))
+        assert codes == [0, 0], f"run {run}: exit codes {codes}\n{logs}"
+        assert (root / "models" / "model.pt").is_file() and (root / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_dead_node_ends_the_other_with_an_error_and_both_resume(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    procs = _two_nodes(root, tmp_path / "logs", "--max_epochs", "3", "--dist_timeout", "60")
+    log0 = tmp_path / "logs" / "node0.log"
+    deadline = time.monotonic() + 600
+    while not (root / "models" / "checkpoint_epoch=1.pt").exists() or "Epoch [2/3]" not in log0.read_text():
+        assert all(p.poll() is None for p in procs), log0.read_text()[-3000:]
+        assert time.monotonic() < deadline, "epoch 2 never started"
+        time.sleep(0.05)
+    os.killpg(procs[1].pid, signal.SIGKILL)  # node 1 dies mid-epoch, torchrun agent and worker
+    codes = _wait(procs[:1], 180)
+    assert codes[0] not in (0, None), f"the surviving node ended with {codes[0]}"
+    assert "Traceback" in log0.read_text() or "ChildFailedError" in log0.read_text()
+
+    procs = _two_nodes(root, tmp_path / "logs_resumed", "--max_epochs", "3", "--resume", "true")
+    codes = _wait(procs, 600)
+    assert codes == [0, 0], (tmp_path / "logs_resumed" / "node0.log").read_text()[-3000:]
+    with open(root / "eval" / "val_metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    assert sorted(p.name for p in (root / "models").glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=3.pt"]
+
+
+@pytest.mark.slow
+def test_ddp_validation_metrics_equal_a_single_process_evaluation(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    procs = _two_nodes(root, tmp_path / "logs", "--max_epochs", "2", "--precision", "fp32", "--selection_fraction",
+                       "0.2")
+    assert _wait(procs, 600) == [0, 0], (tmp_path / "logs" / "node0.log").read_text()[-3000:]
+    with open(root / "eval" / "val_metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(root),
+                        spatial_size=[64, 64], batch_size=4, network_def={"_target_": "unext_monai.UNeXt",
+                        "spatial_dims": 2, "in_channels": 3, "out_channels": 1, "features": [8, 16, 32, 64, 128]},
+                        precision="fp32", selection_fraction=0.2, resume=True)
+    wf.initialize()
+    checkpoint = torch.load(root / "models" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
+    network = wf.parser.get_parsed_content("network")
+    network.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint["model"].items()})
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    evaluator.run()
+    assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(float(last["val_mean_dice"]), abs=1e-5)
+    assert evaluator.state.metrics["val_mean_iou"] == pytest.approx(float(last["val_mean_iou"]), abs=1e-5)

@@ -1,8 +1,9 @@
 """The configs of a packaged bundle, generated from the repository's ``configs/``.
 
 - ``train.json`` is the repository's ``train.json`` with the training data set's overlay (``configs/<dataset>.json``)
-  merged in, so that the packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; no other
-  overlay is shipped.
+  merged in, so that the packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; the other
+  configs take the overlay's values of the entries they define (input channels, post-processing); no overlay is
+  shipped.
 - ``initialize`` of the repository's ``train.json`` prepares nothing on disk (the run's folders and the split are made
   at the start of ``run``), so that loading the bundle (``monai.bundle.load``, which initialises the train workflow)
   writes nothing.
@@ -31,6 +32,16 @@ def zoo_json(data: Any) -> str:
     return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
 
 
+def _apply_known_entries(config: dict, overlay: dict) -> dict:
+    """``config`` with the overlay's values for the entries it already defines (``keep_largest_component`` of a data
+    set's overlay reaches inference.json; its training entries do not)."""
+    parser = ConfigParser(config)
+    for key, value in overlay.items():
+        if key in parser:
+            parser[key] = value
+    return parser.get()
+
+
 def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) -> dict[str, Any]:
     """``{file name: config}`` of the packaged bundle (JSON configs as objects, ``logging.conf`` as text).
 
@@ -51,6 +62,8 @@ def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) 
             config = ConfigParser.load_config_files(files)
         else:
             config = ConfigParser.load_config_file(path)
+            if os.path.isfile(overlay):
+                config = _apply_known_entries(config, ConfigParser.load_config_file(overlay))
         out[name] = config
     if "train.json" not in out and os.path.isfile(overlay):
         raise ValueError(f"{overlay} exists but {train_file} does not: nothing to merge it into")

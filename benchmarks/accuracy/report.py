@@ -1,92 +1,66 @@
-"""Write the accuracy results page: per dataset, the evaluation summary, the validation curve and example overlays.
+"""Write the accuracy results page, ``docs/results.md``, from finished runs and their evaluations.
 
-Inputs per dataset NAME (``--runs`` folder, default ``runs``):
-- ``runs/NAME/eval/evaluation/metrics.json``: per-image metrics from ``evaluate.json`` (original image size);
-- ``runs/NAME/val_metrics*.csv``: validation Dice/IoU per epoch as training wrote them (one file per training cycle);
-- ``runs/NAME/models/model.pt``: the weights, to draw overlays of the best and worst validation cases.
+Inputs per data set NAME (``--runs NAME=RUN_FOLDER:LOG_FILE``):
+- ``benchmarks/results/accuracy_NAME.json``: ``benchmarks/accuracy/evaluate_run.py``'s output (post-processing chosen
+  on the selection split; validation metrics with and without TTA; lesion-free images marked);
+- ``RUN_FOLDER/eval/val_metrics.csv`` (selection metrics per epoch), ``RUN_FOLDER/eval/split.json``,
+  ``RUN_FOLDER/models/model.pt``; ``LOG_FILE``: the training log (epoch times, resumes).
+``--precision_runs FP32_RUN BF16_RUN`` adds the curves of the fp32 / bf16 comparison.
 
-Outputs: ``docs/results.md`` and PNGs in ``docs/results/``.
+Outputs: ``docs/results.md`` and PNGs in ``docs/results/``::
 
-Usage: python benchmarks/accuracy/report.py --datasets isic2018 busi
+    python benchmarks/accuracy/report.py --runs isic2018=../runs/isic2018_r1:../runs/isic2018_r1.log \\
+        busi=../runs/busi_r1:../runs/busi_r1.log --precision_runs ../runs/busi_fp32 ../runs/busi_bf16
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import csv
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
-HEADER = """# Accuracy of the released weights
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_speed import epoch_times  # noqa: E402
 
-Written by `python benchmarks/accuracy/report.py` from the evaluation of each trained bundle on its validation split:
-
-```bash
-python -m monai.bundle run evaluating --dataset_dir ../shared/data/NAME --bundle_root runs/NAME \\
-    --config_file "['configs/train.json','configs/NAME.json','configs/evaluate.json']"
-```
-
-Metrics are per image, at each image's own size (the
-prediction at 256x256 is resized back before scoring), mean and standard deviation over images. One training run
-(one seed) per dataset: no standard deviation over seeds.
-
-"""
-
-PROTOCOL = """
-## How this differs from the paper's protocol
-
-- Data: the paper uses all 2594 ISIC 2018 training images and 647 BUSI benign + malignant images at full size; this
-  project has 2075 ISIC pairs (256x192) and 518 BUSI pairs (shorter side 256): about 20% of each set is held back by
-  the data's owners. The split here is one seeded 80/20 split of these files; the paper reports 3 runs.
-- Schedule: the paper trains 400 epochs at lr 1e-4. Here the GPU time was 15 minutes in all: ISIC 2018 trained 20
-  epochs and BUSI 81 epochs (lr 1e-3, cosine to 1e-5, batch 8, 256x256, the paper's augmentations and loss), then
-  BUSI a second cosine cycle from the best weights (lr 3e-4, planned 72 epochs, stopped by the time limit after 63;
-  the best checkpoint, epoch 58, is the released one). Both curves were still rising: longer training should help,
-  BUSI most.
-- Scoring: the paper's code scores 256x256 resized masks on the split that also picks the best checkpoint. Here the
-  best checkpoint is also picked on the validation split (there is no third split), so these numbers are optimistic
-  in the same way; they are scored at the original image size, where resizing the prediction back costs a little.
-- BUSI images are gray; the released BUSI bundle repeats them to three channels, as the paper's code does.
-"""
-
-PAPER = {"isic2018": {"dice": 89.70, "iou": 81.70}, "busi": {"dice": 79.37, "iou": 66.95}}
+PAPER = {"isic2018": {"Dice": 0.8970, "IoU": 0.8170}, "busi": {"Dice": 0.7937, "IoU": 0.6695}}
+TARGET = {"isic2018": ("Dice", 0.90), "busi": ("IoU", 0.68)}
+TITLE = {"isic2018": "ISIC 2018 Task 1", "busi": "BUSI, benign + malignant (normal images in training)"}
 
 
-def summarise(per_image: list[dict], key: str) -> tuple[float, float, int]:
-    values = np.array([r[key] for r in per_image if r.get(key) is not None], dtype=float)
-    return float(values.mean()), float(values.std()), len(values)
+def read_curve(run: str) -> dict[str, np.ndarray]:
+    with open(os.path.join(run, "eval", "val_metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
 
 
-def plot_curves(name: str, csv_files: list[str], out_png: str) -> list[int]:
+def plot_curves(curves: dict[str, dict[str, np.ndarray]], title: str, ylabel: str, out_png: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    offset, lengths = 0, []
-    for i, path in enumerate(csv_files):
-        rows = np.genfromtxt(path, delimiter=",", names=True)
-        epochs = rows["epoch"] + offset
-        ax.plot(epochs, rows["val_mean_dice"], label=f"Dice, cycle {i + 1}" if len(csv_files) > 1 else "Dice")
-        ax.plot(epochs, rows["val_mean_iou"], "--", label=f"IoU, cycle {i + 1}" if len(csv_files) > 1 else "IoU")
-        offset += int(rows["epoch"].max())
-        lengths.append(int(rows["epoch"].max()))
+    for label, curve in curves.items():
+        ax.plot(curve["epoch"], curve["val_mean_dice"], label=f"Dice{label}")
+        ax.plot(curve["epoch"], curve["val_mean_iou"], "--", label=f"IoU{label}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation (256x256)")
-    ax.set_title(f"UNeXt on {name}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
-    return lengths
 
 
-def overlays(name: str, weights: str, cases: list[dict], out_png: str) -> None:
-    """Image | ground truth (green) and prediction (red) outlines, one row per case."""
+def overlays(title: str, weights: str, cases: list[dict], out_png: str) -> None:
+    """Image with ground truth (green) and prediction (red) outlines, one panel per case, at the image's size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,78 +86,126 @@ def overlays(name: str, weights: str, cases: list[dict], out_png: str) -> None:
         label = LoadMaskd("label")({"label": case["label"]})["label"][0].numpy() > 0.5
         shown = rgb.astype(float) / 255
         for mask, colour in ((label, (0, 1, 0)), (pred, (1, 0, 0))):
-            edge = mask & ~binary_erosion(mask, iterations=2)
-            shown[edge] = colour
+            shown[mask & ~binary_erosion(mask, iterations=2)] = colour
         ax.imshow(shown)
         ax.set_title(f"{case['name']}\nDice {case['dice']:.3f}", fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{name}: green = ground truth, red = UNeXt", fontsize=9)
+    fig.suptitle(f"{title}: green = ground truth, red = UNeXt (no post-processing)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
 
 
+def training_account(log_file: str) -> dict:
+    text = open(log_file, errors="replace").read()
+    times = epoch_times(text)
+    starts = text.count("Restored all variables from")
+    return {"epochs": len(times), "hours": sum(times) / 3600.0, "resumes": starts}
+
+
+def dataset_section(name: str, run: str, log_file: str, docs: str) -> str:
+    acc = json.load(open(ROOT / "benchmarks" / "results" / f"accuracy_{name}.json"))
+    split = json.load(open(os.path.join(run, "eval", "split.json")))
+    val = acc["validation"]
+    sel = acc["selection"]
+    curve = read_curve(run)
+    best_epoch = int(curve["epoch"][int(np.nanargmax(curve["val_mean_dice"]))])
+    account = training_account(log_file)
+    plot_curves({"": curve}, f"UNeXt on {name}: selection split", "selection split (256x256)",
+                os.path.join(docs, "results", f"{name}_val_curve.png"))
+    dice = {k: v for k, v in val["per_image_dice"].items() if np.isfinite(v)}
+    ranked = sorted(dice, key=dice.get)
+    items = {it["image"]: it for it in split["validation"]}
+    cases = [{**items[p], "dice": dice[p]} for p in ranked[-3:][::-1] + ranked[:3] if p in items]
+    overlays(name, os.path.join(run, "models", "model.pt"), cases, os.path.join(docs, "results", f"{name}_cases.png"))
+    metric, target = TARGET[name]
+    key = {"Dice": "val_mean_dice", "IoU": "val_mean_iou"}[metric]
+    got = val["plain"][key]["mean"]
+    rows = []
+    for label, k in (("Dice", "val_mean_dice"), ("IoU", "val_mean_iou"), ("HD95 (pixels)", "val_hd95")):
+        p, t = val["plain"][k], val["tta"][k]
+        rows.append(f"| {label} | {p['mean']:.4f} ± {p['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
+                    f"{p['images']} |")
+    cands = "\n".join(f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} |"
+                      for label, m in sel["candidates"].items())
+    normal = ""
+    if "normal" in acc:
+        n = acc["normal"]
+        normal = (f"\nLesion-free (normal) images of the validation split: the model, with the chosen post-processing, "
+                  f"marks lesion pixels on **{n['marked']} of {n['images']}** "
+                  f"({n['marked'] / max(n['images'], 1):.0%}; target at most 15%), mean marked area "
+                  f"{n['mean_marked_area']:.2%} of the image where it does.\n")
+    paper = PAPER[name]
+    sizes = ", ".join(f"{len(split[k])} {k}" for k in ("training", "selection", "validation"))
+    return f"""## {TITLE[name]}
+
+Split (seed {split['meta']['seed']}, `eval/split.json`): {sizes}. Trained {account['epochs']} epochs
+({account['hours']:.1f} hours of epochs on the machine below, in {account['resumes'] + 1} piece(s)); the best
+selection Dice was at epoch {best_epoch}.
+
+Post-processing chosen on the selection split (by {sel['key']}), then applied to the validation split:
+
+| candidate | selection Dice | selection IoU |
+|---|---|---|
+{cands}
+
+Chosen: **{sel['chosen']}**.
+
+Validation split ({val['images']} images; per image at the image's own size, mean ± standard deviation over images):
+
+| metric | plain | with flip TTA | images |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+Target: {metric} >= {target:.2f} on the validation split: **{got:.4f}, {'met' if got >= target else 'missed'}**.
+Paper (its own 80/20 protocol, 3 runs): Dice {paper['Dice']:.4f}, IoU {paper['IoU']:.4f}.
+Flip TTA (4 passes) changes Dice by {val['tta']['val_mean_dice']['mean'] - val['plain']['val_mean_dice']['mean']:+.4f}
+and costs {val['seconds_per_image']['tta'] / val['seconds_per_image']['plain']:.1f}x the time per image
+({val['seconds_per_image']['plain'] * 1000:.0f} ms -> {val['seconds_per_image']['tta'] * 1000:.0f} ms of the whole
+evaluation per image); it is off by default (`--tta true`).
+{normal}
+![selection curve](results/{name}_val_curve.png)
+
+Best three and worst three validation cases (Dice without post-processing):
+
+![cases](results/{name}_cases.png)
+"""
+
+
+def precision_section(fp32_run: str, bf16_run: str, docs: str) -> str:
+    curves = {" fp32": read_curve(fp32_run), " bf16": read_curve(bf16_run)}
+    plot_curves(curves, "BUSI, the same recipe in fp32 and bf16", "selection split (256x256)",
+                os.path.join(docs, "results", "busi_fp32_bf16.png"))
+    last = {k: (c["val_mean_dice"][-1], np.nanmax(c["val_mean_dice"])) for k, c in curves.items()}
+    return f"""## fp32 and bf16 training, side by side
+
+The same BUSI recipe and seed, once in float32 and once under bfloat16 autocast (the default on this CPU):
+final selection Dice {last[' fp32'][0]:.4f} (fp32) and {last[' bf16'][0]:.4f} (bf16), a difference of
+{abs(last[' fp32'][0] - last[' bf16'][0]) * 100:.2f} points; best {last[' fp32'][1]:.4f} and {last[' bf16'][1]:.4f}.
+
+![fp32 and bf16](results/busi_fp32_bf16.png)
+"""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", nargs="+", default=["isic2018", "busi"])
-    parser.add_argument("--runs", default="runs")
-    parser.add_argument("--docs", default="docs")
-    parser.add_argument("--busi_normal_predictions", default=None,
-                        help="folder of the BUSI bundle's masks for the 106 normal images (inference.json output)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_FOLDER:LOG_FILE")
+    parser.add_argument("--precision_runs", nargs=2, default=None, metavar=("FP32_RUN", "BF16_RUN"))
+    parser.add_argument("--docs", default=str(ROOT / "docs"))
+    parser.add_argument("--header", default=str(ROOT / "benchmarks" / "accuracy" / "results_header.md"))
+    parser.add_argument("--footer", default=str(ROOT / "benchmarks" / "accuracy" / "results_protocol.md"))
     args = parser.parse_args()
     os.makedirs(os.path.join(args.docs, "results"), exist_ok=True)
     sections = []
-    for name in args.datasets:
-        run = os.path.join(args.runs, name)
-        metrics = json.load(open(os.path.join(run, "eval", "evaluation", "metrics.json")))
-        split = json.load(open(os.path.join(run, "eval", "split.json")))
-        per_image = metrics["per_image"]
-        rows = []
-        for key, label in (("val_mean_dice", "Dice"), ("val_mean_iou", "IoU"), ("val_sensitivity", "Sensitivity"),
-                           ("val_specificity", "Specificity"), ("val_hd95", "HD95 (pixels)")):
-            mean, std, n = summarise(per_image, key)
-            rows.append(f"| {label} | {mean:.4f} | {std:.4f} | {n} |")
-        curves = sorted(glob.glob(os.path.join(run, "val_metrics*.csv")))
-        curve_png = os.path.join(args.docs, "results", f"{name}_val_curve.png")
-        lengths = plot_curves(name, curves, curve_png)
-        by_dice = sorted((r for r in per_image if r.get("val_mean_dice") is not None), key=lambda r: r["val_mean_dice"])
-        items = {i["image"]: i for i in split["validation"]}
-        picked = by_dice[-3:][::-1] + by_dice[:3]
-        cases = [{**items[r["image"]], "dice": r["val_mean_dice"]} for r in picked if r["image"] in items]
-        overlay_png = os.path.join(args.docs, "results", f"{name}_cases.png")
-        overlays(name, os.path.join(run, "models", "model.pt"), cases, overlay_png)
-        paper = PAPER.get(name, {})
-        sections.append(
-            f"## {name}\n\n"
-            f"Validation split: {len(split['validation'])} images ({len(split['training'])} for training), "
-            f"seed {split['meta'].get('seed')}, `eval/split.json`. Training cycles (epochs): {lengths}.\n\n"
-            "| metric (per image, original size) | mean | std | images |\n|---|---|---|---|\n" + "\n".join(rows) +
-            f"\n\nPaper (80/20 split, 3 runs): Dice {paper.get('dice')}, IoU {paper.get('iou')}.\n\n"
-            f"![validation curve](results/{name}_val_curve.png)\n\n"
-            f"Best three and worst three validation cases:\n\n![cases](results/{name}_cases.png)\n"
-        )
-    if args.busi_normal_predictions:
-        sections.append(normal_section(args.busi_normal_predictions))
-    with open(os.path.join(args.docs, "results.md"), "w") as f:
-        f.write(HEADER + "\n".join(sections) + PROTOCOL)
-
-
-def normal_section(pred_dir: str) -> str:
-    """What the BUSI weights (trained without the normal class) predict on BUSI's normal images (empty masks)."""
-    from PIL import Image
-
-    area = np.array([(np.asarray(Image.open(f)) > 127).mean()
-                     for f in sorted(glob.glob(os.path.join(pred_dir, "*_mask.png")))])
-    return (
-        "## BUSI normal images\n\n"
-        "The BUSI weights were trained on benign + malignant images only, as in the paper. On the "
-        f"{len(area)} normal images (no lesion), run through `bundle/unext_busi/configs/inference.json`, they mark "
-        f"lesion pixels in {int((area > 0).sum())} images ({(area > 0).mean():.0%}); the marked area is "
-        f"{area.mean():.2%} of the image on average (median {np.median(area):.2%}). Dice is undefined on empty masks, "
-        "so these images would not change the table above, but a user who runs the model on normal scans gets "
-        "false positives. Training with `--include_normal true` (not done here: the GPU time ran out) is the remedy "
-        "to try.\n"
-    )
+    for spec in args.runs:
+        name, rest = spec.split("=", 1)
+        run, log_file = rest.rsplit(":", 1)
+        sections.append(dataset_section(name, run, log_file, args.docs))
+    if args.precision_runs:
+        sections.append(precision_section(*args.precision_runs, args.docs))
+    text = open(args.header).read() + "\n" + "\n".join(sections) + "\n" + open(args.footer).read()
+    Path(args.docs, "results.md").write_text(text)
+    print(f"wrote {Path(args.docs, 'results.md')}")
 
 
 if __name__ == "__main__":

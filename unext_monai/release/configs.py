@@ -21,7 +21,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["zoo_json", "packaged_configs", "CONFIG_FILES"]
+__all__ = ["zoo_json", "packaged_configs", "apply_known_entries", "CONFIG_FILES"]
 
 #: the configs a packaged bundle carries (when the repository has them), besides metadata.json and logging.conf
 CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
@@ -32,7 +32,7 @@ def zoo_json(data: Any) -> str:
     return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
 
 
-def _apply_known_entries(config: dict, overlay: dict) -> dict:
+def apply_known_entries(config: dict, overlay: dict) -> dict:
     """``config`` with the overlay's values for the entries it already defines (``keep_largest_component`` of a data
     set's overlay reaches inference.json; its training entries do not)."""
     parser = ConfigParser(config)
@@ -63,7 +63,7 @@ def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) 
         else:
             config = ConfigParser.load_config_file(path)
             if os.path.isfile(overlay):
-                config = _apply_known_entries(config, ConfigParser.load_config_file(overlay))
+                config = apply_known_entries(config, ConfigParser.load_config_file(overlay))
         out[name] = config
     if "train.json" not in out and os.path.isfile(overlay):
         raise ValueError(f"{overlay} exists but {train_file} does not: nothing to merge it into")

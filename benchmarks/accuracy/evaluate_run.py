@@ -1,0 +1,167 @@
+"""Evaluate a finished training run with the bundle's own evaluate.json, as the results page reports it.
+
+1. Post-processing is chosen on the *selection* split (the split that picked the checkpoint), never on the validation
+   split: each candidate of ``--candidates`` (``keep_largest_component`` / ``min_lesion_area``) is scored there and
+   the best mean of ``--key`` wins; with ``--normal``, among the candidates that mark lesion pixels on at most 15% of
+   the selection split's lesion-free images (or, if none does, the one that marks fewest).
+2. The validation split is scored with the chosen post-processing, without and with flip test-time augmentation
+   (its gain and its cost in seconds per image).
+3. With ``--normal``, the images of the validation split that have no lesion (BUSI's normal class) are run through
+   the same pipeline and the ones where the model marks any lesion pixel are counted.
+
+Writes ``<out>/accuracy_<name>.json`` (and keeps MONAI's CSV reports under ``<run>/eval/evaluation_*``)::
+
+    python benchmarks/accuracy/evaluate_run.py --name busi --run ../runs/busi_r1 --dataset_dir ../shared/data/busi \\
+        --key val_mean_iou --normal
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+CANDIDATES = {
+    "none": {"keep_largest_component": False, "min_lesion_area": 0},
+    "largest component": {"keep_largest_component": True, "min_lesion_area": 0},
+    "largest component >= 100 px": {"keep_largest_component": True, "min_lesion_area": 100},
+    "largest component >= 400 px": {"keep_largest_component": True, "min_lesion_area": 400},
+    "largest component >= 1000 px": {"keep_largest_component": True, "min_lesion_area": 1000},
+    "largest component >= 2000 px": {"keep_largest_component": True, "min_lesion_area": 2000},
+    "largest component >= 4000 px": {"keep_largest_component": True, "min_lesion_area": 4000},
+}
+#: the most lesion-free images a chosen post-processing may mark on the selection split (with --normal)
+MAX_MARKED = 0.15
+
+
+def evaluate(args: argparse.Namespace, out_name: str, **override) -> dict:
+    """Run evaluate.json (train.json + evaluate.json + the data set's overlay) in this process; return the means,
+    the per-image values and the seconds per image."""
+    from monai.bundle import ConfigWorkflow
+
+    out = Path(args.run) / "eval" / out_name
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), str(CONFIGS / f"{args.name}.json")],
+        workflow_type="eval", bundle_root=str(args.run), dataset_dir=os.path.abspath(args.dataset_dir),
+        output_dir=str(out), num_workers=0, **override,
+    )
+    wf.initialize()
+    n_images = len(wf.parser.get_parsed_content("eval_datalist"))
+    start = time.perf_counter()
+    wf.run()
+    seconds = time.perf_counter() - start
+    wf.finalize()
+    means = {}
+    with open(out / "metrics.csv") as f:
+        for name, value in csv.reader(f):
+            means[name] = float(value)
+    per_image = {}
+    for metric in ("val_mean_dice", "val_mean_iou", "val_hd95"):
+        with open(out / f"{metric}_raw.csv") as f:
+            per_image[metric] = {row["filename"]: float(row["mean"]) for row in csv.DictReader(f)}
+    return {"means": means, "per_image": per_image, "images": n_images, "seconds_per_image": seconds / n_images}
+
+
+def summary(per_image: dict[str, float]) -> dict:
+    values = np.array([v for v in per_image.values() if np.isfinite(v)])
+    return {"mean": float(values.mean()), "std": float(values.std()), "images": int(values.size)}
+
+
+def marked_normals(args: argparse.Namespace, chosen: dict, part: str = "validation") -> dict:
+    """How many lesion-free images of the split's ``part`` get lesion pixels from inference.json with ``chosen``."""
+    from monai.bundle import ConfigParser, ConfigWorkflow
+    from PIL import Image
+
+    from unext_monai.release.configs import apply_known_entries
+
+    split = json.load(open(Path(args.run) / "eval" / "split.json"))
+    normals = [it for it in split[part] if it.get("class") == "normal"]
+    tag = "_".join(f"{k}{v}" for k, v in sorted(chosen.items()))
+    folder = Path(args.run) / "eval" / f"normal_inputs_{part}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in normals:
+        link = folder / os.path.basename(item["image"])
+        if not link.exists():
+            link.symlink_to(item["image"])
+    out = Path(args.run) / "eval" / f"normal_predictions_{part}_{tag}"
+    # inference.json with the overlay's values for its own entries, as the packaged bundle has them
+    config = apply_known_entries(ConfigParser.load_config_file(str(CONFIGS / "inference.json")),
+                                 ConfigParser.load_config_file(str(CONFIGS / f"{args.name}.json")))
+    config_file = Path(args.run) / "eval" / "inference_config.json"
+    config_file.write_text(json.dumps(config, indent=2))
+    wf = ConfigWorkflow(config_file=str(config_file), workflow_type="infer", bundle_root=str(args.run),
+                        input_path=str(folder), output_dir=str(out), overlay=False, **chosen)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    areas = {}
+    for item in normals:
+        mask = out / (Path(item["image"]).stem + "_mask.png")
+        areas[item["name"]] = float((np.asarray(Image.open(mask)) > 127).mean())
+    marked = sorted(name for name, area in areas.items() if area > 0)
+    return {"images": len(areas), "marked": len(marked), "marked_names": marked,
+            "mean_marked_area": float(np.mean([areas[n] for n in marked])) if marked else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="the data set's overlay: configs/NAME.json")
+    parser.add_argument("--run", required=True, help="the training run's bundle_root (models/, eval/)")
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--key", default="val_mean_dice", help="the metric that picks the post-processing")
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), help=f"of {list(CANDIDATES)}")
+    parser.add_argument("--normal", action="store_true", help="count lesion-free validation images marked")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+
+    selection, marked = {}, {}
+    for label in args.candidates:
+        result = evaluate(args, f"selection_{label.replace(' ', '_').replace('>=', 'min')}", eval_split="selection",
+                          **CANDIDATES[label])
+        selection[label] = result["means"]
+        if args.normal:
+            counted = marked_normals(args, CANDIDATES[label], "selection")
+            marked[label] = counted["marked"] / max(counted["images"], 1)
+            selection[label]["marked_lesion_free"] = marked[label]
+        print(f"selection, {label}: {selection[label]}", flush=True)
+    allowed = [label for label in args.candidates if not args.normal or marked[label] <= MAX_MARKED]
+    if allowed:
+        best = max(allowed, key=lambda label: selection[label][args.key])
+    else:
+        best = min(args.candidates, key=lambda label: (marked[label], -selection[label][args.key]))
+    chosen = CANDIDATES[best]
+    plain = evaluate(args, "evaluation", **chosen)
+    tta = evaluate(args, "evaluation_tta", tta=True, **chosen)  # the overlay's tta_flips: the training's flips
+    result = {
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "selection": {"key": args.key, "candidates": selection, "chosen": best, "options": chosen},
+        "validation": {
+            "images": plain["images"],
+            "plain": {m: summary(v) for m, v in plain["per_image"].items()},
+            "plain_means": plain["means"],
+            "tta": {m: summary(v) for m, v in tta["per_image"].items()},
+            "tta_means": tta["means"],
+            "seconds_per_image": {"plain": plain["seconds_per_image"], "tta": tta["seconds_per_image"]},
+            "per_image_dice": plain["per_image"]["val_mean_dice"],
+        },
+    }
+    if args.normal:
+        result["normal"] = marked_normals(args, chosen)
+    os.makedirs(args.out, exist_ok=True)
+    path = Path(args.out) / f"accuracy_{args.name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result["validation"].items() if k != "per_image_dice"}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -156,23 +156,15 @@ def prepare_split(
             ``check_datalist`` (unless ``skip_bad``, which leaves bad items out with a warning each).
         FileNotFoundError: ``dataset_dir`` does not exist.
     """
-    split = on_rank0(_prepare_split, dataset, dataset_dir, output_dir, val_fraction, selection_fraction, seed,
-                     include_normal, skip_bad, demo_dir)
+    split = on_rank0(_prepare_split, **locals())
     if not is_rank0():
         split = {key: check_datalist(split[key]) for key in SPLIT_PARTS}
     return split
 
 
 def _prepare_split(
-    dataset: str = "demo",
-    dataset_dir: str | None = None,
-    output_dir: str = "eval",
-    val_fraction: float = 0.2,
-    selection_fraction: float = 0.1,
-    seed: int = 0,
-    include_normal: bool = False,
-    skip_bad: bool = False,
-    demo_dir: str | None = None,
+    dataset: str, dataset_dir: str | None, output_dir: str, val_fraction: float, selection_fraction: float, seed: int,
+    include_normal: bool, skip_bad: bool, demo_dir: str | None,
 ) -> dict[str, list[dict]]:
     """:func:`prepare_split` in one process."""
     for label, fraction in (("val_fraction", val_fraction), ("selection_fraction", selection_fraction)):

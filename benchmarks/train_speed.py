@@ -97,19 +97,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"any of {list(VARIANTS)}")
     parser.add_argument("--baseline_config", default=None, help="another train.json to time as 'baseline'")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds: each runs every variant once, in turn; images/s is the median over the rounds")
     parser.add_argument("--out", default=str(RESULTS / "train_speed"))
     args = parser.parse_args()
 
     base = [str(ROOT / "configs" / "train.json"), str(ROOT / args.overlay)]
     runs: dict[str, dict] = {}
+    plan = [(name, base, VARIANTS[name]) for name in args.variants]
+    if args.baseline_config:
+        plan.insert(0, ("baseline", [os.path.abspath(args.baseline_config), str(ROOT / args.overlay)], []))
+    rounds: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
     with tempfile.TemporaryDirectory() as work:
-        if args.baseline_config:
-            runs["baseline"] = run_variant([os.path.abspath(args.baseline_config), str(ROOT / args.overlay)], [],
-                                           args, work)
-            print("baseline", f"{runs['baseline']['images_per_second']:.1f} img/s", flush=True)
-        for name in args.variants:
-            runs[name] = run_variant(base, VARIANTS[name], args, work)
-            print(name, f"{runs[name]['images_per_second']:.1f} img/s", flush=True)
+        for _ in range(args.repeats):  # interleaved, so that a machine whose speed drifts treats all alike
+            for name, config_files, overrides in plan:
+                rounds[name].append(run_variant(config_files, overrides, args, work))
+                print(name, f"{rounds[name][-1]['images_per_second']:.1f} img/s", flush=True)
+    for name, results in rounds.items():
+        ordered = sorted(results, key=lambda r: r["images_per_second"])
+        per_round = [r["images_per_second"] for r in results]
+        runs[name] = {**ordered[len(ordered) // 2], "rounds_images_per_second": per_round}
     import torch
 
     result = {
@@ -121,6 +128,7 @@ def main() -> None:
         "overlay": args.overlay,
         "epochs": args.epochs,
         "threads": args.threads,
+        "repeats": args.repeats,
         "load_average_at_end": os.getloadavg(),
         "runs": runs,
     }
@@ -130,7 +138,8 @@ def main() -> None:
         "# Training throughput of configs/train.json",
         "",
         f"`{result['command']}` on {result['date']}: {result['machine']}, {args.threads} threads per run, "
-        f"{args.epochs} epochs per run, validation off, load average at the end "
+        f"{args.epochs} epochs per run, {args.repeats} interleaved round(s) (median), validation off, load average at "
+        "the end "
         f"{result['load_average_at_end'][0]:.1f}.",
         "Images/s = training images per epoch / epoch time (MONAI's log), epochs after the first; wall time includes "
         "start-up, the pre-flight check and caching.",

@@ -1,9 +1,22 @@
-from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLP, ShiftedMLPBlock, axial_shift
+from unext_monai.networks.blocks.shifted_mlp import (
+    AxialShift,
+    ChannelLayerNorm,
+    PointwiseConv2d,
+    PointwiseConv3d,
+    ShiftedMLP,
+    ShiftedMLPBlock,
+    axial_shift_kernel,
+    pointwise_conv,
+)
 from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
 
 __all__ = [
-    "axial_shift",
+    "AxialShift",
+    "axial_shift_kernel",
     "ChannelLayerNorm",
+    "PointwiseConv2d",
+    "PointwiseConv3d",
+    "pointwise_conv",
     "ShiftedMLP",
     "ShiftedMLPBlock",
     "ConvDown",

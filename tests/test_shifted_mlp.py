@@ -68,16 +68,24 @@ def test_axial_shift_kernel_survives_to_empty_and_casts():
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_pointwise_conv_is_a_1x1_convolution(spatial_dims):
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_pointwise_conv_is_a_1x1_convolution(spatial_dims, channels_first):
     torch.manual_seed(0)
-    layer = (PointwiseConv2d if spatial_dims == 2 else PointwiseConv3d)(6, 4)
+    layer = (PointwiseConv2d if spatial_dims == 2 else PointwiseConv3d)(6, 4, channels_first=channels_first)
     conv = (torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d)(6, 4, kernel_size=1)
     assert list(layer.state_dict()) == list(conv.state_dict())
     conv.load_state_dict(layer.state_dict())
-    x = torch.randn(2, 6, *([5, 7, 3][:spatial_dims]), requires_grad=True)
+    x = torch.randn(2, 6, *([5, 7, 3][:spatial_dims]))
+    if spatial_dims == 2:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     y = x.detach().clone().requires_grad_()
     out, expected = layer(x), conv(y)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    if channels_first:
+        assert out.is_contiguous()
+    elif spatial_dims == 2:
+        assert out.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(expected)
     grads = torch.autograd.grad(out, [x, layer.weight, layer.bias], g)
     expected_grads = torch.autograd.grad(expected, [y, conv.weight, conv.bias], g)

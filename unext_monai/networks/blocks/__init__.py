@@ -12,15 +12,15 @@ from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, Tokenized
 
 __all__ = [
     "AxialShift",
-    "axial_shift_kernel",
     "ChannelLayerNorm",
-    "PointwiseConv2d",
-    "PointwiseConv3d",
-    "pointwise_conv",
-    "ShiftedMLP",
-    "ShiftedMLPBlock",
     "ConvDown",
     "ConvUp",
+    "PointwiseConv2d",
+    "PointwiseConv3d",
+    "ShiftedMLP",
+    "ShiftedMLPBlock",
     "TokenizedDown",
     "TokenizedUp",
+    "axial_shift_kernel",
+    "pointwise_conv",
 ]

@@ -85,40 +85,54 @@ class AxialShift(nn.Module):
 
 
 def _linear_over_channels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution as ``F.linear`` on the channels-last view: (B, C_in, *S) -> (B, C_out, *S)."""
+    """A 1x1 convolution as ``F.linear`` on the channels-last view: (B, C_in, *S) -> (B, C_out, *S) channels-last."""
     n = x.dim()  # explicit permutations: ONNX rejects the negative axes of movedim
     y = F.linear(x.permute([0] + list(range(2, n)) + [1]), weight.flatten(1), bias)
     return y.permute([0, n - 1] + list(range(1, n - 1)))
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (same parameters, initialisation and state dict),
-    computed as a linear layer over the channels of the channels-last view.
+def _matmul_over_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as a matrix product over the flattened map: (B, C_in, *S) -> (B, C_out, *S) contiguous."""
+    w = weight.flatten(1)
+    y = torch.matmul(w, x.flatten(2))
+    if bias is not None:
+        y = y + bias.unsqueeze(-1)
+    return y.view([x.shape[0], w.shape[0]] + list(x.shape[2:]))
 
-    On channels-last maps the views are free and the matrix product is faster than PyTorch's 1x1 convolution
-    kernels, forward and backward (most of all the backward with few output channels). The output is channels-last.
+
+class _Pointwise:
+    """The constructor and forward of :class:`PointwiseConv2d` and :class:`PointwiseConv3d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels_first: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1)
+        self.channels_first = channels_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return _matmul_over_map(x, self.weight, self.bias)
+        return _linear_over_channels(x, self.weight, self.bias)
+
+
+class PointwiseConv2d(_Pointwise, nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (the same parameters, initialisation and state dict)
+    computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward.
+
+    Args:
+        in_channels, out_channels: channels of the input and output maps.
+        channels_first: False (default): a linear layer on the channels-last view, for layers inside the network: on
+            channels-last maps the views are free and the output is channels-last. True: a matrix product over the
+            flattened channel-first map, for the network's outputs: contiguous channel-first logits, and in ONNX a
+            plain MatMul without transposes.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear_over_channels(x, self.weight, self.bias)
-
-
-class PointwiseConv3d(nn.Conv3d):
+class PointwiseConv3d(_Pointwise, nn.Conv3d):
     """:class:`PointwiseConv2d` for volumes: ``nn.Conv3d(in_channels, out_channels, kernel_size=1)``."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear_over_channels(x, self.weight, self.bias)
-
-
-def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int, channels_first: bool = False) -> nn.Module:
     """:class:`PointwiseConv2d` or :class:`PointwiseConv3d`."""
-    return (PointwiseConv2d if spatial_dims == 2 else PointwiseConv3d)(in_channels, out_channels)
+    return (PointwiseConv2d if spatial_dims == 2 else PointwiseConv3d)(in_channels, out_channels, channels_first)
 
 
 class ChannelLayerNorm(nn.LayerNorm):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers import get_act_layer, get_norm_layer
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv
 
 from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLPBlock
 
@@ -18,16 +18,15 @@ __all__ = ["ConvDown", "ConvUp", "TokenizedDown", "TokenizedUp"]
 LayerSpec = Union[str, tuple]
 
 
-class ConvDown(nn.Module):
-    """Convolutional encoder stage: 3x3 conv (bias) -> norm -> 2x max-pool -> activation.
-
-    (B, in_channels, *S) -> (B, out_channels, *S // 2).
+class _ConvStage(nn.Module):
+    """The parts both convolutional stages share: a 3x3 conv (bias), its norm, an activation.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels, out_channels: channels of the input and output maps.
-        norm: normalisation after the convolution, a MONAI name (``"batch"``, ``"instance"``...) or (name, args).
-        act: activation after the pooling, a MONAI name or (name, args).
+        norm: normalisation after the convolution, a MONAI name (``"batch"``, ``"instance"``...) or (name, args);
+            ``""`` for none.
+        act: the activation, a MONAI name or (name, args).
     """
 
     def __init__(
@@ -41,37 +40,31 @@ class ConvDown(nn.Module):
         super().__init__()
         self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = get_norm_layer(norm, spatial_dims, out_channels)
-        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
         self.act = get_act_layer(act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.pool(self.norm(self.conv(x))))
 
+class ConvDown(_ConvStage):
+    """Convolutional encoder stage: 3x3 conv (bias) -> norm -> 2x max-pool -> activation.
 
-class ConvUp(nn.Module):
-    """Convolutional decoder stage: 3x3 conv (bias) -> norm -> 2x (bi/tri)linear upsampling -> activation.
-
-    (B, in_channels, *S) -> (B, out_channels, *2S). The reference's last stage has no norm (``norm=""``).
-    Arguments as :class:`ConvDown`.
+    (B, in_channels, *S) -> (B, out_channels, *S // 2). Arguments as :class:`_ConvStage`.
     """
-
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        norm: LayerSpec = "batch",
-        act: LayerSpec = ("relu", {"inplace": True}),
-    ) -> None:
-        super().__init__()
-        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1)
-        self.norm = get_norm_layer(norm, spatial_dims, out_channels)
-        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
-        self.act = get_act_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.conv(x))
-        return self.act(F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=False))
+        return self.act(F.max_pool2d(x, 2) if x.dim() == 4 else F.max_pool3d(x, 2))
+
+
+class ConvUp(_ConvStage):
+    """Convolutional decoder stage: 3x3 conv (bias) -> norm -> 2x (bi/tri)linear upsampling -> activation.
+
+    (B, in_channels, *S) -> (B, out_channels, *2S). The reference's last stage has no norm (``norm=""``).
+    Arguments as :class:`_ConvStage`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        mode = "bilinear" if x.dim() == 4 else "trilinear"
+        return self.act(F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False))
 
 
 class TokenizedDown(nn.Module):

@@ -109,13 +109,15 @@ class UNeXt(nn.Module):
         self.up_2 = ConvUp(spatial_dims, fea[2], fea[1], **conv_args)
         self.up_1 = ConvUp(spatial_dims, fea[1], fea[0], **conv_args)
         self.up_0 = ConvUp(spatial_dims, fea[0], fea[0], norm="", act=act)
-        self.final_conv = pointwise_conv(spatial_dims, fea[0], out_channels)
+        self.final_conv = pointwise_conv(spatial_dims, fea[0], out_channels, channels_first=True)
         # heads at 1/2, 1/4, 1/8, 1/16 of the input size, on the outputs of up_1, up_2, up_3, up_4
         self.heads = nn.ModuleList(
-            [pointwise_conv(spatial_dims, c, out_channels) for c in (fea[0], fea[1], fea[2], fea[3])]
+            [pointwise_conv(spatial_dims, c, out_channels, channels_first=True) for c in fea[:4]]
             if deep_supervision
             else []
         )
+        if spatial_dims == 2:  # the weights in the maps' memory format: no convolution reorders them at every call
+            self.to(memory_format=torch.channels_last)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:

@@ -19,9 +19,10 @@ def export_onnx(
     ``pred`` have dynamic batch and spatial sizes, with PyTorch's TorchScript-based exporter (through MONAI's
     ``convert_to_onnx``).
 
-    The graph holds for any batch and size, down to 1x1. (PyTorch's newer exporter, ``dynamo=True``, specialises
-    the batch and the sizes to an example of batch 1 or with sides of at most 32: export with a larger example.)
-    The file is written atomically (:func:`unext_monai.io.write_atomic`). Returns the path written.
+    The graph holds for any batch and size, down to 1x1. (PyTorch's newer exporter, ``dynamo=True``, gives such a
+    graph too from an example of batch 2 or more with sides over 32; from an example of batch 1 it specialises the
+    batch, and the graph then fails or computes wrong logits at other batches.) The file is written atomically
+    (:func:`unext_monai.io.write_atomic`). Returns the path written.
     """
     names = ["batch"] + [f"spatial_{i}" for i in range(spatial_dims)]
     axes = {0: names[0], **{2 + i: names[1 + i] for i in range(spatial_dims)}}

@@ -134,15 +134,12 @@ class UNeXt(nn.Module):
         self._check_input(x)
         size = x.shape[2:]
         memory_format = torch.contiguous_format
-        if x.dim() == 4:
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                memory_format = torch.channels_last
+        if x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1:  # channels-last (one channel: both at once)
+            memory_format = torch.channels_last
         pad: list[int] = []
         for s in size:  # F.pad lists the last dimension first
             pad = [0, (s + self.divisor - 1) // self.divisor * self.divisor - s] + pad
         x = F.pad(x, pad)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
 
         t1 = self.down_1(x)
         t2 = self.down_2(t1)

@@ -28,10 +28,10 @@ class UNeXt(nn.Module):
     number of input channels, any input size (sides that are not multiples of 32 are zero-padded at the end inside
     the network and the logits are cropped back), 2D or 3D inputs, and optional deep supervision.
 
-    One forward serves training and inference. 2D maps run channels-last inside the network (oneDNN's convolutions
-    and PyTorch's pooling, upsampling and BatchNorm kernels are several times faster so on CPU, forward and
-    backward); the logits come back contiguous, in the input's memory format. For deployment, export it: frozen
-    TorchScript folds the BatchNorms into the convolutions, ONNX Runtime fuses further
+    One forward serves training and inference. In 2D the weights are stored channels-last and the maps run
+    channels-last (oneDNN's convolutions and PyTorch's pooling, upsampling and BatchNorm kernels are several times
+    faster so on CPU, forward and backward); the logits come back contiguous, in the input's memory format. For
+    deployment, export it: frozen TorchScript folds the BatchNorms into the convolutions, ONNX Runtime fuses further
     (:func:`unext_monai.networks.export.export_onnx`).
 
     Args:
@@ -43,7 +43,7 @@ class UNeXt(nn.Module):
             stages. :data:`UNEXT_FEATURES` (default) is the paper's UNeXt, :data:`UNEXT_S_FEATURES` is UNeXt-S.
         norm: normalisation in the convolutional stages, as MONAI's networks take it (a name such as ``"batch"``
             or ``"instance"``, or a name and its arguments); the paper's is BatchNorm. The tokenized stages keep the
-            paper's LayerNorms (they hold the token statistics the shifted MLPs are built around).
+            paper's LayerNorms over tokens.
         act: activation of the convolutional stages, as MONAI's networks take it; the paper's is ReLU. The shifted
             MLPs keep the paper's GELU.
         dropout: dropout probability inside the shifted MLPs.

@@ -1,9 +1,10 @@
-"""CPU speed of UNeXt: inference paths side by side with MONAI's networks, and training throughput.
+"""CPU speed of UNeXt: its inference paths beside MONAI's networks, and its training throughput.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/speed.py            # the full run (~10-15 minutes on 2 cores)
-    .venv/bin/python benchmarks/speed.py --quick    # a smoke test: 256x256 only, few runs (~1-2 minutes)
+    .venv/bin/python benchmarks/speed.py                          # the full run (~30 minutes on 2 loaded cores)
+    .venv/bin/python benchmarks/speed.py --quick                  # a smoke test: 256x256 only, few runs
+    .venv/bin/python benchmarks/speed.py --baseline-rev c4d979a   # also time the network of an earlier commit
 
 It writes ``benchmarks/results/speed.md`` (Markdown tables with the machine) and ``benchmarks/results/speed.json``
 (every timing); ``--out-dir`` writes elsewhere.
@@ -11,31 +12,41 @@ It writes ``benchmarks/results/speed.md`` (Markdown tables with the machine) and
 Method: for each input size and thread count, all models run round-robin (one forward each, in turn, ``--runs``
 times after ``--warmup`` rounds), so background load on a shared machine hits them alike; the tables give the
 median and the 10th-90th percentiles in milliseconds, batch 1, under ``torch.inference_mode()``. Parameters and
-multiply-adds come from ``torch.utils.flop_counter.FlopCounterMode`` on the plain eager model (MACs = FLOPs / 2,
-convolutions and matrix products only). Every UNeXt path is checked against the plain model (max abs difference)
-before it is timed. Training: images/second of forward + backward + Adam step at batch 8, 256x256, loss
-0.5 * BCE-with-logits + soft Dice, as the paper trains.
+multiply-adds come from ``torch.utils.flop_counter.FlopCounterMode`` on the eager model (MACs = FLOPs / 2,
+convolutions and matrix products only). Every UNeXt path is checked against the eager network of this tree (max
+abs difference) before it is timed. Training: images/second of forward + backward + Adam step at batch 8, 256x256,
+loss 0.5 * BCE-with-logits + soft Dice as the paper trains, in float32 and under bfloat16 autocast as the bundle
+trains on CPUs with native bfloat16 (forward under ``torch.autocast``, loss in float32); models interleaved step by
+step, median over ``--train-steps`` steps after ``--train-warmup``.
+
+``--baseline-rev REV`` extracts ``unext_monai/`` of that commit (``git archive``) into a temporary folder under
+another package name and times its paths in the same rounds: its eager network, and where that commit had
+``unext_monai.networks.fast`` its ``optimize_for_inference`` module, which its TorchScript and ONNX rows then use.
 
 Threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` for PyTorch, no spinning in ONNX Runtime) unless ``--spin``
 is given: on a shared machine with more runnable threads than cores, spin-waiting OpenMP threads make 2-thread
 timings 10-20x slower and meaningless. MONAI's heavy networks (BasicUNet, BasicUNetPlusPlus, AttentionUnet) run at
-256x256 only unless ``--heavy-sizes 256 512`` (at 512x512 they add 5-10 minutes and run 10-60x slower than UNeXt).
+256x256 only unless ``--heavy-sizes 256 512``.
 
 The "straightforward" baseline is defined in this file only, for comparison: the paper's network written the
-direct way from its description (docs/unext_reference.md in the shared folder), as its code is structured:
-channel-first convolutions, token layout (B, N, C) inside the tokenized stages with ``nn.Linear`` for fc1/fc2 and
-``nn.LayerNorm`` on tokens, transposes/reshapes between tokens and maps around the depthwise conv, and the shift as
-zero-pad -> ``torch.chunk`` -> ``torch.roll`` per group -> ``torch.cat`` -> crop. It loads the same weights and its
-outputs match UNeXt's (checked below).
+direct way from its description, as its code is structured (and with its state-dict keys): channel-first
+convolutions, token layout (B, N, C) inside the tokenized stages with ``nn.Linear`` for fc1/fc2 and ``nn.LayerNorm``
+on tokens, transposes/reshapes between tokens and maps around the depthwise conv, and the shift as zero-pad ->
+``torch.chunk`` -> ``torch.roll`` per group -> ``torch.cat`` -> crop. UNeXt gets its weights through the package's
+converter (``unext_monai.convert_unext_pytorch_state_dict``), and their outputs are checked to match.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,23 +66,31 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from unext_monai import UNEXT_S_FEATURES, UNeXt  # noqa: E402
-from unext_monai.networks.fast import optimize_for_inference  # noqa: E402
+from unext_monai import UNEXT_FEATURES, UNEXT_S_FEATURES, UNeXt, from_unext_pytorch  # noqa: E402
+from unext_monai.networks.export import export_onnx  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------------------------
-# the straightforward baseline (token layout), for comparison only
+# the straightforward baseline (token layout, the reference's module names), for comparison only
+
+
+class _DWConv(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dwconv(x)
 
 
 class _TokenShiftMLP(nn.Module):
-    """shift(H) -> Linear -> depthwise 3x3 -> GELU -> dropout -> shift(W) -> Linear -> dropout, on tokens (B, N, C)."""
+    """shift(H) -> Linear -> depthwise 3x3 -> GELU -> shift(W) -> Linear, on tokens (B, N, C)."""
 
     def __init__(self, channels: int, shift_size: int = 5) -> None:
         super().__init__()
         self.fc1 = nn.Linear(channels, channels)
-        self.dwconv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.dwconv = _DWConv(channels)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(channels, channels)
-        self.drop = nn.Dropout(0.0)
         self.shift_size = shift_size
 
     def _shift(self, tokens: torch.Tensor, h: int, w: int, dim: int) -> torch.Tensor:
@@ -87,10 +106,8 @@ class _TokenShiftMLP(nn.Module):
     def forward(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, n, c = tokens.shape
         x = self.fc1(self._shift(tokens, h, w, 2))
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
-        x = self.drop(self.act(x))
-        x = self.fc2(self._shift(x, h, w, 3))
-        return self.drop(x)
+        x = self.act(self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2))
+        return self.fc2(self._shift(x, h, w, 3))
 
 
 class _TokenBlock(nn.Module):
@@ -118,18 +135,19 @@ class _PatchEmbed(nn.Module):
 class StraightforwardUNeXt(nn.Module):
     """The paper's UNeXt written the direct way (see the module docstring); 2D, sides multiples of 32."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features=(16, 32, 128, 160, 256)) -> None:
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, features=UNEXT_FEATURES) -> None:
         super().__init__()
         f = features
         self.encoder1, self.ebn1 = nn.Conv2d(in_channels, f[0], 3, padding=1), nn.BatchNorm2d(f[0])
         self.encoder2, self.ebn2 = nn.Conv2d(f[0], f[1], 3, padding=1), nn.BatchNorm2d(f[1])
         self.encoder3, self.ebn3 = nn.Conv2d(f[1], f[2], 3, padding=1), nn.BatchNorm2d(f[2])
-        self.patch_embed3, self.block1, self.norm3 = _PatchEmbed(f[2], f[3]), _TokenBlock(f[3]), nn.LayerNorm(f[3])
-        self.patch_embed4, self.block2, self.norm4 = _PatchEmbed(f[3], f[4]), _TokenBlock(f[4]), nn.LayerNorm(f[4])
+        self.patch_embed3, self.norm3 = _PatchEmbed(f[2], f[3]), nn.LayerNorm(f[3])
+        self.patch_embed4, self.norm4 = _PatchEmbed(f[3], f[4]), nn.LayerNorm(f[4])
+        self.block1, self.block2 = nn.ModuleList([_TokenBlock(f[3])]), nn.ModuleList([_TokenBlock(f[4])])
         self.decoder1, self.dbn1 = nn.Conv2d(f[4], f[3], 3, padding=1), nn.BatchNorm2d(f[3])
-        self.dblock1, self.dnorm3 = _TokenBlock(f[3]), nn.LayerNorm(f[3])
+        self.dblock1, self.dnorm3 = nn.ModuleList([_TokenBlock(f[3])]), nn.LayerNorm(f[3])
         self.decoder2, self.dbn2 = nn.Conv2d(f[3], f[2], 3, padding=1), nn.BatchNorm2d(f[2])
-        self.dblock2, self.dnorm4 = _TokenBlock(f[2]), nn.LayerNorm(f[2])
+        self.dblock2, self.dnorm4 = nn.ModuleList([_TokenBlock(f[2])]), nn.LayerNorm(f[2])
         self.decoder3, self.dbn3 = nn.Conv2d(f[2], f[1], 3, padding=1), nn.BatchNorm2d(f[1])
         self.decoder4, self.dbn4 = nn.Conv2d(f[1], f[0], 3, padding=1), nn.BatchNorm2d(f[0])
         self.decoder5 = nn.Conv2d(f[0], f[0], 3, padding=1)
@@ -144,51 +162,23 @@ class StraightforwardUNeXt(nn.Module):
     def _up(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
+    def _tokens(self, x: torch.Tensor, block: nn.ModuleList, norm: nn.Module) -> torch.Tensor:
+        _, _, h, w = x.shape
+        return self._to_image(norm(block[0](x.flatten(2).transpose(1, 2), h, w)), h, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t1 = F.relu(F.max_pool2d(self.ebn1(self.encoder1(x)), 2, 2))
         t2 = F.relu(F.max_pool2d(self.ebn2(self.encoder2(t1)), 2, 2))
         t3 = F.relu(F.max_pool2d(self.ebn3(self.encoder3(t2)), 2, 2))
         tokens, h, w = self.patch_embed3(t3)
-        t4 = self._to_image(self.norm3(self.block1(tokens, h, w)), h, w)
+        t4 = self._to_image(self.norm3(self.block1[0](tokens, h, w)), h, w)
         tokens, h, w = self.patch_embed4(t4)
-        out = self._to_image(self.norm4(self.block2(tokens, h, w)), h, w)
-        out = F.relu(self._up(self.dbn1(self.decoder1(out)))) + t4
-        _, _, h, w = out.shape
-        out = self._to_image(self.dnorm3(self.dblock1(out.flatten(2).transpose(1, 2), h, w)), h, w)
-        out = F.relu(self._up(self.dbn2(self.decoder2(out)))) + t3
-        _, _, h, w = out.shape
-        out = self._to_image(self.dnorm4(self.dblock2(out.flatten(2).transpose(1, 2), h, w)), h, w)
+        out = self._to_image(self.norm4(self.block2[0](tokens, h, w)), h, w)
+        out = self._tokens(F.relu(self._up(self.dbn1(self.decoder1(out)))) + t4, self.dblock1, self.dnorm3)
+        out = self._tokens(F.relu(self._up(self.dbn2(self.decoder2(out)))) + t3, self.dblock2, self.dnorm4)
         out = F.relu(self._up(self.dbn3(self.decoder3(out)))) + t2
         out = F.relu(self._up(self.dbn4(self.decoder4(out)))) + t1
         return self.final(F.relu(self._up(self.decoder5(out))))
-
-    @torch.no_grad()
-    def load_from_unext(self, net: UNeXt) -> StraightforwardUNeXt:
-        """Copy the weights of a 2D :class:`UNeXt` (same widths, shift_size 5, mlp_ratio 1)."""
-        pairs = {
-            "encoder1": net.down_1.conv, "ebn1": net.down_1.norm, "encoder2": net.down_2.conv, "ebn2": net.down_2.norm,
-            "encoder3": net.down_3.conv, "ebn3": net.down_3.norm,
-            "patch_embed3.proj": net.down_4.patch_embed, "patch_embed3.norm": net.down_4.embed_norm,
-            "block1": net.down_4.block, "norm3": net.down_4.norm,
-            "patch_embed4.proj": net.down_5.patch_embed, "patch_embed4.norm": net.down_5.embed_norm,
-            "block2": net.down_5.block, "norm4": net.down_5.norm,
-            "decoder1": net.up_4.conv_up.conv, "dbn1": net.up_4.conv_up.norm, "dblock1": net.up_4.block,
-            "dnorm3": net.up_4.norm, "decoder2": net.up_3.conv_up.conv, "dbn2": net.up_3.conv_up.norm,
-            "dblock2": net.up_3.block, "dnorm4": net.up_3.norm, "decoder3": net.up_2.conv, "dbn3": net.up_2.norm,
-            "decoder4": net.up_1.conv, "dbn4": net.up_1.norm, "decoder5": net.up_0.conv, "final": net.final_conv,
-        }
-        for name, source in pairs.items():
-            target = self.get_submodule(name)
-            if isinstance(target, _TokenBlock):
-                target.norm2.load_state_dict(source.norm.state_dict())
-                for part in ("fc1", "fc2"):
-                    conv = getattr(source.mlp, part)
-                    getattr(target.mlp, part).weight.copy_(conv.weight.flatten(1))
-                    getattr(target.mlp, part).bias.copy_(conv.bias)
-                target.mlp.dwconv.load_state_dict(source.mlp.dwconv.state_dict())
-            else:
-                target.load_state_dict(source.state_dict())
-        return self
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -244,14 +234,27 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def trained_bn(net: nn.Module, in_channels: int, seed: int = 0) -> nn.Module:
+def trained_bn(net: nn.Module, in_channels: int) -> nn.Module:
     """Give BatchNorms non-trivial running statistics (a few training-mode passes), then eval mode."""
-    torch.manual_seed(seed)
     net.train()
     with torch.no_grad():
         for _ in range(3):
             net(torch.rand(2, in_channels, 64, 64))
     return net.eval()
+
+
+def import_revision(rev: str, workdir: str):
+    """``unext_monai`` of git revision ``rev``, extracted into ``workdir`` and imported as ``unext_monai_<rev>``."""
+    name = "unext_monai_" + re.sub(r"\W", "_", rev)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "unext_monai"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", workdir], input=archive, check=True)
+    package = Path(workdir) / name
+    (Path(workdir) / "unext_monai").rename(package)
+    for path in package.rglob("*.py"):
+        path.write_text(re.sub(r"\bunext_monai\b", name, path.read_text()))
+    sys.path.insert(0, workdir)
+    return importlib.import_module(name)
 
 
 def ort_session(path: str, threads: int, spin: bool = False):
@@ -270,15 +273,14 @@ def ort_session(path: str, threads: int, spin: bool = False):
 def round_robin(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
     """Time each callable once per round, ``runs`` rounds after ``warmup`` rounds; seconds per call."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns.values():
-                fn()
-        for _ in range(runs):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -293,6 +295,7 @@ def summarize(seconds: list[float]) -> dict:
 
 
 HEAVY = ("MONAI BasicUNet", "MONAI BasicUNetPlusPlus", "MONAI AttentionUnet (16-256)")
+BASELINE = "UNeXt straightforward eager (baseline)"
 
 
 def monai_models() -> dict[str, nn.Module]:
@@ -307,50 +310,63 @@ def monai_models() -> dict[str, nn.Module]:
     }
 
 
-def build_unext_paths(net: UNeXt, tag: str, workdir: str, with_ort: bool, threads_list: list[int],
-                      spin: bool) -> dict:
-    """The timed paths of one trained UNeXt: name -> {"call" or "ort", "count", "reference"}."""
-    from unext_monai.networks.export import export_onnx
-
-    fast = optimize_for_inference(net)
+def unext_paths(net: nn.Module, deployed: nn.Module, tag: str, workdir: str, args) -> dict:
+    """The timed paths of one trained UNeXt: eager ``net``, and ``deployed`` (``net`` itself, or an earlier
+    commit's inference module) frozen in TorchScript and in ONNX Runtime."""
     with torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.script(fast))
-    paths = {
-        f"{tag} eager": {"call": net},
-        f"{tag} optimized eager": {"call": fast},
-        f"{tag} TorchScript frozen": {"call": frozen},
-    }
-    if with_ort:
-        onnx_path = os.path.join(workdir, f"{tag.replace(' ', '_')}.onnx")
+        frozen = torch.jit.freeze(torch.jit.script(deployed))
+    paths = {f"{tag} eager": {"call": net}}
+    if deployed is not net:
+        paths[f"{tag} optimized eager"] = {"call": deployed}
+    paths[f"{tag} TorchScript frozen"] = {"call": frozen}
+    if not args.no_onnx:
+        onnx_path = os.path.join(workdir, re.sub(r"\W", "_", tag) + ".onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_onnx(fast, onnx_path, in_channels=net.in_channels, spatial_dims=2)
-        paths[f"{tag} ONNX Runtime"] = {"ort": {t: ort_session(onnx_path, t, spin) for t in threads_list}}
-    for entry in paths.values():
-        entry["count"] = net  # the same function and multiply-adds as the plain model
-        entry["reference"] = net
+            export_onnx(deployed, onnx_path, in_channels=3, spatial_dims=2)
+        paths[f"{tag} ONNX Runtime"] = {"ort": {t: ort_session(onnx_path, t, args.spin) for t in args.threads}}
     return paths
 
 
-def run_inference(args, threads_list: list[int], workdir: str) -> dict:
-    torch.manual_seed(0)
-    unext = trained_bn(UNeXt(2, 3, 1), 3)
-    unext_s = trained_bn(UNeXt(2, 3, 1, features=UNEXT_S_FEATURES), 3)
-    baseline = StraightforwardUNeXt().load_from_unext(unext).eval()
+def build_models(args, workdir: str, old) -> dict:
+    """name -> {"call" or "ort", "count" (the module whose size is counted), "reference" (expected function)}."""
     models: dict[str, dict] = {}
-    models.update(build_unext_paths(unext, "UNeXt", workdir, not args.no_onnx, threads_list, args.spin))
-    models["UNeXt straightforward eager (baseline)"] = {"call": baseline, "count": baseline, "reference": unext}
-    models.update(build_unext_paths(unext_s, "UNeXt-S", workdir, not args.no_onnx, threads_list, args.spin))
+    for width, features in (("UNeXt", UNEXT_FEATURES), ("UNeXt-S", UNEXT_S_FEATURES)):
+        torch.manual_seed(0)
+        baseline = trained_bn(StraightforwardUNeXt(features=features), 3) if width == "UNeXt" else None
+        if baseline is not None:
+            net = from_unext_pytorch(baseline.state_dict())
+        else:
+            net = trained_bn(UNeXt(2, 3, 1, features=features), 3)
+        paths = unext_paths(net, net, width, workdir, args)
+        if baseline is not None:
+            paths[BASELINE] = {"call": baseline}
+        if old is not None:
+            old_net = old.UNeXt(2, 3, 1, features=features)
+            old_net.load_state_dict(net.state_dict())
+            old_net.eval()
+            deployed = old_net
+            if importlib.util.find_spec(f"{old.__name__}.networks.fast") is not None:
+                fast = importlib.import_module(f"{old.__name__}.networks.fast")
+                deployed = fast.optimize_for_inference(old_net)
+            paths.update(unext_paths(old_net, deployed, f"{width} ({args.baseline_rev})", workdir, args))
+        for entry in paths.values():
+            entry.update(count=net, reference=net)
+        models.update(paths)
     for name, m in monai_models().items():
         models[name] = {"call": m.eval(), "count": m, "reference": None, "heavy": name in HEAVY}
+    return models
 
+
+def run_inference(args, workdir: str, old) -> dict:
+    models = build_models(args, workdir, old)
     results: dict = {"models": {}, "timings": []}
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
         xn = x.numpy()
-        torch.set_num_threads(max(threads_list))
+        torch.set_num_threads(max(args.threads))
         here = {name: m for name, m in models.items() if not m.get("heavy") or size in args.heavy_sizes}
-        for name, m in here.items():  # parameters, multiply-adds, parity with the plain model
+        for name, m in here.items():  # parameters, multiply-adds, parity with this tree's eager network
             entry = results["models"].setdefault(name, {})
             entry["params"] = count_params(m["count"])
             entry.setdefault("macs", {})[str(size)] = count_macs(m["count"], x)
@@ -362,10 +378,10 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
                     else:
                         got = m["call"](x)
                 diff = (got - expected).abs().max().item()
-                entry.setdefault("max_abs_diff_vs_plain", {})[str(size)] = diff
+                entry.setdefault("max_abs_diff", {})[str(size)] = diff
                 if diff > 1e-4:
-                    raise RuntimeError(f"{name} differs from the plain model by {diff} at {size}x{size}")
-        for threads in threads_list:
+                    raise RuntimeError(f"{name} differs from UNeXt eager by {diff} at {size}x{size}")
+        for threads in args.threads:
             torch.set_num_threads(threads)
             fns = {}
             for name, m in here.items():
@@ -374,7 +390,8 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
                 else:
                     fns[name] = lambda f=m["call"], x=x: f(x)
             print(f"[inference] {size}x{size}, {threads} thread(s), load {load_average()}", flush=True)
-            times = round_robin(fns, args.runs, args.warmup)
+            with torch.inference_mode():
+                times = round_robin(fns, args.runs, args.warmup)
             for name, t in times.items():
                 row = {"model": name, "size": size, "threads": threads, **summarize(t)}
                 results["timings"].append(row)
@@ -386,71 +403,53 @@ def run_inference(args, threads_list: list[int], workdir: str) -> dict:
 # training
 
 
-class _PointwiseHead(nn.Module):
-    """A 1x1 convolution computed as ``F.linear`` on the channel-last view (the proposed change to UNeXt.final_conv:
-    at one thread and batch < 16, PyTorch runs a 1x1 convolution through its fallback kernel, slow_conv2d, whose
-    backward pass zero-fills and copies full-resolution buffers; F.linear is a plain GEMM both ways)."""
-
-    def __init__(self, conv: nn.Module) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x.permute(0, 2, 3, 1), self.conv.weight.flatten(1), self.conv.bias)
-        return y.permute(0, 3, 1, 2)
-
-
-def run_training(args, threads_list: list[int]) -> list[dict]:
+def training_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable[[], None]:
     from monai.losses import DiceLoss
+
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-4)
+    dice, bce = DiceLoss(sigmoid=True), nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = net(x)
+        out = out.float()
+        loss = 0.5 * bce(out, y) + dice(out, y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def run_training(args, old) -> list[dict]:
     from monai.networks.nets import UNet
 
     rows = []
-    for threads in threads_list:
+    for threads in args.threads:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
-        unext = UNeXt(2, 3, 1)
-        hooked = UNeXt(2, 3, 1)
-        hooked.load_state_dict(unext.state_dict())
-        hooked.final_conv = _PointwiseHead(hooked.final_conv)
-        nets = {
-            "UNeXt (ours)": unext,
-            "UNeXt (ours) + final conv as F.linear (proposed)": hooked,
-            "UNeXt straightforward (baseline)": StraightforwardUNeXt().load_from_unext(unext),
-            "MONAI UNet (16-256, 2 res units)": UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2),
-        }
+        baseline = StraightforwardUNeXt()
+        unext = from_unext_pytorch(baseline.state_dict())
+        nets = {"UNeXt": unext}
+        if old is not None:
+            nets[f"UNeXt ({args.baseline_rev})"] = old.UNeXt(2, 3, 1)
+            nets[f"UNeXt ({args.baseline_rev})"].load_state_dict(unext.state_dict())
+        nets["UNeXt straightforward (baseline)"] = baseline
+        nets["MONAI UNet (16-256, 2 res units)"] = UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2),
+                                                        num_res_units=2)
         x = torch.rand(args.train_batch, 3, 256, 256)
         y = (torch.rand(args.train_batch, 1, 256, 256) > 0.5).float()
-        dice = DiceLoss(sigmoid=True)
-        bce = nn.BCEWithLogitsLoss()
-        steps = {}
-        for name, net in nets.items():
-            net.train()
-            opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-4)
-
-            def step(net=net, opt=opt, x=x, y=y, bce=bce, dice=dice):
-                opt.zero_grad(set_to_none=True)
-                out = net(x)
-                loss = 0.5 * bce(out, y) + dice(out, y)
-                loss.backward()
-                opt.step()
-
-            steps[name] = step
+        steps = {(name, p): training_step(net, x, y, p) for p in args.precisions for name, net in nets.items()}
         print(f"[training] batch {args.train_batch}, {threads} thread(s), load {load_average()}", flush=True)
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.train_warmup):
-            for fn in steps.values():
-                fn()
-        for _ in range(args.train_steps):
-            for name, fn in steps.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-        for name, t in times.items():
+        times = round_robin({f"{n}|{p}": s for (n, p), s in steps.items()}, args.train_steps, args.train_warmup)
+        for key, t in times.items():
+            name, precision = key.split("|")
             med = statistics.median(t)
-            row = {"model": name, "threads": threads, "batch": args.train_batch, "size": 256,
-                   "median_step_s": med, "images_per_s": args.train_batch / med, "steps": len(t)}
+            row = {"model": name, "precision": precision, "threads": threads, "batch": args.train_batch,
+                   "size": 256, "median_step_s": med, "images_per_s": args.train_batch / med, "steps": len(t)}
             rows.append(row)
-            print(f"  {name:45s} {row['images_per_s']:7.2f} img/s", flush=True)
+            print(f"  {name:40s} {precision:5s} {row['images_per_s']:7.2f} img/s", flush=True)
     return rows
 
 
@@ -474,46 +473,46 @@ def _median(results: dict, name: str, size: int, threads: int) -> float | None:
 
 
 def targets_section(results: dict) -> list[str]:
-    """The issue's targets, checked on this run's medians (all at batch 1, or batch 8 for training)."""
+    """The issues' targets, checked on this run's medians (batch 1; batch 8 for training)."""
     lines = ["## Targets (this run)", ""]
+    rev = results.get("baseline_rev")
     for size in results["sizes"]:
         for t in results["threads"]:
-            paths = [n for n in results["inference"]["models"] if n.startswith("UNeXt ") and "baseline" not in n]
-            timed = {n: _median(results, n, size, t) for n in paths}
-            timed = {n: v for n, v in timed.items() if v is not None}
-            unet = _median(results, "MONAI UNet (16-256, 2 res units)", size, t)
-            base = _median(results, "UNeXt straightforward eager (baseline)", size, t)
-            if not timed or unet is None:
-                continue
-            fastest = min(timed, key=timed.get)
-            eager, opt = timed.get("UNeXt eager"), timed.get("UNeXt optimized eager")
+            m = {name: _median(results, name, size, t) for name in results["inference"]["models"]}
             plural = "s" if t > 1 else ""
-            text = f"- {size}x{size}, {t} thread{plural}: fastest UNeXt path: {fastest}, {timed[fastest]:.1f} ms"
-            if size == 256 and t == 1:
-                text += f" (target <= 10 ms: {'met' if timed[fastest] <= 10 else 'missed'})"
-            if eager and opt:
-                text += (f"; UNeXt eager / MONAI UNet = {eager / unet:.2f}, optimized eager / MONAI UNet = "
-                         f"{opt / unet:.2f} (target <= 0.6)")
-            if base and opt:
-                text += f"; straightforward baseline / optimized eager = {base / opt:.2f}"
-            lines.append(text)
+            parts = []
+            eager, base, unet = m.get("UNeXt eager"), m.get(BASELINE), m.get("MONAI UNet (16-256, 2 res units)")
+            if eager and base:
+                parts.append(f"UNeXt eager / straightforward = {eager / base:.2f} (target <= 0.55)")
+            if eager and unet:
+                parts.append(f"UNeXt eager / MONAI UNet = {eager / unet:.2f}")
+            if rev:
+                for width in ("UNeXt", "UNeXt-S"):
+                    for path in ("eager", "TorchScript frozen", "ONNX Runtime"):
+                        new, old = m.get(f"{width} {path}"), m.get(f"{width} ({rev}) {path}")
+                        if new and old:
+                            parts.append(f"{width} {path} now / {rev} = {new / old:.2f}")
+            if parts:
+                lines.append(f"- {size}x{size}, {t} thread{plural}: " + "; ".join(parts))
     training = results.get("training") or []
     for t in results["threads"]:
-        rows = {r["model"]: r["images_per_s"] for r in training if r["threads"] == t}
-        base = rows.get("UNeXt straightforward (baseline)")
-        if base:
-            ours = rows.get("UNeXt (ours)")
-            hooked = rows.get("UNeXt (ours) + final conv as F.linear (proposed)")
-            text = f"- training, batch 8, {t} thread{'s' if t > 1 else ''}: UNeXt / straightforward baseline = "
-            text += f"{ours / base:.2f}x images/s (target >= 1.5x)"
-            if hooked:
-                text += f"; with the proposed final-conv change {hooked / base:.2f}x"
+        for precision in results.get("precisions", []):
+            rows = {r["model"]: r["images_per_s"] for r in training
+                    if r["threads"] == t and r["precision"] == precision}
+            base, ours = rows.get("UNeXt straightforward (baseline)"), rows.get("UNeXt")
+            if not (base and ours):
+                continue
+            text = f"- training {precision}, batch 8, {t} thread{'s' if t > 1 else ''}: UNeXt {ours:.2f} images/s, "
+            text += f"{ours / base:.2f}x the straightforward baseline (target >= 1.5x)"
+            if rev and rows.get(f"UNeXt ({rev})"):
+                text += f", {ours / rows[f'UNeXt ({rev})']:.2f}x UNeXt of {rev}"
             lines.append(text)
     return lines + [""]
 
 
-def write_report(results: dict, args, path_md: Path, path_json: Path) -> None:
+def write_report(results: dict, path_md: Path, path_json: Path) -> None:
     info = results["machine"]
+    rev = results.get("baseline_rev")
     lines = [
         "# UNeXt CPU speed",
         "",
@@ -528,16 +527,21 @@ def write_report(results: dict, args, path_md: Path, path_json: Path) -> None:
         f"- command: `{results['command']}`; {results['runs']} timed runs per cell after {results['warmup']} "
         "warm-up rounds, models interleaved round-robin; batch 1; median ms (10th-90th percentile)",
         "",
-        "The straightforward baseline is the paper's network written the direct way (token layout (B, N, C) with "
+        "UNeXt eager = `unext_monai.UNeXt` in eval mode (the one network, as it trains); TorchScript frozen = "
+        "`torch.jit.freeze(torch.jit.script(net))` (BatchNorm folded into the convolutions); ONNX Runtime = "
+        "`unext_monai.networks.export.export_onnx`, CPUExecutionProvider, all graph optimisations. The "
+        "straightforward baseline is the paper's network written the direct way (token layout (B, N, C) with "
         "`nn.Linear` and token `nn.LayerNorm`, shift = pad -> chunk -> roll -> cat -> crop, channel-first "
-        "convolutions), defined in `benchmarks/speed.py` only; it loads the same weights and computes the same "
-        "outputs. BasicUNet, BasicUNetPlusPlus and AttentionUnet run at "
-        f"{', '.join(str(s) for s in results['heavy_sizes'])} only (`--heavy-sizes`).",
-        "Optimized eager = `unext_monai.networks.fast.optimize_for_inference(net)`; TorchScript frozen = "
-        "`torch.jit.freeze(torch.jit.script(optimized))`; ONNX Runtime = the optimized module exported with "
-        "`export_onnx`, CPUExecutionProvider, all graph optimisations.",
-        "",
+        "convolutions), defined in `benchmarks/speed.py` only; UNeXt loads its weights through the package's "
+        "converter and computes the same outputs.",
     ]
+    if rev:
+        lines.append(f"Rows marked ({rev}) run the network of commit {rev} in the same rounds; where that commit had "
+                     "`networks/fast.py`, its optimized eager row is `optimize_for_inference(net)` and its TorchScript "
+                     "and ONNX rows export that module, as its speed table did.")
+    lines.append(f"BasicUNet, BasicUNetPlusPlus and AttentionUnet run at "
+                 f"{', '.join(str(s) for s in results['heavy_sizes'])} only (`--heavy-sizes`).")
+    lines.append("")
     timings = results["inference"]["timings"]
     models = results["inference"]["models"]
     for size in results["sizes"]:
@@ -557,16 +561,20 @@ def write_report(results: dict, args, path_md: Path, path_json: Path) -> None:
     lines += targets_section(results)
     if results.get("training"):
         lines += ["## Training, batch 8, 256x256 (forward + backward + Adam step)", "",
-                  "| model | threads | s/step (median) | images/s | vs baseline |", "|---|---|---|---|---|"]
+                  f"Median of {results['train_steps']} steps after {results['train_warmup']} warm-up steps, every "
+                  "model and precision interleaved step by step.", "",
+                  "| model | precision | threads | s/step (median) | images/s | vs baseline |",
+                  "|---|---|---|---|---|---|"]
         for row in results["training"]:
-            base = next(r for r in results["training"] if r["threads"] == row["threads"] and "baseline" in r["model"])
-            lines.append(f"| {row['model']} | {row['threads']} | {row['median_step_s']:.3f} | "
+            base = next(r for r in results["training"] if r["threads"] == row["threads"]
+                        and r["precision"] == row["precision"] and "baseline" in r["model"])
+            lines.append(f"| {row['model']} | {row['precision']} | {row['threads']} | {row['median_step_s']:.3f} | "
                          f"{row['images_per_s']:.2f} | {row['images_per_s'] / base['images_per_s']:.2f}x |")
         lines.append("")
-    lines += ["Parity of every UNeXt path with the plain model (max abs difference of the logits):", ""]
+    lines += ["Parity of every UNeXt path with UNeXt eager (max abs difference of the logits):", ""]
     for name, entry in models.items():
-        if "max_abs_diff_vs_plain" in entry:
-            diffs = ", ".join(f"{s}: {d:.1e}" for s, d in entry["max_abs_diff_vs_plain"].items())
+        if "max_abs_diff" in entry:
+            diffs = ", ".join(f"{s}: {d:.1e}" for s, d in entry["max_abs_diff"].items())
             lines.append(f"- {name}: {diffs}")
     lines.append("")
     path_md.write_text("\n".join(lines))
@@ -580,11 +588,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default 1 2)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per cell (default 30)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 5)")
-    p.add_argument("--train-steps", type=int, default=None, help="timed training steps per model (default 8)")
+    p.add_argument("--train-steps", type=int, default=None, help="timed training steps per model (default 10)")
     p.add_argument("--train-warmup", type=int, default=None, help="untimed training steps per model (default 2)")
     p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                   help="training precisions (default fp32 bf16)")
     p.add_argument("--no-train", action="store_true", help="skip the training benchmark")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference benchmark")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--baseline-rev", default=None, help="also time the network of this git revision")
     p.add_argument("--heavy-sizes", type=int, nargs="+", default=[256],
                    help="sizes at which BasicUNet, BasicUNetPlusPlus and AttentionUnet run (default 256)")
     p.add_argument("--spin", action="store_true",
@@ -596,7 +608,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.threads = args.threads or ([1] if quick else [1, 2])
     args.runs = args.runs or (5 if quick else 30)
     args.warmup = args.warmup or (1 if quick else 5)
-    args.train_steps = args.train_steps or (2 if quick else 8)
+    args.train_steps = args.train_steps or (2 if quick else 10)
     args.train_warmup = args.train_warmup or (1 if quick else 2)
     return args
 
@@ -617,6 +629,10 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "runs": args.runs,
         "warmup": args.warmup,
+        "train_steps": args.train_steps,
+        "train_warmup": args.train_warmup,
+        "precisions": [] if args.no_train else args.precisions,
+        "baseline_rev": args.baseline_rev,
         "load_before": load_average(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
         "heavy_sizes": args.heavy_sizes,
@@ -624,13 +640,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
     threads_before = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as workdir:
-        results["inference"] = run_inference(args, args.threads, workdir)
-    results["training"] = [] if args.no_train else run_training(args, args.threads)
+        old = import_revision(args.baseline_rev, workdir) if args.baseline_rev else None
+        results["inference"] = {"models": {}, "timings": []} if args.no_inference else run_inference(args, workdir, old)
+        results["training"] = [] if args.no_train else run_training(args, old)
     torch.set_num_threads(threads_before)
     results["load_after"] = load_average()
     results["wall_s"] = round(time.time() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_report(results, args, args.out_dir / "speed.md", args.out_dir / "speed.json")
+    write_report(results, args.out_dir / "speed.md", args.out_dir / "speed.json")
     print(f"wrote {args.out_dir / 'speed.md'} in {results['wall_s']} s", flush=True)
     return results
 

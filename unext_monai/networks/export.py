@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 import torch
+from monai.networks.utils import convert_to_onnx
+
+from unext_monai.io import write_atomic
 
 __all__ = ["export_onnx"]
 
@@ -12,32 +15,29 @@ __all__ = ["export_onnx"]
 def export_onnx(
     net: torch.nn.Module, path: str | os.PathLike, in_channels: int, spatial_dims: int = 2, opset: int = 18
 ) -> str:
-    """Write ``net`` (in eval mode) to an ONNX file whose input ``image`` (B, in_channels, *spatial) and output
-    ``pred`` have dynamic batch and spatial sizes.
+    """Write ``net`` (put in eval mode) to an ONNX file whose input ``image`` (B, in_channels, *spatial) and output
+    ``pred`` have dynamic batch and spatial sizes, with PyTorch's TorchScript-based exporter (through MONAI's
+    ``convert_to_onnx``).
 
-    The file is written to a temporary name and renamed, so a failed export leaves nothing behind.
-    Returns the path written.
+    The graph holds for any batch and size, down to 1x1. (PyTorch's newer exporter, ``dynamo=True``, gives such a
+    graph too from an example of batch 2 or more with sides over 32; from an example of batch 1 it specialises the
+    batch, and the graph then fails or computes wrong logits at other batches.) The file is written atomically
+    (:func:`unext_monai.io.write_atomic`). Returns the path written.
     """
-    path = os.fspath(path)
-    net = net.eval()
     names = ["batch"] + [f"spatial_{i}" for i in range(spatial_dims)]
-    example = torch.rand(1, in_channels, *([64] * spatial_dims))
     axes = {0: names[0], **{2 + i: names[1 + i] for i in range(spatial_dims)}}
-    tmp = f"{path}.tmp"
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                net,
-                (example,),
-                tmp,
-                input_names=["image"],
-                output_names=["pred"],
-                dynamic_axes={"image": axes, "pred": axes},
-                opset_version=opset,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    example = torch.rand(2, in_channels, *([64] * spatial_dims))
+
+    def write(tmp: str) -> None:
+        convert_to_onnx(
+            net,
+            [example],
+            input_names=["image"],
+            output_names=["pred"],
+            opset_version=opset,
+            dynamic_axes={"image": axes, "pred": axes},
+            filename=tmp,
+            dynamo=False,
+        )
+
+    return write_atomic(path, write)

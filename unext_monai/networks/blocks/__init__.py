@@ -1,13 +1,26 @@
-from unext_monai.networks.blocks.shifted_mlp import ChannelLayerNorm, ShiftedMLP, ShiftedMLPBlock, axial_shift
+from unext_monai.networks.blocks.shifted_mlp import (
+    AxialShift,
+    ChannelLayerNorm,
+    PointwiseConv2d,
+    PointwiseConv3d,
+    ShiftedMLP,
+    ShiftedMLPBlock,
+    axial_shift_kernel,
+    pointwise_conv,
+)
 from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
 
 __all__ = [
-    "axial_shift",
+    "AxialShift",
     "ChannelLayerNorm",
-    "ShiftedMLP",
-    "ShiftedMLPBlock",
     "ConvDown",
     "ConvUp",
+    "PointwiseConv2d",
+    "PointwiseConv3d",
+    "ShiftedMLP",
+    "ShiftedMLPBlock",
     "TokenizedDown",
     "TokenizedUp",
+    "axial_shift_kernel",
+    "pointwise_conv",
 ]

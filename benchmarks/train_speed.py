@@ -33,11 +33,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 #: name -> bundle overrides on top of configs/train.json + the dataset's overlay
 VARIANTS: dict[str, list[str]] = {
-    "fp32, 2 worker processes": ["--precision", "fp32", "--num_workers", "2"],
-    "fp32, no worker process": ["--precision", "fp32", "--num_workers", "0"],
-    "bf16, 2 worker processes": ["--precision", "bf16", "--num_workers", "2"],
-    "bf16, no worker process": ["--precision", "bf16", "--num_workers", "0"],
     "default": [],
+    "default in fp32": ["--precision", "fp32"],
+    "default, freed memory returned to the system": ["--reuse_freed_memory", "false"],
+    "default with 2 worker processes": ["--num_workers", "2"],
 }
 _EPOCH = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 

@@ -47,14 +47,15 @@ def umask_mode(mode: int = 0o666) -> int:
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
     """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``.
 
-    The temporary file keeps ``path``'s suffix (writers that pick the format from it, as PIL and nibabel do, still
-    work). The folder is created if needed. Returns ``path`` as a string.
+    The temporary file is ``.<name>.<random>.part``, never under the destination's suffix (a folder's ``*.pt`` or
+    ``*.png`` never lists it), except for NIfTI, whose writer picks the compression from the name:
+    ``.<name>.<random>.part.nii.gz``. The folder is created if needed. Returns ``path`` as a string.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
-    suffix = _suffix(name)
+    suffix = next((s for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), "")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".part{suffix}")
     os.close(fd)
     try:
@@ -72,12 +73,6 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
         with contextlib.suppress(OSError):
             os.remove(leftover)
     return path
-
-
-def _suffix(name: str) -> str:
-    """``model.pt`` -> ``.pt``, ``mask.nii.gz`` -> ``.nii.gz``, ``.hidden`` -> ``""``."""
-    stripped = name.lstrip(".")
-    return stripped[stripped.index("."):] if "." in stripped else ""
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> str:

@@ -5,6 +5,7 @@
 - :func:`prepare_training_run`: the output folders are writable, and the outputs of an earlier run in the same
   folders (its best model, resumable checkpoint, metric history, evaluation) are moved aside, never overwritten,
   unless the run resumes it. Returns the run's name, which names its TensorBoard folder.
+- :func:`reuse_freed_memory`: glibc keeps freed memory for reuse (a CPU training speed setting).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from unext_monai.distributed import on_rank0
 
-__all__ = ["check_command_line", "prepare_training_run", "PREVIOUS_RUNS", "TENSORBOARD"]
+__all__ = ["check_command_line", "prepare_training_run", "reuse_freed_memory", "PREVIOUS_RUNS", "TENSORBOARD"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -224,3 +225,28 @@ def _prepare_training_run(
             "back and add --resume true; delete the folder when you no longer need it)"
         )
     return name
+
+
+def reuse_freed_memory(enabled: bool = True) -> bool:
+    """Let glibc keep and reuse freed memory for large tensors instead of returning it to the system at every free.
+
+    PyTorch's CPU allocator asks glibc for every tensor; glibc serves blocks above its mmap threshold (128 KiB to
+    32 MiB, adaptive) with fresh pages from the kernel, which zeroes each page on first touch, and gives them back on
+    free. A training step of batch 8 at 256x256 allocates and frees dozens of such tensors, so each step pays the
+    zeroing of hundreds of MB again. Raising the mmap and trim thresholds (``mallopt``) keeps them in the heap, for
+    reuse. Returns whether the setting was applied (glibc only; elsewhere nothing changes).
+    """
+    if not enabled:
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    except (OSError, AttributeError):
+        return False

@@ -55,9 +55,20 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 class CopyingITKReader(ITKReader):
-    """MONAI's ``ITKReader`` returning a copy of the pixels: MONAI's returns ``itk.array_view_from_image``, a view of
-    ITK's buffer that outlives the image object it belongs to, so its values are overwritten once the memory is
-    reused (seen as corrupt rows of NRRD/MetaImage pictures)."""
+    """MONAI's ``ITKReader`` for NRRD and MetaImage files (:data:`ITK_SUFFIXES`) only, returning a copy of the
+    pixels: MONAI's claims every file (NIfTI too, which ``NibabelReader`` reads with its affine) and returns
+    ``itk.array_view_from_image``, a view of ITK's buffer that outlives the image object it belongs to, so its values
+    are overwritten once the memory is reused (seen as corrupt rows of NRRD/MetaImage pictures)."""
+
+    def verify_suffix(self, filename: Any) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return super().verify_suffix(filename) and all(str(n).lower().endswith(ITK_SUFFIXES) for n in names)
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        # LoadImage tries a user's readers in turn until one reads the file: only ours are ours to read
+        if not self.verify_suffix(data):
+            raise ValueError(f"{data}: not an NRRD or MetaImage file ({', '.join(ITK_SUFFIXES)})")
+        return super().read(data, **kwargs)
 
     def _get_array_data(self, img: Any) -> np.ndarray:
         return np.array(super()._get_array_data(img), copy=True)
@@ -66,10 +77,9 @@ class CopyingITKReader(ITKReader):
 def picture_readers(dicom: bool = False) -> list[ImageReader]:
     """MONAI readers for 2D pictures in (H, W[, C]) order: ``PILReader`` (with :func:`standard_pil_mode`) for PNG, JPEG,
     BMP and TIFF, with ``dicom`` ``PydicomReader`` for ``.dcm`` (gray and colour), and ITK (:class:`CopyingITKReader`)
-    for the rest: NRRD
-    and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write them. Give the list to
-    ``LoadImage``/``LoadImaged`` as ``reader``: it tries them from the last, each on the suffixes it takes (ITK takes
-    any file, so it comes first)."""
+    for NRRD and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write them. Give the list to
+    ``LoadImage``/``LoadImaged`` as ``reader``: it tries them from the last, each on the suffixes it takes; other
+    files (NIfTI) go to MONAI's default readers."""
     readers: list[ImageReader] = [CopyingITKReader(reverse_indexing=True)]
     if dicom:
         readers.append(PydicomReader(swap_ij=False))

@@ -300,9 +300,10 @@ def test_release_with_metrics_card_file_and_changelog_history(released, tmp_path
             "data_type": "png", "image_classes": "RGB", "label_classes": "0/255", "layout": "`images/`",
             "data_terms": "Private data set X, internal use only.\n"}
     (tmp_path / "card.json").write_text(json.dumps(card))
-    metrics = tmp_path / "metrics.json"  # as evaluate.json's MetricsJSON writes it
-    metrics.write_text(json.dumps({"mean": {"val_mean_dice": 0.81, "val_mean_iou": 0.7, "val_hd95": None},
-                                   "per_image": [{"image": "a.png"}, {"image": "b.png"}]}))
+    (tmp_path / "eval").mkdir()
+    metrics = tmp_path / "eval" / "metrics.csv"  # as evaluate.json's MetricsSaver writes it
+    metrics.write_text("val_mean_dice,0.81\nval_mean_iou,0.7\nval_hd95,nan\n")
+    (tmp_path / "eval" / "val_mean_dice_raw.csv").write_text("filename,class0,mean\na.png,0.8,0.8\nb.png,0.82,0.82\n")
     proc = _release_cli([*base, "--dataset_card", tmp_path / "card.json", "--version", "0.2.0", "--changelog",
                          "first X", "--metrics", metrics], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]

@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     split = json.load(open(os.path.join(bundle, "eval", "split.json")))
     print(f"PASS train: {len(split['training'])} training, {len(split['selection'])} selection images, 1 epoch")
     _workflow(bundle, ["train.json", "evaluate.json"], "train", **override)
-    metrics = json.load(open(os.path.join(bundle, "eval", "evaluation", "metrics.json")))
-    print(f"PASS evaluate: {len(metrics['per_image'])} validation images scored")
+    with open(os.path.join(bundle, "eval", "evaluation", "val_mean_dice_raw.csv")) as f:
+        scored = len(f.read().splitlines()) - 1  # MONAI's MetricsSaver: a header, then one row per image
+    print(f"PASS evaluate: {scored} validation images scored")
 
     out = os.path.join(args.work, "predictions")
     records = []

@@ -1,7 +1,7 @@
 """Package the bundle into a stand-alone, verified release folder that the MONAI model zoo's checks accept.
 
 Run ``python -m unext_monai.release --name NAME [--dataset DATASET] [--version V --changelog TEXT]
-[--train_dir eval] [--metrics eval/evaluation/metrics.json]`` (console script ``unext-release``). It builds, in a
+[--train_dir eval] [--metrics eval/evaluation/metrics.csv]`` (console script ``unext-release``). It builds, in a
 temporary folder beside the output (default ``bundle/NAME``):
 
 - ``configs/``: ``train.json`` with the data set's overlay merged in, ``evaluate.json``, ``inference.json``,
@@ -152,7 +152,7 @@ def release(
         changelog: the changelog entry for this version.
         train_dir: the training run's output folder (``split.json``, ``val_metrics.csv``) for the model card;
             default ``<bundle_root>/eval``.
-        metrics: the evaluation's ``metrics.json`` (its means and image count) or a flat ``{name: value}`` JSON file,
+        metrics: the evaluation's ``metrics.csv`` (MONAI's MetricsSaver; means and image count) or a flat JSON file,
             for ``eval_metrics``; without it, an existing release's ``eval_metrics`` are kept when its ``model.pt``
             holds the same weights.
         overwrite: replace an existing output folder (only once the new one has passed its checks); its changelog's
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--changelog", default=None, help="changelog entry for this version")
     ap.add_argument("--train_dir", default=None,
                     help="training output folder with split.json and val_metrics.csv (default: <bundle_root>/eval)")
-    ap.add_argument("--metrics", default=None, help="evaluation metrics.json (or flat JSON) for eval_metrics")
+    ap.add_argument("--metrics", default=None, help="evaluation metrics.csv (or flat JSON) for eval_metrics")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = ap.parse_args(argv)
     try:

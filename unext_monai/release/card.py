@@ -179,8 +179,8 @@ def packaged_sections(
         "```",
         "",
         "It scores `models/model.pt` on the validation part of the split (made by training, or now with the same "
-        "settings): per-image and mean Dice, IoU, sensitivity, specificity and 95% Hausdorff distance in "
-        "`eval/evaluation/metrics.json`.",
+        "settings): mean Dice, IoU, sensitivity, specificity and 95% Hausdorff distance in "
+        "`eval/evaluation/metrics.csv`, per image in `eval/evaluation/*_raw.csv` (MONAI's MetricsSaver).",
         "",
         "#### Execute inference",
         "",

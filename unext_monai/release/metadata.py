@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from importlib import metadata as importlib_metadata
@@ -68,20 +69,35 @@ def required_packages(declared: list[str], sources: dict[str, str]) -> dict[str,
 
 
 def load_metrics(path: str | None) -> dict[str, float | int] | None:
-    """The numbers of an evaluation's ``metrics.json`` (``{"mean": {...}, "per_image": [...]}``, as ``evaluate.json``
-    writes it: its means and the image count) or of a flat ``{name: value}`` JSON file; ``None`` without a path."""
+    """The numbers of an evaluation: MONAI's ``MetricsSaver`` output ``metrics.csv`` (``name,value`` lines, as
+    ``evaluate.json`` writes it; the image count from ``val_mean_dice_raw.csv`` beside it), or a flat
+    ``{name: value}`` JSON file. Undefined (NaN) values are left out. ``None`` without a path."""
     if not path:
         return None
+    import csv
     import json
+    import math
 
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    means = data.get("mean") if isinstance(data.get("mean"), dict) else data
-    metrics = {k: v for k, v in means.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if path.endswith(".csv"):
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [r for r in csv.reader(f) if len(r) == 2]
+        values: dict = {}
+        for name, value in rows:
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+        per_image = os.path.join(os.path.dirname(path), "val_mean_dice_raw.csv")
+        if os.path.isfile(per_image):
+            with open(per_image, encoding="utf-8", newline="") as f:
+                values["n_images"] = sum(1 for _ in csv.DictReader(f))
+    else:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    metrics = {k: v for k, v in values.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     if not metrics:
-        raise ValueError(f"{path}: no numeric metrics (top level, or under 'mean')")
-    if isinstance(data.get("per_image"), list):
-        metrics["n_images"] = len(data["per_image"])
+        raise ValueError(f"{path}: no numeric metrics")
     return metrics
 
 

@@ -48,6 +48,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -144,15 +145,21 @@ def bundle_command(row: str, evaluate: bool, bundle_root: str, dataset_dir: str,
     return command + smoke_overrides(schedule.get("max_items"), evaluate)
 
 
-def run_logged(command: list[str], log_path: Path) -> float:
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_logged(command: list[str], log_path: Path) -> dict[str, float]:
     """Run ``command`` (``python`` = this interpreter) from the repository root with this tree first on the path;
-    its output goes to ``log_path``. Returns the wall seconds; raises with the log's tail if it fails."""
+    its output goes to ``log_path``. Returns its wall and CPU (user + system, all threads) seconds; raises with the
+    log's tail if it fails. On a loaded machine the CPU seconds are the steadier measure of the work."""
     path = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-    start = time.perf_counter()
+    cpu, start = _children_cpu_seconds(), time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
+    seconds = {"wall": time.perf_counter() - start, "cpu": _children_cpu_seconds() - cpu}
     if proc.returncode != 0:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"{shlex.join(command)} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
@@ -266,6 +273,26 @@ def train_images_per_second(row: str, steps: int, threads: int, batch: int = 8, 
             "threads": threads, "batch": batch, "size": size, "steps": steps}
 
 
+def measure(row: str, args: argparse.Namespace) -> dict:
+    """Parameters, GFLOPs, 1-thread CPU latency and training throughput of ``row``'s network."""
+    net = network_of(row)
+    flops = count_flops(net)
+    return {
+        "params": sum(p.numel() for p in net.parameters()),
+        "gflops_256": flops / 1e9,
+        "gmacs_256": flops / 2e9,
+        "cpu_ms_1_thread": cpu_latency_ms(net, args.latency_runs),
+        "training_throughput": train_images_per_second(row, args.train_steps, args.threads),
+    }
+
+
+def _timed(fn):
+    """``fn()`` and its wall and CPU seconds (this process, all threads)."""
+    cpu, start = time.process_time(), time.perf_counter()
+    value = fn()
+    return value, {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # a row
 
@@ -288,9 +315,8 @@ def run_row(row: str, args: argparse.Namespace, schedule: dict) -> dict:
     split = split_summary(bundle_root / "eval" / "split.json")
 
     print(f"[{row}] measuring", flush=True)
-    net = network_of(row)
-    flops = count_flops(net)
-    result = {
+    measured, measure_seconds = _timed(lambda: measure(row, args))
+    return {
         "row": row,
         "label": ROWS[row][0],
         "paper_network": ROWS[row][1],
@@ -301,20 +327,55 @@ def run_row(row: str, args: argparse.Namespace, schedule: dict) -> dict:
         "validation": {"dice": metrics["val_mean_dice"], "iou": metrics["val_mean_iou"],
                        "hd95": metrics.get("val_hd95")},
         "selection_best": best_selection(bundle_root / "eval" / "val_metrics.csv"),
-        "params": sum(p.numel() for p in net.parameters()),
-        "gflops_256": flops / 1e9,
-        "gmacs_256": flops / 2e9,
-        "cpu_ms_1_thread": cpu_latency_ms(net, args.latency_runs),
-        "training_throughput": train_images_per_second(row, args.train_steps, args.threads),
+        **measured,
         "bundle_epoch_seconds": epochs,
         "bundle_images_per_second": split["training"] / statistics.median(epochs[1:] or epochs),
-        "training_wall_seconds": train_seconds,
-        "evaluation_wall_seconds": eval_seconds,
+        "training_seconds": train_seconds,
+        "evaluation_seconds": eval_seconds,
+        "measurement_seconds": measure_seconds,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_average": list(os.getloadavg()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}",
     }
-    return result
+
+
+def plan(rows: dict[str, dict], budget_hours: float, cores: int) -> str:
+    """How many epochs of every row fit ``budget_hours``, from rows measured with a short schedule (e.g. 1 epoch).
+
+    Each row costs a fixed part (the training process's start-up and caching, evaluation, measurements) plus its
+    epochs (MONAI's epoch times, training + selection). Two projections: from wall seconds, as measured on this
+    machine in its state then; and for ``cores`` idle cores, from the CPU seconds the processes used (their wall
+    time on idle cores is at least CPU / cores: a lower bound, reached with perfect parallelism).
+    """
+    lines = ["| row | epoch wall s | fixed wall s | epoch CPU s | fixed CPU s |", "|---|---|---|---|---|"]
+    totals = {"epoch_wall": 0.0, "fixed_wall": 0.0, "epoch_cpu": 0.0, "fixed_cpu": 0.0}
+    for row in [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]:
+        r = rows[row]
+        epochs = r["bundle_epoch_seconds"]
+        train, evaluation, measurement = r["training_seconds"], r["evaluation_seconds"], r["measurement_seconds"]
+        epoch_wall = statistics.median(epochs)
+        epoch_share = sum(epochs) / train["wall"]  # the part of the training process's time spent in epochs
+        cost = {
+            "epoch_wall": epoch_wall,
+            "fixed_wall": train["wall"] - sum(epochs) + evaluation["wall"] + measurement["wall"],
+            "epoch_cpu": train["cpu"] * epoch_share / len(epochs),
+            "fixed_cpu": train["cpu"] * (1 - epoch_share) + evaluation["cpu"] + measurement["cpu"],
+        }
+        for k, v in cost.items():
+            totals[k] += v
+        lines.append(f"| `{row}` | {cost['epoch_wall']:.0f} | {cost['fixed_wall']:.0f} | {cost['epoch_cpu']:.0f} | "
+                     f"{cost['fixed_cpu']:.0f} |")
+    budget = budget_hours * 3600
+    fit_wall = int((budget - totals["fixed_wall"]) // totals["epoch_wall"])
+    fit_idle = int((budget * cores - totals["fixed_cpu"]) // totals["epoch_cpu"])
+    lines += [
+        f"| all | {totals['epoch_wall']:.0f} | {totals['fixed_wall']:.0f} | {totals['epoch_cpu']:.0f} | "
+        f"{totals['fixed_cpu']:.0f} |",
+        "",
+        f"Epochs that fit {budget_hours:g} h: {fit_wall} at the measured wall times; at most {fit_idle} on {cores} "
+        "idle cores (from CPU seconds, perfect parallelism).",
+    ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -431,10 +492,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "compare"), help="results path without suffix")
     parser.add_argument("--doc", default=str(DOC), help="the document whose table is rewritten ('' for none)")
     parser.add_argument("--table_only", action="store_true", help="only re-render the tables from <out>.json")
+    parser.add_argument("--plan", type=float, metavar="HOURS", default=None,
+                        help="print how many epochs of the rows in <out>.json fit HOURS (run them with --epochs 1 "
+                        "first), then stop")
+    parser.add_argument("--cores", type=int, default=2, help="idle cores assumed by --plan's CPU-time projection")
     args = parser.parse_args(argv)
 
     out_json = Path(args.out + ".json")
     result = json.loads(out_json.read_text()) if out_json.exists() else {"rows": {}}
+    if args.plan is not None:
+        print(plan(result["rows"], args.plan, args.cores))
+        return
     if args.table_only:
         write_outputs(result, args.out, args.doc)
         return

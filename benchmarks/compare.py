@@ -11,10 +11,11 @@ the bundle's own commands, each in its own process, all rows with one split, one
         '["configs/train.json","configs/evaluate.json","configs/busi.json","configs/compare/<row>.json"]' \\
         --logging_file configs/logging.conf --bundle_root <work_dir>/<row> --dataset_dir <busi> --include_normal False
 
-(``--spatial_size`` is added when the schedule is not 256x256.) Training picks ``model.pt`` on the selection split;
-evaluation reports the mean per-image Dice and IoU on the held-out validation split (``evaluate.json``: at the
-original image size, threshold 0.5, no test-time augmentation or post-processing). Then, in this process, on the
-network the same configs build (``train.json`` + ``busi.json`` + the overlay, ``network_def``):
+(``--spatial_size`` and ``--seed`` are added where the schedule's differ from 256x256 and 0.) Training picks
+``model.pt`` on the selection split; evaluation reports the mean per-image Dice and IoU on the held-out validation
+split (``evaluate.json``: at the original image size, threshold 0.5, no test-time augmentation or post-processing).
+Then, in this process, on the network the same configs build (``train.json`` + ``busi.json`` + the overlay,
+``network_def``):
 
 - parameters;
 - GFLOPs per 256x256 image: ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass in eval mode. It counts
@@ -71,7 +72,7 @@ TABLE_START = "<!-- compare.py table: start -->"
 TABLE_END = "<!-- compare.py table: end -->"
 
 #: the schedule of the full table (see docs/comparison.md, "Schedule", for how it was chosen)
-EPOCHS = 12
+EPOCHS = 8
 SPATIAL_SIZE = 256
 SEED = 0
 
@@ -114,6 +115,8 @@ def config_files(row: str, evaluate: bool) -> list[str]:
 def schedule_overrides(schedule: dict) -> list[str]:
     """The command-line overrides every command of a row takes: the paper's protocol and, in training, the epochs."""
     overrides = ["--include_normal", "False"]
+    if schedule["seed"] != SEED:  # the split's and the training's seed
+        overrides += ["--seed", str(schedule["seed"])]
     if schedule["spatial_size"] != SPATIAL_SIZE:
         overrides += ["--spatial_size", json.dumps([schedule["spatial_size"]] * 2)]
     return overrides
@@ -125,8 +128,8 @@ def smoke_overrides(max_items: int | None, evaluate: bool) -> list[str]:
         return []
     if evaluate:
         return ["--eval_datalist", f"$@split[@eval_split][:{max_items}]"]
-    return ["--train#dataset#data", f"$@train_datalist[:{max_items}]",
-            "--validate#dataset#data", f"$@selection_datalist[:{max_items}]"]
+    return ["--train_datalist", f"$@split['training'][:{max_items}]",
+            "--selection_datalist", f"$@split['selection'][:{max_items}]"]
 
 
 def bundle_command(row: str, evaluate: bool, bundle_root: str, dataset_dir: str, schedule: dict) -> list[str]:
@@ -484,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--spatial_size", type=int, default=SPATIAL_SIZE, help="training size (square), a multiple "
                         "of 32")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of the split and of every training (the table "
+                        "has one; another seed is another split: write it to another --out)")
     parser.add_argument("--max_items", type=int, default=None, help="smoke test: the first N images of each split")
     parser.add_argument("--force", action="store_true", help="re-run rows already measured with this schedule")
     parser.add_argument("--threads", type=int, default=2, help="threads of the training-throughput measurement")
@@ -510,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--dataset_dir and --work_dir are required (unless --table_only)")
     if args.spatial_size % 32:
         parser.error(f"--spatial_size must be a multiple of 32 (SwinUNETR, UNet++), got {args.spatial_size}")
-    schedule = {"epochs": args.epochs, "spatial_size": args.spatial_size, "seed": SEED, "include_normal": False,
+    schedule = {"epochs": args.epochs, "spatial_size": args.spatial_size, "seed": args.seed, "include_normal": False,
                 "max_items": args.max_items}
     result["command"] = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
     for row in args.rows:

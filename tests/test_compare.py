@@ -90,7 +90,7 @@ def test_ablation_overlays_are_the_variants_they_name():
 @pytest.mark.parametrize("max_items", [None, 4])
 def test_bundle_command_overrides_are_config_entries(evaluate, max_items, monkeypatch):
     """Every --key of a row's command names an entry of its configs (the bundle refuses unknown keys)."""
-    schedule = {"epochs": 3, "spatial_size": 128, "seed": 0, "include_normal": False, "max_items": max_items}
+    schedule = {"epochs": 3, "spatial_size": 128, "seed": 1, "include_normal": False, "max_items": max_items}
     command = compare.bundle_command("unext", evaluate, "/tmp/b", "/data/busi", schedule)
     assert command[:5] == ["python", "-m", "monai.bundle", "run", "evaluating" if evaluate else "training"]
     config_files = json.loads(command[command.index("--config_file") + 1])
@@ -98,17 +98,19 @@ def test_bundle_command_overrides_are_config_entries(evaluate, max_items, monkey
     assert config_files[-1] == "configs/compare/unext.json"
     assert command[command.index("--include_normal") + 1] == "False"
     assert command[command.index("--spatial_size") + 1] == "[128, 128]"
+    assert command[command.index("--seed") + 1] == "1"
     assert ("--max_epochs" in command) is not evaluate
     assert ("--eval_datalist" in command) is (evaluate and max_items is not None)
-    assert ("--train#dataset#data" in command) is (not evaluate and max_items is not None)
+    assert ("--train_datalist" in command) is (not evaluate and max_items is not None)
     monkeypatch.chdir(ROOT)
     check_command_line([BUNDLE_MAIN] + command[3:])
 
 
-def test_bundle_command_at_the_default_size_has_no_size_override():
+def test_bundle_command_at_the_default_size_and_seed_has_no_override():
     schedule = {"epochs": 3, "spatial_size": compare.SPATIAL_SIZE, "seed": 0, "include_normal": False,
                 "max_items": None}
-    assert "--spatial_size" not in compare.bundle_command("unet", False, "/tmp/b", "/data", schedule)
+    command = compare.bundle_command("unet", False, "/tmp/b", "/data", schedule)
+    assert "--spatial_size" not in command and "--seed" not in command
 
 
 def test_result_files(tmp_path):

@@ -38,7 +38,12 @@ table of ``docs/comparison.md`` (between its markers) is rewritten from the JSON
     python benchmarks/compare.py --table_only                                      # re-render the tables from JSON
 
 ``--max_items N`` trains, selects and evaluates on the first N images of each split only: a smoke test of the
-pipeline, whose rows are marked as such and never go into ``docs/comparison.md``.
+pipeline, whose rows are marked as such and never go into ``docs/comparison.md``. ``--plan HOURS`` reads rows run
+with ``--epochs 1`` and prints how many epochs of every row fit HOURS (how :data:`EPOCHS` was chosen)::
+
+    OMP_NUM_THREADS=1 python benchmarks/compare.py --dataset_dir ../shared/data/busi --work_dir /tmp/plan_runs \
+        --epochs 1 --threads 1 --out /tmp/plan --doc ''
+    python benchmarks/compare.py --out /tmp/plan --plan 3
 """
 
 from __future__ import annotations
@@ -300,15 +305,22 @@ def _timed(fn):
 # a row
 
 
+def _from_root(path: str | os.PathLike) -> str:
+    """``path`` as the commands (run from the repository root) take it: relative to the root when it lies in the root
+    or beside it (``../shared/data/busi``), else absolute."""
+    path = os.path.abspath(path)
+    relative = os.path.relpath(path, ROOT)
+    return path if relative.startswith(os.path.join(os.pardir, os.pardir)) else relative
+
+
 def run_row(row: str, args: argparse.Namespace, schedule: dict) -> dict:
     """Train, evaluate and measure ``row``; returns its result (see the module's docstring)."""
     import torch
 
     bundle_root = Path(args.work_dir).resolve() / row
     bundle_root.mkdir(parents=True, exist_ok=True)
-    dataset_dir = os.path.abspath(args.dataset_dir)
-    train_cmd = bundle_command(row, False, str(bundle_root), dataset_dir, schedule)
-    eval_cmd = bundle_command(row, True, str(bundle_root), dataset_dir, schedule)
+    train_cmd = bundle_command(row, False, _from_root(bundle_root), _from_root(args.dataset_dir), schedule)
+    eval_cmd = bundle_command(row, True, _from_root(bundle_root), _from_root(args.dataset_dir), schedule)
     print(f"[{row}] training: {shlex.join(train_cmd)}", flush=True)
     train_seconds = run_logged(train_cmd, bundle_root / "training.log")
     epochs = epoch_times((bundle_root / "training.log").read_text())
@@ -428,14 +440,14 @@ def render_context(rows: dict[str, dict]) -> str:
     s, split, tp = first["schedule"], first["split"], first["training_throughput"]
     lines = [
         "",
-        f"Schedule: {s['epochs']} epochs, {s['spatial_size']}x{s['spatial_size']}, seed {s['seed']}, batch 8, "
+        f"Schedule: epochs {s['epochs']}, {s['spatial_size']}x{s['spatial_size']}, seed {s['seed']}, batch 8, "
         f"busi.json's recipe (Adam, lr 1e-3 cosine to 1e-5, its augmentations), benign + malignant; split "
         f"{split['training']} training / {split['selection']} selection / {split['validation']} validation images"
         + ("" if len(splits) == 1 else " (**the rows' splits differ**)")
         + ("" if len(schedules) == 1 else "; **the rows' schedules differ**") + ".",
         f"Training images/s: batch {tp['batch']}, {tp['size']}x{tp['size']}, {tp['precision']}, {tp['threads']} "
-        "threads, median of steps on random data; bundle s/epoch: MONAI's epoch time (training + selection), median "
-        "after the first epoch.",
+        f"threads, median of {tp['steps']} steps on random data; bundle s/epoch: MONAI's epoch time (training + "
+        "selection), median after the first epoch.",
         f"Machine: {first['machine']}; load average at each row's end: "
         + ", ".join(f"{r['row']} {r['load_average'][0]:.1f}" for r in rows.values()) + ".",
         "",
@@ -444,7 +456,8 @@ def render_context(rows: dict[str, dict]) -> str:
     ]
     for row in [r for r in ROWS if r in rows]:
         c = rows[row]["commands"]
-        lines += [f"- `{row}`:", f"  - `{c['training']}`", f"  - `{c['evaluation']}`"]
+        lines += [f"- `{row}`, by `{rows[row]['compare_command']}`:", f"  - `{c['training']}`",
+                  f"  - `{c['evaluation']}`"]
     return "\n".join(lines)
 
 
@@ -501,6 +514,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="print how many epochs of the rows in <out>.json fit HOURS (run them with --epochs 1 "
                         "first), then stop")
     parser.add_argument("--cores", type=int, default=2, help="idle cores assumed by --plan's CPU-time projection")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 
     out_json = Path(args.out + ".json")
@@ -517,14 +531,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--spatial_size must be a multiple of 32 (SwinUNETR, UNet++), got {args.spatial_size}")
     schedule = {"epochs": args.epochs, "spatial_size": args.spatial_size, "seed": args.seed, "include_normal": False,
                 "max_items": args.max_items}
-    result["command"] = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
+    result["command"] = "python " + shlex.join([os.path.relpath(__file__, ROOT)] + argv)
     for row in args.rows:
         done = result["rows"].get(row)
         if done and done["schedule"] == schedule and not args.force:
             print(f"[{row}] already measured with this schedule: skipped (--force to re-run)", flush=True)
             continue
         start = time.perf_counter()
-        result["rows"][row] = run_row(row, args, schedule)
+        result["rows"][row] = {**run_row(row, args, schedule), "compare_command": result["command"]}
         print(f"[{row}] done in {time.perf_counter() - start:.0f} s: validation Dice "
               f"{result['rows'][row]['validation']['dice']:.4f}", flush=True)
         write_outputs(result, args.out, args.doc)

@@ -147,7 +147,7 @@ def _row(row: str, max_items=None) -> dict:
                                 "size": 256, "steps": 5},
         "bundle_epoch_seconds": [30.0, 20.0], "load_average": [1.0, 1.0, 1.0], "machine": "cpu",
         "training_seconds": {"wall": 60.0, "cpu": 100.0}, "evaluation_seconds": {"wall": 10.0, "cpu": 15.0},
-        "measurement_seconds": {"wall": 5.0, "cpu": 8.0},
+        "measurement_seconds": {"wall": 5.0, "cpu": 8.0}, "compare_command": "python benchmarks/compare.py x",
     }
 
 
@@ -164,7 +164,7 @@ def test_tables_and_document(tmp_path):
     compare.write_outputs({"command": "c", "rows": rows}, out, str(doc))
     text = doc.read_text()
     assert "old table" not in text and table in text and text.startswith("intro\n") and text.endswith("after\n")
-    assert "- `unext`:\n  - `train unext`\n  - `eval unext`" in text
+    assert "- `unext`, by `python benchmarks/compare.py x`:\n  - `train unext`\n  - `eval unext`" in text
     assert json.loads(Path(out + ".json").read_text())["rows"].keys() == rows.keys()
 
     rows["unext_s"] = _row("unext_s", max_items=4)  # a smoke-test row never reaches the document
@@ -202,7 +202,9 @@ def test_rows_already_measured_with_the_schedule_are_skipped(tmp_path, monkeypat
 
     def fake_run_row(row, args, schedule):
         ran.append(row)
-        return {**_row(row), "schedule": schedule}
+        row = {**_row(row), "schedule": schedule}
+        del row["compare_command"]  # main adds it
+        return row
 
     monkeypatch.setattr(compare, "run_row", fake_run_row)
     out = str(tmp_path / "compare")
@@ -216,6 +218,7 @@ def test_rows_already_measured_with_the_schedule_are_skipped(tmp_path, monkeypat
     assert ran == ["unet", "unext", "unext_s", "unet", "unext"]
     rows = json.loads(Path(out + ".json").read_text())["rows"]
     assert rows["unet"]["schedule"]["epochs"] == 3 and rows["unext_s"]["schedule"]["epochs"] == 2
+    assert rows["unet"]["compare_command"].endswith("--epochs 3 --rows unet")
 
 
 @pytest.mark.slow

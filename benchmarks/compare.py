@@ -70,7 +70,6 @@ for _path in (ROOT, ROOT / "benchmarks"):  # this tree's package and train_speed
 
 from train_speed import epoch_times  # noqa: E402
 
-OVERLAYS = ROOT / "configs" / "compare"
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "comparison.md"
 TABLE_START = "<!-- compare.py table: start -->"
@@ -118,7 +117,8 @@ def config_files(row: str, evaluate: bool) -> list[str]:
 
 
 def schedule_overrides(schedule: dict) -> list[str]:
-    """The command-line overrides every command of a row takes: the paper's protocol and, in training, the epochs."""
+    """The overrides both commands of a row take: the paper's protocol (no normal images), and the seed and size
+    where they are not the defaults."""
     overrides = ["--include_normal", "False"]
     if schedule["seed"] != SEED:  # the split's and the training's seed
         overrides += ["--seed", str(schedule["seed"])]

@@ -29,6 +29,7 @@ BUNDLE_MAIN = os.path.join(os.path.dirname(monai.__file__), "bundle", "__main__.
 def _parser(row: str, evaluate: bool = False) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(ROOT / f) for f in compare.config_files(row, evaluate)])
+    parser["device"] = "$torch.device('cpu')"
     return parser
 
 
@@ -61,7 +62,6 @@ def test_overlay_network_trains_with_bundle_loss_and_inferer(row):
     is reduced to its one map by the overlay's forward hook, in training too)."""
     _needs_einops(row)
     parser = _parser(row)
-    parser["device"] = "$torch.device('cpu')"
     net = parser.get_parsed_content("network").train()
     loss = parser.get_parsed_content("loss")(
         parser.get_parsed_content("train#inferer")(torch.rand(2, 3, 64, 64), net),

@@ -33,11 +33,6 @@ def _parser(row: str, evaluate: bool = False) -> ConfigParser:
     return parser
 
 
-def _needs_einops(row: str) -> None:
-    if row == "swin_unetr":  # MONAI's SwinUNETR needs einops, an optional dependency of MONAI
-        pytest.importorskip("einops", reason="SwinUNETR needs einops (pip install einops)")
-
-
 def test_every_overlay_is_a_row():
     assert OVERLAYS == sorted(compare.ROWS)
 
@@ -47,7 +42,6 @@ def test_every_overlay_is_a_row():
 def test_overlay_network_through_bundle_configs(row, evaluate):
     """train.json (+ evaluate.json) + busi.json + the overlay build a network that maps an image batch to one logit
     map of the input's size: the shape the bundle's loss, inferers and post-processing take."""
-    _needs_einops(row)
     net = _parser(row, evaluate).get_parsed_content("network")
     net.eval()
     with torch.no_grad():
@@ -60,7 +54,6 @@ def test_overlay_network_through_bundle_configs(row, evaluate):
 def test_overlay_network_trains_with_bundle_loss_and_inferer(row):
     """A step with the bundle's training inferer and loss: the gradient reaches the first layer (UNet++'s list output
     is reduced to its one map by the overlay's forward hook, in training too)."""
-    _needs_einops(row)
     parser = _parser(row)
     net = parser.get_parsed_content("network").train()
     loss = parser.get_parsed_content("loss")(

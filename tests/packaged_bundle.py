@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from unext_monai.release.checks import bundle_on_path
+from unext_monai.bundle_scripts import bundle_on_path
 
 __all__ = ["REPO", "BUNDLE_NAME", "run", "packaged_bundle", "released_bundle", "integration_python", "real_images",
            "bundle_on_path"]

@@ -130,6 +130,17 @@ def test_file_missing(tmp_path: Path) -> None:
         check_datalist(items)
 
 
+def test_itk_picture_without_itk_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packaged bundle does not require ITK: an NRRD input where it is missing is reported, not a crash."""
+    from unext_monai.data import checks
+
+    monkeypatch.setattr("monai.utils.optional_import", lambda name: (None, False))
+    picture = tmp_path / "case.nrrd"
+    picture.write_bytes(b"NRRD0004\n")
+    pixels, problem = checks.read_itk_picture(str(picture), "image")
+    assert pixels is None and "needs ITK" in problem and "itk-io" in problem
+
+
 def test_all_problems_in_one_error_and_capped(tmp_path: Path) -> None:
     root = _dataset(tmp_path, n_good=1)
     for i in range(25):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaged_bundle import REPO, integration_python, run
+from packaged_bundle import REPO, bundle_on_path, integration_python, run
 from PIL import Image
 
 PROBE = "import monailabel.main, monailabel.tasks.infer.basic_infer, monailabel.tasks.scoring.epistemic_v2, unext_monai"
@@ -65,12 +65,13 @@ def pytorch_mask(bundle: Path, image: Path, out: Path) -> np.ndarray:
     src = out / "in"
     src.mkdir(parents=True)
     shutil.copy2(image, src / image.name)
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
-                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
-                        bundle_root=str(bundle), input_path=str(src), output_dir=str(out / "pred"), overlay=False)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    with bundle_on_path(bundle):
+        wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
+                            meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
+                            bundle_root=str(bundle), input_path=str(src), output_dir=str(out / "pred"), overlay=False)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
     return np.asarray(Image.open(out / "pred" / f"{image.stem}_mask.png"))
 
 

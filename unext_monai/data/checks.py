@@ -80,9 +80,13 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
 
 def read_itk_picture(path: str, role: str) -> tuple[np.ndarray | None, str | None]:
     """Read an NRRD / MetaImage file with ITK, as MONAI's ``ITKReader`` will: ``(pixels (H, W[, C]), None)`` or
-    ``(None, what is wrong)``; ``role`` (image, mask) names the file in the message."""
-    import itk
+    ``(None, what is wrong)``; ``role`` (image, mask) names the file in the message. ITK (``itk-io``) is optional:
+    without it the answer says so (a packaged bundle does not require it, only NRRD/MetaImage input needs it)."""
+    from monai.utils import optional_import
 
+    itk, has_itk = optional_import("itk")
+    if not has_itk:
+        return None, f"{role} file in an ITK format: reading it needs ITK, which is not installed (pip install itk-io)"
     try:
         pixels = itk.array_from_image(itk.imread(path))  # a copy: a view dies with its image
     except Exception as e:  # ITK raises RuntimeError for unreadable and damaged files

@@ -64,6 +64,11 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _long_string(text: str) -> str:
+    """``text`` clipped to what a DICOM Long String (LO) holds: 64 characters."""
+    return text if len(text) <= 64 else text[:63] + "\u2026"
+
+
 def _bundle_loader(bundle_path: Path):
     """The bundle's own image loader: the ``LoadImaged`` of ``inference.json``'s ``preprocessing``."""
     from monai.transforms import LoadImaged
@@ -243,7 +248,7 @@ class SegmentationWriterOperator(Operator):
             segmented_property_type=codes.SCT.Lesion,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name=name, family=codes.cid7162.ArtificialIntelligence, version=version),
+                name=_long_string(name), family=codes.cid7162.ArtificialIntelligence, version=version),
         )
         seg = hd.seg.Segmentation(
             source_images=[ds],
@@ -255,11 +260,11 @@ class SegmentationWriterOperator(Operator):
             sop_instance_uid=hd.UID(),
             instance_number=1,
             manufacturer="unext-monai",
-            manufacturer_model_name=name,
+            manufacturer_model_name=_long_string(name),
             software_versions=version,
             device_serial_number="0",
             omit_empty_frames=False,
-            series_description=f"{self.label} segmentation ({name} {version})",
+            series_description=_long_string(f"{self.label} segmentation ({name} {version})"),
         )
         path = str(self.output_folder / dicom_seg_file_name(stem))
         write_atomic(path, lambda p: seg.save_as(p))

@@ -172,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
                        model_path=str(model), skipped=skipped, inputs=files)
     if files:
         _quiet_platform_messages(args.log_level)
+        from unext_monai.bundle_scripts import bundle_scripts
         from unext_monai.deploy_app.app import UNeXtSegmentationApp
 
         sdk_level = "WARN" if args.log_level == "WARNING" else args.log_level  # the SDK's own spelling
         app_argv = [sys.executable, "unext_monai.deploy_app", "-i", str(Path(args.input).resolve()),
                     "-o", str(output), "-m", str(model), "-l", sdk_level]
-        UNeXtSegmentationApp(report=report, argv=app_argv).run()
+        with bundle_scripts(model):  # the code the bundle's configs name (``scripts.transforms...``)
+            UNeXtSegmentationApp(report=report, argv=app_argv).run()
     report.finish()
     counts = report.counts()
     print(f"{counts['segmented']} of {counts['total']} input(s) segmented, {counts['skipped']} skipped, "

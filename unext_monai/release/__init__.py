@@ -32,11 +32,11 @@ import sys
 import tempfile
 from typing import Any
 
+from unext_monai.bundle_scripts import bundle_on_path
 from unext_monai.io import load_checkpoint_file
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,
-    bundle_on_path,
     check_inference_config,
     check_torchscript,
     export_and_check_onnx,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import torch
 
-from unext_monai.release.vendor import SCRIPTS
-
-__all__ = ["ReleaseError", "bundle_on_path", "run_tool", "check_torchscript", "export_and_check_onnx",
+__all__ = ["ReleaseError", "run_tool", "check_torchscript", "export_and_check_onnx",
            "check_inference_config", "TS_ATOL", "ONNX_ATOL"]
 
 ONNX_ATOL = 1e-4
@@ -21,25 +17,6 @@ TS_ATOL = 1e-4  # the eager path folds BatchNorm on the fly in eval: float round
 
 class ReleaseError(RuntimeError):
     """A release that cannot be built or fails one of its checks."""
-
-
-def _unload_scripts() -> None:
-    for name in [m for m in sys.modules if m == SCRIPTS or m.startswith(f"{SCRIPTS}.")]:
-        del sys.modules[name]
-
-
-@contextlib.contextmanager
-def bundle_on_path(bundle_dir: str | os.PathLike) -> Iterator[None]:
-    """Import the bundle's ``scripts`` package (and nothing else of that name) inside the block, as the model zoo
-    does: the bundle folder first on ``sys.path``, any ``scripts`` imported before unloaded on entry and exit."""
-    bundle_dir = os.path.abspath(bundle_dir)
-    _unload_scripts()
-    sys.path.insert(0, bundle_dir)
-    try:
-        yield
-    finally:
-        sys.path.remove(bundle_dir)
-        _unload_scripts()
 
 
 def run_tool(args: list[str], what: str, cwd: str) -> str:

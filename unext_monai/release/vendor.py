@@ -18,11 +18,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from unext_monai.bundle_scripts import SCRIPTS
+
 __all__ = ["PACKAGE", "SCRIPTS", "config_strings", "vendored_files", "rewrite_config"]
 
 PACKAGE = "unext_monai"
-#: the package name of the copy inside a bundle (the model zoo's convention)
-SCRIPTS = "scripts"
 _FROM_PACKAGE = re.compile(rf"\bfrom\s+{PACKAGE}((?:\.\w+)*)\s+import\b")
 
 

@@ -21,13 +21,11 @@ MONAI Label's epistemic scoring.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,12 +34,12 @@ from monai.inferers import Inferer
 from monai.transforms import Activationsd, Compose, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.utils.others.class_utils import unload_module
 from PIL import Image
 
+from unext_monai.bundle_scripts import bundle_on_path
 from unext_monai.transforms import SavePredictiond
 
-__all__ = ["UNeXtInferTask", "UNeXtDropoutInferTask", "read_bundle", "bundle_labels", "bundle_on_path"]
+__all__ = ["UNeXtInferTask", "UNeXtDropoutInferTask", "read_bundle", "bundle_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +62,14 @@ def read_bundle(bundle_dir: str, dropout: float = 0.0) -> Tuple[ConfigParser, Di
     return parser, metadata
 
 
-@contextlib.contextmanager
-def bundle_on_path(bundle_dir: str) -> Iterator[None]:
-    """The bundle folder first on ``sys.path`` while its configs are parsed, so that a bundle's ``scripts`` package
-    is importable (and another bundle's, imported before, is not taken for it), as in MONAI Label's bundle tasks."""
-    sys.path.insert(0, bundle_dir)
-    unload_module("scripts")
-    try:
-        yield
-    finally:
-        sys.path.remove(bundle_dir)
-
-
 def bundle_labels(metadata: Dict[str, Any]) -> Dict[str, int]:
-    """``{label name: number}`` of the output's ``channel_def`` in ``metadata.json``, background left out."""
+    """``{label name: mask value}`` of the output's ``channel_def`` in ``metadata.json``, background left out: a
+    one-channel (sigmoid) output marks its class with 1, a several-channel (softmax) output with the channel index."""
     pred = next(iter(metadata["network_data_format"]["outputs"].values()))
-    return {v.lower(): int(k) for k, v in pred.get("channel_def", {}).items() if v.lower() != "background"}
+    channels = pred.get("channel_def", {})
+    if int(pred.get("num_channels", len(channels))) == 1:
+        return {v.lower(): 1 for v in channels.values() if v.lower() != "background"}
+    return {v.lower(): int(k) for k, v in channels.items() if v.lower() != "background"}
 
 
 class UNeXtInferTask(BasicInferTask):

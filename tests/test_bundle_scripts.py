@@ -67,3 +67,10 @@ def test_bundle_on_path_in_threads(tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(parse, range(32))) == [f"b{i % 4}" for i in range(32)]
+
+
+def test_the_aliased_modules_keep_their_own_identity() -> None:
+    with scripts_from_package():
+        importlib.import_module("scripts.transforms")
+    spec = unext_monai.transforms.__spec__
+    assert spec.name == "unext_monai.transforms" and spec.origin == unext_monai.transforms.__file__

@@ -272,6 +272,7 @@ def _loadable(save_dir: Path) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["interval", "key_metric"])
 def test_atomic_saver_survives_sigkill_while_writing(killed_while_saving, what):
     save_dir = killed_while_saving / f"atomic_{what}"

@@ -62,7 +62,13 @@ def check_onnx_runtime(path, net: UNeXt, shapes) -> None:
         torch.testing.assert_close(torch.from_numpy(out), expected, rtol=ONNX_RTOL, atol=ONNX_ATOL)
 
 
-@pytest.mark.parametrize("kwargs,shape", SCRIPT_CASES, ids=IDS)
+#: the cases that script the biggest networks run with the slow tests
+SLOW_SCRIPT_CASES = {"paper", "3d", "dropout-drop-path"}
+
+
+@pytest.mark.parametrize("kwargs,shape", [
+    pytest.param(*case, id=name, marks=[pytest.mark.slow] if name in SLOW_SCRIPT_CASES else [])
+    for case, name in zip(SCRIPT_CASES, IDS)])
 def test_script_save(kwargs, shape, tmp_path):
     net = trained(**kwargs)
     script_save(net, torch.randn(*shape), path=tmp_path / "model.ts")

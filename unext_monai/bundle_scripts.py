@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -64,11 +65,17 @@ class _PackageAsScripts(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None
         return importlib.util.spec_from_loader(fullname, self, is_package=real.submodule_search_locations is not None)
 
-    def create_module(self, spec):
-        return importlib.import_module(_PACKAGE + spec.name[len(SCRIPTS):])
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
 
-    def exec_module(self, module) -> None:  # the real module is already executed
-        pass
+    def create_module(self, spec):
+        module = importlib.import_module(_PACKAGE + spec.name[len(SCRIPTS):])
+        self._specs[module.__name__] = module.__spec__
+        return module
+
+    def exec_module(self, module) -> None:
+        # the real module is already executed; the import system gave it the alias's spec: give its own back
+        module.__spec__ = self._specs.pop(module.__name__)
 
 
 @contextlib.contextmanager

@@ -173,7 +173,8 @@ def test_two_nodes_on_loopback_five_runs_in_a_row(tmp_path: Path) -> None:
         procs = _two_nodes(root, tmp_path / f"logs{run}", "--max_epochs", "1")
         codes = _wait(procs, 600)
         logs = "\n".join((tmp_path / f"logs{run}" / f"node{r}.log").read_text()[-3000:] for r in (0, 1))
-        assert codes == [0, 0], f"run {run}: exit codes {codes}\n{logs}"
+        errors = [line.strip()[:200] for line in logs.splitlines() if "Error" in line][:6]
+        assert codes == [0, 0], f"run {run}: exit codes {codes}, first errors {errors}\n{logs}"
         assert (root / "models" / "model.pt").is_file() and (root / "models" / "checkpoint_epoch=1.pt").is_file()
 
 

@@ -8,11 +8,13 @@ the pre-flight check, caching) is recorded too.
 
 Writes ``benchmarks/results/train_speed.json`` and ``.md``::
 
-    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --epochs 2
-    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --variants bf16 fp32 --threads 2
+    git worktree add ../baseline 5bad0bc   # the revision before the fast CPU path
+    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --dataset_name isic2018 \\
+        --baseline_root ../baseline --epochs 2
+    python benchmarks/train_speed.py --dataset_dir ../shared/data/isic2018 --variants default "default in fp32"
 
-A variant is a name and a list of bundle overrides (see ``VARIANTS``); ``--baseline_config`` adds the run of another
-``train.json`` (for example the one of an earlier commit, ``git show REV:configs/train.json > old.json``).
+A variant is a name and a list of bundle overrides (see ``VARIANTS``); ``--baseline_root`` adds the run of an earlier
+revision, its ``train.json`` with its own package (``git worktree add ../baseline REV``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ VARIANTS: dict[str, list[str]] = {
     "default in fp32": ["--precision", "fp32"],
     "default, freed memory returned to the system": ["--reuse_freed_memory", "false"],
     "default with 2 worker processes": ["--num_workers", "2"],
+    "default, batches prepared in a thread": ["--train#dataloader#_target_", "ThreadDataLoader"],
 }
 _EPOCH = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 
@@ -53,20 +56,24 @@ def epoch_times(log: str) -> list[float]:
     return [times[k] for k in sorted(times)]
 
 
-def run_variant(config_files: list[str], overrides: list[str], args: argparse.Namespace, work: str) -> dict:
+def run_variant(config_files: list[str], overrides: list[str], args: argparse.Namespace, work: str,
+                code_root: Path = ROOT) -> dict:
+    """One timed training run of ``config_files`` with the package and configs of the checkout ``code_root``."""
     root = tempfile.mkdtemp(prefix="bundle_", dir=work)
     command = [
         sys.executable, "-m", "monai.bundle", "run", "training",
-        "--meta_file", str(ROOT / "configs" / "metadata.json"),
+        "--meta_file", str(code_root / "configs" / "metadata.json"),
         "--config_file", json.dumps(config_files),
-        "--logging_file", str(ROOT / "configs" / "logging.conf"),
+        "--logging_file", str(code_root / "configs" / "logging.conf"),
         "--bundle_root", root,
         "--dataset_dir", os.path.abspath(args.dataset_dir),
+        *(["--dataset_name", args.dataset_name] if args.dataset_name else []),
         "--max_epochs", str(args.epochs),
         "--val_interval", str(args.epochs + 1),
         *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": str(code_root)}
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -91,26 +98,32 @@ def run_variant(config_files: list[str], overrides: list[str], args: argparse.Na
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_dir", required=True)
-    parser.add_argument("--overlay", default="configs/isic2018.json", help="the dataset's config overlay")
+    parser.add_argument("--overlay", default="", help="a config overlay on train.json (default: none, the bundle's "
+                        "own train.json)")
+    parser.add_argument("--dataset_name", default=None,
+                        help="the layout of --dataset_dir (isic2018, busi), for revisions that do not detect it")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"any of {list(VARIANTS)}")
-    parser.add_argument("--baseline_config", default=None, help="another train.json to time as 'baseline'")
+    parser.add_argument("--baseline_root", default=None,
+                        help="a checkout of an earlier revision (`git worktree add DIR REV`): its train.json, with its "
+                             "own package, is timed as 'baseline'")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds: each runs every variant once, in turn; images/s is the median over the rounds")
     parser.add_argument("--out", default=str(RESULTS / "train_speed"))
     args = parser.parse_args()
 
-    base = [str(ROOT / "configs" / "train.json"), str(ROOT / args.overlay)]
+    overlay = [str(ROOT / args.overlay)] if args.overlay else []
     runs: dict[str, dict] = {}
-    plan = [(name, base, VARIANTS[name]) for name in args.variants]
-    if args.baseline_config:
-        plan.insert(0, ("baseline", [os.path.abspath(args.baseline_config), str(ROOT / args.overlay)], []))
-    rounds: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
+    plan = [(name, [str(ROOT / "configs" / "train.json"), *overlay], VARIANTS[name], ROOT) for name in args.variants]
+    if args.baseline_root:
+        old = Path(args.baseline_root).resolve()
+        plan.insert(0, ("baseline", [str(old / "configs" / "train.json"), *overlay], [], old))
+    rounds: dict[str, list[dict]] = {name: [] for name, *_ in plan}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.repeats):  # interleaved, so that a machine whose speed drifts treats all alike
-            for name, config_files, overrides in plan:
-                rounds[name].append(run_variant(config_files, overrides, args, work))
+            for name, config_files, overrides, code_root in plan:
+                rounds[name].append(run_variant(config_files, overrides, args, work, code_root))
                 print(name, f"{rounds[name][-1]['images_per_second']:.1f} img/s", flush=True)
     for name, results in rounds.items():
         ordered = sorted(results, key=lambda r: r["images_per_second"])
@@ -124,7 +137,8 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}",
         "cpu_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
         "dataset_dir": args.dataset_dir,
-        "overlay": args.overlay,
+        "overlay": args.overlay or None,
+        "baseline_root": args.baseline_root,
         "epochs": args.epochs,
         "threads": args.threads,
         "repeats": args.repeats,

@@ -112,12 +112,15 @@ def test_evaluate_scores_a_whole_folder_without_split(demo_bundle, tmp_path):
 
 
 def test_evaluate_with_flip_tta_and_post_processing_options(demo_bundle, tmp_path):
-    """tta, keep_largest_component and min_lesion_area switch MONAI's parts in; the selection split can be scored."""
+    """tta, min_lesion_confidence, keep_largest_component and min_lesion_area switch their parts in; the selection
+    split can be scored."""
     wf = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, output_dir=str(tmp_path / "tta"), tta=True,
-                  keep_largest_component=True, min_lesion_area=30, eval_split="selection", **SMALL)
+                  keep_largest_component=True, min_lesion_area=30, min_lesion_confidence=0.6, eval_split="selection",
+                  **SMALL)
     assert type(wf.parser.get_parsed_content("validate#inferer")).__name__ == "FlipTTAInferer"
     names = [type(t).__name__ for t in wf.parser.get_parsed_content("validate#postprocessing").transforms]
-    assert names[-2:] == ["KeepLargestConnectedComponentd", "RemoveSmallObjectsd"]
+    assert names[-4:] == ["LesionConfidenceGated", "AsDiscreted", "KeepLargestConnectedComponentd",
+                          "RemoveSmallObjectsd"]
     run_workflow(wf)
     selection = json.loads((demo_bundle / "eval" / "split.json").read_text())["selection"]
     assert sorted(r["filename"] for r in per_image(tmp_path / "tta", "val_mean_dice")) == sorted(

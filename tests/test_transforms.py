@@ -5,7 +5,13 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import EnsureChannelFirstd, LoadImaged
 from PIL import Image
 
-from unext_monai.transforms import LoadMaskd, SavePredictiond, ToModelChannelsd, standard_pil_mode
+from unext_monai.transforms import (
+    LesionConfidenceGated,
+    LoadMaskd,
+    SavePredictiond,
+    ToModelChannelsd,
+    standard_pil_mode,
+)
 
 
 def load(path, channels=3):
@@ -101,3 +107,21 @@ def test_save_writes_to_planned_paths_and_overlays_nifti(tmp_path):
     assert overlay.shape == (6, 9, 3)
     assert (overlay[1:3, 2:6, 0] > overlay[1:3, 2:6, 2]).all()  # tinted where the mask is
     assert np.asarray(__import__("nibabel").load(planned["mask_file"]).dataobj).sum() == 8
+
+
+def test_lesion_confidence_gate_clears_weak_lesions_only():
+    """The mean probability over the largest region above 0.5 decides: a weak lesion (0.7) is cleared under a 0.9
+    gate, a confident one (0.97) is kept as it is, even beside a weak speck; an empty map stays empty."""
+    gate = LesionConfidenceGated("pred", min_confidence=0.9)
+    weak = torch.zeros(1, 32, 32)
+    weak[0, 4:14, 4:14] = 0.7
+    out = gate({"pred": MetaTensor(weak, meta={"filename_or_obj": "w.png"})})["pred"]
+    assert float(out.abs().sum()) == 0 and isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "w.png"
+    confident = torch.zeros(1, 32, 32)
+    confident[0, 10:30, 10:30] = 0.97
+    confident[0, 1:3, 1:3] = 0.6  # a weak speck apart from the lesion
+    assert torch.equal(gate({"pred": confident})["pred"], confident)
+    assert gate.confidence(confident) == pytest.approx(0.97)
+    assert float(gate({"pred": torch.full((1, 8, 8), 0.2)})["pred"].sum()) == 0
+    with pytest.raises(ValueError, match="min_confidence"):
+        LesionConfidenceGated("pred", min_confidence=1.5)

@@ -29,6 +29,7 @@ __all__ = [
     "ToModelChannelsd",
     "LoadMaskd",
     "SavePredictiond",
+    "LesionConfidenceGated",
     "standard_pil_mode",
     "picture_readers",
     "CopyingITKReader",
@@ -175,6 +176,43 @@ class LoadMaskd(MapTransform):
                                      f"{tuple(union.shape[1:])}.")
                 union = torch.maximum(union, m)
             d[key] = union
+        return d
+
+
+class LesionConfidenceGated(MapTransform):
+    """Clear a probability map whose lesion is not confident (MONAI has no image-level rejection of a weak
+    prediction): when the mean probability over the largest connected region above ``threshold`` is below
+    ``min_confidence``, every value of ``keys`` becomes 0, so the image gets no lesion; otherwise it is unchanged.
+
+    Place it between ``Activationsd(sigmoid=True)`` (and any ``Invertd``) and the threshold (``AsDiscreted``): it reads
+    probabilities in [0, 1], shape (1, H, W[, D]). Lesion-free scans (BUSI's normal class) mostly give regions of
+    middling probability, lesions mostly saturate; the bundles choose ``min_confidence`` on the selection split.
+    """
+
+    def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.min_confidence = min_confidence
+        self.threshold = threshold
+
+    def confidence(self, prob: torch.Tensor) -> float:
+        """Mean probability over the largest connected region of ``prob > threshold`` (0 when there is none)."""
+        from monai.transforms.utils import get_largest_connected_component_mask
+
+        marked = prob > self.threshold
+        if not bool(marked.any()):
+            return 0.0
+        region = get_largest_connected_component_mask(marked)
+        return float(prob[region.bool()].float().mean())
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = d[key]
+            if self.confidence(torch.as_tensor(prob)) < self.min_confidence:
+                d[key] = prob * 0
         return d
 
 

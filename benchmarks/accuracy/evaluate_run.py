@@ -1,7 +1,8 @@
 """Evaluate a finished training run with the bundle's own evaluate.json, as the results page reports it.
 
 1. Post-processing is chosen on the *selection* split (the split that picked the checkpoint), never on the validation
-   split: each candidate of ``--candidates`` (``keep_largest_component`` / ``min_lesion_area``) is scored there and
+   split: each candidate of ``--candidates`` (``keep_largest_component`` / ``min_lesion_area`` /
+   ``min_lesion_confidence``) is scored there and
    the best mean of ``--key`` wins; with ``--normal``, among the candidates that mark lesion pixels on at most 15% of
    the selection split's lesion-free images (or, if none does, the one that marks fewest).
 2. The validation split is scored with the chosen post-processing, without and with flip test-time augmentation
@@ -37,6 +38,8 @@ CANDIDATES = {
     "largest component >= 1000 px": {"keep_largest_component": True, "min_lesion_area": 1000},
     "largest component >= 2000 px": {"keep_largest_component": True, "min_lesion_area": 2000},
     "largest component >= 4000 px": {"keep_largest_component": True, "min_lesion_area": 4000},
+    **{f"largest component, confidence >= {c}": {"keep_largest_component": True, "min_lesion_area": 0,
+                                                 "min_lesion_confidence": c} for c in (0.85, 0.88, 0.9, 0.92, 0.94)},
 }
 #: the most lesion-free images a chosen post-processing may mark on the selection split (with --normal)
 MAX_MARKED = 0.15

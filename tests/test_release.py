@@ -319,3 +319,15 @@ def test_release_with_metrics_card_file_and_changelog_history(released, tmp_path
     assert proc.returncode == 0, proc.stdout[-2000:]
     log = json.loads((out / "configs" / "metadata.json").read_text())["changelog"]
     assert list(log.items())[:2] == [("0.3.0", "second X"), ("0.2.0", "first X")]
+
+
+def test_training_record_names_the_released_epoch(tmp_path):
+    """The card states the selection row of the weights released: the best row, or the epoch named at release."""
+    from unext_monai.release import ReleaseError, _training_record
+
+    (tmp_path / "val_metrics.csv").write_text("epoch,val_mean_dice,val_mean_iou\n1,0.5,0.4\n2,0.8,0.7\n3,0.7,0.6\n")
+    assert _training_record(str(tmp_path))["best"] == {"epoch": 2, "val_mean_dice": 0.8, "val_mean_iou": 0.7}
+    named = _training_record(str(tmp_path), weights_epoch=3)
+    assert named["weights_epoch"] == {"epoch": 3, "val_mean_dice": 0.7, "val_mean_iou": 0.6} and "best" not in named
+    with pytest.raises(ReleaseError, match="no such epoch"):
+        _training_record(str(tmp_path), weights_epoch=9)

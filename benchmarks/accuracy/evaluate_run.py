@@ -122,6 +122,10 @@ def main() -> None:
     parser.add_argument("--key", default="val_mean_dice", help="the metric that picks the post-processing")
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), help=f"of {list(CANDIDATES)}")
     parser.add_argument("--normal", action="store_true", help="count lesion-free validation images marked")
+    parser.add_argument("--choose", default=None,
+                        help="release this candidate instead of the rule's pick (recorded with --why, and the rule's "
+                             "pick beside it)")
+    parser.add_argument("--why", default="", help="why --choose departs from the rule (recorded)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
@@ -140,13 +144,19 @@ def main() -> None:
         best = max(allowed, key=lambda label: selection[label][args.key])
     else:
         best = min(args.candidates, key=lambda label: (marked[label], -selection[label][args.key]))
+    rule_pick = best
+    if args.choose:
+        if args.choose not in args.candidates:
+            parser.error(f"--choose {args.choose!r} is not one of --candidates")
+        best = args.choose
     chosen = CANDIDATES[best]
     plain = evaluate(args, "evaluation", **chosen)
     tta = evaluate(args, "evaluation_tta", tta=True, **chosen)  # the overlay's tta_flips: the training's flips
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "selection": {"key": args.key, "candidates": selection, "chosen": best, "options": chosen},
+        "selection": {"key": args.key, "candidates": selection, "chosen": best, "options": chosen,
+                      "rule_pick": rule_pick, "why_not_the_rule": args.why if best != rule_pick else ""},
         "validation": {
             "images": plain["images"],
             "plain": {m: summary(v) for m, v in plain["per_image"].items()},

@@ -75,8 +75,10 @@ def _state_dict(ckpt_file: str) -> dict:
     return weights
 
 
-def _training_record(train_dir: str | None, key_metric: str = "val_mean_dice") -> dict[str, Any]:
-    """What the training run left in its output folder: the split's meta and sizes, the best validation row."""
+def _training_record(train_dir: str | None, key_metric: str = "val_mean_dice",
+                     weights_epoch: int | None = None) -> dict[str, Any]:
+    """What the training run left in its output folder: the split's meta and sizes, and the selection row of the
+    released weights: the best row, or the row of ``weights_epoch`` when given (``record["weights_epoch"]``)."""
     record: dict[str, Any] = {}
     split_file = os.path.join(train_dir, "split.json") if train_dir else ""
     if split_file and os.path.isfile(split_file):
@@ -90,7 +92,13 @@ def _training_record(train_dir: str | None, key_metric: str = "val_mean_dice") -
             history = list(csv.DictReader(f))
         if history:
             record["epochs"] = max(int(r["epoch"]) for r in history)
-            if key_metric in history[0]:
+            if weights_epoch is not None:
+                rows = [r for r in history if int(r["epoch"]) == weights_epoch]
+                if not rows:
+                    raise ReleaseError(f"--weights_epoch {weights_epoch}: {history_file} has no such epoch")
+                record["weights_epoch"] = {k: (int(v) if k == "epoch" else float(v)) for k, v in rows[0].items()
+                                           if v != ""}
+            elif key_metric in history[0]:
                 best = max(history, key=lambda r: float(r[key_metric] or "nan"))
                 record["best"] = {k: (int(v) if k == "epoch" else float(v)) for k, v in best.items() if v != ""}
     return record
@@ -135,6 +143,7 @@ def release(
     changelog: str | None = None,
     train_dir: str | None = None,
     metrics: str | None = None,
+    weights_epoch: int | None = None,
     overwrite: bool = False,
 ) -> str:
     """Build the release folder of the bundle at ``bundle_root``; returns its path. See the module docstring.
@@ -155,6 +164,9 @@ def release(
         metrics: the evaluation's ``metrics.csv`` (MONAI's MetricsSaver; means and image count) or a flat JSON file,
             for ``eval_metrics``; without it, an existing release's ``eval_metrics`` are kept when its ``model.pt``
             holds the same weights.
+        weights_epoch: the epoch whose weights ``ckpt`` holds, when they are not the best row of
+            ``val_metrics.csv`` (a run resumed on a revision that restarted its best-model record); the card then
+            names that epoch and its selection scores.
         overwrite: replace an existing output folder (only once the new one has passed its checks); its changelog's
             older entries are kept.
 
@@ -184,7 +196,7 @@ def release(
         with open(os.path.join(output, "configs", "metadata.json"), encoding="utf-8") as f:
             previous_meta = json.load(f)
     train_dir = os.path.abspath(train_dir) if train_dir else os.path.join(bundle_root, "eval")
-    record = _training_record(train_dir)
+    record = _training_record(train_dir, weights_epoch=weights_epoch)
     recorded = (record.get("split") or {}).get("dataset")
     if dataset and recorded and dataset != recorded:
         raise ReleaseError(f"--dataset {dataset}, but {train_dir}/split.json says the weights were trained on "
@@ -324,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train_dir", default=None,
                     help="training output folder with split.json and val_metrics.csv (default: <bundle_root>/eval)")
     ap.add_argument("--metrics", default=None, help="evaluation metrics.csv (or flat JSON) for eval_metrics")
+    ap.add_argument("--weights_epoch", type=int, default=None,
+                    help="the epoch whose weights --ckpt holds, when not the best row of val_metrics.csv")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = ap.parse_args(argv)
     try:

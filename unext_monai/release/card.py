@@ -122,7 +122,10 @@ def packaged_sections(
     training += ["", "Any of these can be overridden on the command line (`--max_epochs 50`). Training writes the best "
                      "epoch's weights to `models/model.pt`, over the released ones: copy the bundle first to keep "
                      "them."]
-    if record.get("epochs"):
+    if record.get("epochs") and record.get("weights_epoch"):
+        training += ["", f"These weights: {record['epochs']} epoch(s) trained; `models/model.pt` holds the weights of "
+                         f"epoch {record['weights_epoch']['epoch']} (named at release; see the changelog)."]
+    elif record.get("epochs"):
         training += ["", f"These weights: {record['epochs']} epoch(s) trained; `models/model.pt` holds the weights of "
                          "the best epoch on the selection part."]
     else:
@@ -147,6 +150,10 @@ def packaged_sections(
     if best:
         perf += ["", f"Best score on the selection part during training (epoch {best.get('epoch')}): "
                      f"{_metrics_line({k: v for k, v in best.items() if k != 'epoch'})}."]
+    if record.get("weights_epoch"):
+        row = record["weights_epoch"]
+        perf += ["", f"Score of these weights on the selection part during training (epoch {row['epoch']}): "
+                     f"{_metrics_line({k: v for k, v in row.items() if k != 'epoch'})}."]
     if not perf:
         perf = ["No metrics were recorded for these weights."]
     perf += ["", f"Checked at release ({checks['date']}): `monai.bundle verify_net_in_out` passed; `models/model.ts` "

@@ -13,21 +13,28 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import os
+import random
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.transforms import Randomizable, Transform
 
-from .io import load_checkpoint_file
+from .distributed import is_rank0
+from .io import load_checkpoint_file, write_atomic
 
 __all__ = [
+    "RandomStates",
+    "BestModelState",
     "ModelCheckpointLoader",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
@@ -215,7 +222,11 @@ class ModelCheckpointLoader(CheckpointLoader):
             checkpoint = {first: checkpoint}
         else:
             checkpoint = dict(checkpoint)
-        missing = [k for k in self.load_dict if k not in checkpoint]
+        optional = [k for k, obj in self.load_dict.items() if k not in checkpoint and getattr(obj, "optional", False)]
+        for key in optional:
+            logger.warning(f"{path}: no '{key}' in the checkpoint (written by an older version): resuming without it")
+        load_dict = {k: v for k, v in self.load_dict.items() if k not in optional}
+        missing = [k for k in load_dict if k not in checkpoint]
         if missing:
             if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
                 held = "it is a model-only state dict, as model.pt"
@@ -225,11 +236,11 @@ class ModelCheckpointLoader(CheckpointLoader):
                 f"{path}: the checkpoint has no {missing} ({held}); resuming training needs a checkpoint_epoch=N.pt "
                 "written by the training run"
             )
-        for key, obj in self.load_dict.items():
+        for key, obj in load_dict.items():
             if isinstance(obj, torch.nn.Module):
                 checkpoint[key] = check_model_state(obj, checkpoint[key], source=path, strict=self.strict)
         prior_max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=self.strict)
+        Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"{path}: the checkpoint is at epoch {engine.state.epoch}, past max_epochs={prior_max_epochs}; raise "
@@ -289,35 +300,7 @@ class AtomicDiskSaver(DiskSaver):
         self._to_remove.append(self.filename or filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                func(checkpoint, f, **self.kwargs)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-        part = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.part$")
-        for leftover in path.parent.iterdir():
-            if part.match(leftover.name):
-                leftover.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        write_atomic(path, lambda tmp: func(checkpoint, tmp, **self.kwargs))
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -334,6 +317,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        bound = inspect.signature(CheckpointSaver.__init__).bind(self, *args, **kwargs)
+        self.key_metric_name = bound.arguments.get("key_metric_name")
+        self.key_metric_filename = bound.arguments.get("key_metric_filename")
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is None:
                 continue
@@ -345,3 +331,152 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 unit = "epoch" if self.epoch_level else "iteration"
                 stale = re.compile(rf"^{re.escape(prefix + name)}_{unit}=\d+\.pt$")
             checkpoint.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed, stale=stale)
+
+    def metrics_completed(self, engine: Any) -> None:
+        """Save the key-metric checkpoint, unless the key metric is undefined (NaN: no validation item had a
+        lesion), which ranks against nothing: the previous best file stays, with a warning."""
+        name = self.key_metric_name if isinstance(self.key_metric_name, str) else engine.state.key_metric_name
+        value = engine.state.metrics.get(name)
+        if isinstance(value, float) and math.isnan(value):
+            logger.warning(f"{name} is undefined at epoch {engine.state.epoch} (no validation item has a lesion): "
+                           f"no best-model file written for it")
+            return
+        super().metrics_completed(engine)
+
+
+def _randomizables(root: Any) -> list[Randomizable]:
+    """Every ``Randomizable`` reachable from ``root`` (a transform, a ``Compose`` or a list of them) through the
+    transforms' attributes, in a fixed order, each once: ``RandAffined`` holds ``RandAffine`` which holds
+    ``RandAffineGrid``, each with its own generator."""
+    found: list[Randomizable] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> None:
+        if depth > 6 or id(obj) in seen:
+            return
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item, depth + 1)
+            return
+        if not isinstance(obj, Transform):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, Randomizable):
+            found.append(obj)
+        for value in vars(obj).values():
+            visit(value, depth + 1)
+
+    visit(root, 0)
+    return found
+
+
+def _numpy_state_to_torch(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_torch(state: Mapping[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+
+
+class RandomStates:
+    """The random number generators of a training run as one checkpoint entry, so that a resumed run draws the same
+    numbers as an uninterrupted one: Python's, NumPy's and PyTorch's global generators (CPU, and CUDA when present)
+    and the private generator of every random MONAI transform in ``transforms`` (MONAI seeds them once, when the
+    DataLoader is made; ``set_determinism`` at start-up does not reach them).
+
+    Put it in the resumable checkpoint's ``save_dict``/``load_dict`` (``"rng"``). The state holds only tensors, numbers
+    and strings, so the checkpoint still loads with ``weights_only=True``. Checkpoints of older versions lack it:
+    :class:`ModelCheckpointLoader` then resumes without it, with a warning (``optional``).
+
+    Args:
+        transforms: the training pipeline (``Compose``) or a list of transforms.
+    """
+
+    optional = True
+
+    def __init__(self, transforms: Any) -> None:
+        self.transforms = _randomizables(transforms)
+
+    def state_dict(self) -> dict[str, Any]:
+        py_version, py_state, py_gauss = random.getstate()
+        return {
+            "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+            "numpy": _numpy_state_to_torch(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "transforms": [_numpy_state_to_torch(t.R.get_state()) for t in self.transforms],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if len(state["transforms"]) != len(self.transforms):
+            raise ValueError(
+                f"the checkpoint holds the random states of {len(state['transforms'])} random transforms, the training "
+                f"pipeline has {len(self.transforms)}: resume with the train#random_transforms of the interrupted run"
+            )
+        python = state["python"]
+        random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
+        np.random.set_state(_numpy_state_from_torch(state["numpy"]))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        for transform, transform_state in zip(self.transforms, state["transforms"]):
+            transform.R.set_state(_numpy_state_from_torch(transform_state))
+
+
+class BestModelState:
+    """The best model, its record in the key-metric saver and the evaluator's best metric, as one checkpoint entry.
+
+    The key-metric saver writes the best weights to ``model.pt`` (a plain state dict, as inference and the release
+    load it). The resumable checkpoint, written after it in the same epoch, carries this entry: a copy of
+    ``model.pt``'s weights together with the saver's record and the evaluator's ``best_metric`` /
+    ``best_metric_epoch``. On resume all of them are restored from that one file, and ``model.pt`` is rewritten
+    from it when it differs (a run killed after writing a newer ``model.pt`` but before its checkpoint), so the best
+    model and its record never disagree, and the log tells the true best after any resume.
+
+    Args:
+        saver: the key-metric ``CheckpointSaver`` (``save_key_metric=True``, e.g. ``validate#best_saver``).
+        evaluator: the evaluator whose key metric picks the best (``validate#evaluator``).
+    """
+
+    def __init__(self, saver: Any, evaluator: Any) -> None:
+        self.saver = saver
+        self.evaluator = evaluator
+
+    def _model_path(self) -> Path:
+        if not getattr(self.saver, "key_metric_filename", None):
+            raise ValueError("BestModelState needs a key-metric saver with a fixed key_metric_filename (model.pt)")
+        return Path(self.saver.save_dir) / self.saver.key_metric_filename
+
+    def state_dict(self) -> dict[str, Any]:
+        checkpoint = self.saver._key_metric_checkpoint
+        record = checkpoint.state_dict() if checkpoint is not None else {}
+        path = self._model_path()
+        model = load_checkpoint_file(path, "cpu") if record.get("_saved") and path.is_file() else None
+        state = self.evaluator.state
+        return {
+            "saver": record,
+            "best_metric": float(getattr(state, "best_metric", -1)),
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1)),
+            "model": model,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "saver" not in state:  # written by an older version: the saver's record only
+            state = {"saver": dict(state), "model": None}
+        if state["saver"]:
+            self.saver.load_state_dict(state["saver"])
+        if "best_metric" in state:
+            self.evaluator.state.best_metric = state["best_metric"]
+            self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if state["model"] is not None and is_rank0():  # the process that writes the checkpoints
+            path = self._model_path()
+            current = load_checkpoint_file(path, "cpu") if path.is_file() else None
+            if current is None or current.keys() != state["model"].keys() or any(
+                not torch.equal(current[k], v) for k, v in state["model"].items()
+            ):
+                write_atomic(path, lambda tmp: torch.save(state["model"], tmp))
+                logger.info(f"{path}: restored the best model of epoch {state.get('best_metric_epoch')} from the "
+                            "checkpoint (the file held other weights)")

@@ -2,14 +2,19 @@
 """Ignite handlers and helpers the bundle's configs need and MONAI lacks.
 
 - :class:`ProgressBar`: ignite's tqdm bar with the running loss (MONAI's handlers log lines, not a bar).
-- :class:`MetricsHistory`: one CSV row of validation metrics per epoch, for curves without TensorBoard.
+- :class:`MetricsHistory`: one CSV row of validation metrics per epoch, for curves without TensorBoard (MONAI's
+  ``MetricsSaver`` rewrites its files at every run of the evaluator).
+- :class:`MetricHandler`, :func:`defined_and_greater`: an undefined metric (no ground-truth lesion anywhere) stays
+  undefined (NaN) instead of MONAI's 0.0, and never ranks as the best.
 - :func:`latest_checkpoint`: the newest ``checkpoint_epoch=N.pt`` that MONAI's ``CheckpointSaver`` wrote, to resume.
+- :func:`log_dataset`, :func:`log_best`: the log lines that start and end a training run.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -17,11 +22,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
+from monai.handlers import IgniteMetricHandler
+
+from .io import write_atomic
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["ProgressBar", "MetricsHistory", "MetricsJSON", "latest_checkpoint", "log_dataset", "log_best"]
+__all__ = [
+    "ProgressBar",
+    "MetricsHistory",
+    "MetricHandler",
+    "defined_and_greater",
+    "latest_checkpoint",
+    "log_dataset",
+    "log_best",
+]
 
 logger = logging.getLogger("unext_monai")
 
@@ -76,13 +92,14 @@ class MetricsHistory:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < int(epoch)]
         rows.append(row)
         self._started = True
-        os.makedirs(os.path.dirname(os.path.abspath(self.filepath)), exist_ok=True)
-        tmp = f"{self.filepath}.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in row} for r in rows)
-        os.replace(tmp, self.filepath)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerows({k: r.get(k, "") for k in row} for r in rows)
+
+        write_atomic(self.filepath, write)
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
@@ -104,100 +121,50 @@ def latest_checkpoint(ckpt_dir: str) -> str:
 
 def log_dataset(dataset_name: str, dataset_dir: str | None, split: dict[str, list]) -> None:
     """Log which data a run trains on (says so plainly when it is the built-in demo set)."""
-    n_train, n_val = len(split.get("training", [])), len(split.get("validation", []))
+    sizes = ", ".join(f"{len(split.get(k, []))} {k}" for k in ("training", "selection", "validation"))
     if dataset_name == "demo" or dataset_dir is None:
-        logger.info("no dataset given: training on the built-in synthetic demo set (%d train, %d validation); "
-                    "use --dataset_name isic2018|busi|unext|datalist --dataset_dir DIR for real data", n_train, n_val)
+        logger.info(f"no dataset given: training on the built-in synthetic demo set ({sizes}); use --dataset_name "
+                    "isic2018|busi|unext|datalist --dataset_dir DIR for real data")
     else:
-        logger.info("dataset %s at %s: %d train, %d validation", dataset_name, dataset_dir, n_train, n_val)
+        logger.info(f"dataset {dataset_name} at {dataset_dir}: {sizes} (the selection part picks model.pt; the "
+                    "validation part is held out for evaluate.json)")
 
 
 def log_best(evaluator: Engine) -> None:
     """Log the best validation metric and its epoch at the end of training."""
     state = evaluator.state
-    logger.info("best validation %s: %.4f at epoch %s", getattr(evaluator, "key_metric_name", "metric"),
-                state.best_metric, state.best_metric_epoch)
+    name = getattr(evaluator, "key_metric_name", None) or getattr(state, "key_metric_name", "metric")
+    if getattr(state, "best_metric_epoch", -1) < 1 or math.isnan(state.best_metric):
+        logger.warning(f"no epoch had a defined {name}: no best model was saved")
+        return
+    logger.info(f"best {name} on the selection split: {state.best_metric:.4f} at epoch {state.best_metric_epoch}")
 
 
-class MetricsJSON:
-    """Write an evaluator's mean metrics and per-image values (``save_details``) to one JSON file, atomically.
+class MetricHandler(IgniteMetricHandler):
+    """MONAI's ``IgniteMetricHandler`` (same arguments) that reports a metric no item defines as NaN, with a warning.
 
-    The file holds ``{"mean": {metric: value}, "per_image": [{"image": path, metric: value, ...}, ...]}``;
-    attach to an evaluator that runs once (``evaluate.json``). NaN (an empty mask) is written as null.
-
-    Args:
-        filepath: the JSON file.
-        confusion_metrics: metric names whose details are confusion matrices (MONAI's ``ConfusionMatrix`` handler),
-            mapped to the measure to compute per image from them, e.g. ``{"val_sensitivity": "sensitivity"}``.
+    MONAI's metrics skip items where the metric is undefined (Dice of an empty ground truth with ``ignore_empty``),
+    but when every item is skipped ``aggregate`` returns 0.0, which reads as "the model found nothing". Give it a
+    MONAI metric made with ``get_not_nans=True``, e.g. ``DiceMetric(include_background=True, get_not_nans=True)``.
     """
 
-    def __init__(self, filepath: str, confusion_metrics: dict[str, str] | None = None) -> None:
-        self.filepath = filepath
-        self.confusion_metrics = dict(confusion_metrics or {})
-        self._names: list[str] = []
+    def __init__(self, metric_fn: Any, *args: Any, **kwargs: Any) -> None:
+        if not getattr(metric_fn, "get_not_nans", False):
+            raise ValueError(f"MetricHandler needs a metric made with get_not_nans=True, got {metric_fn!r}")
+        super().__init__(metric_fn, *args, **kwargs)
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, self._write)
-
-    def _reset(self, engine: Engine) -> None:
-        self._names = []
-
-    def _collect(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        items = batch if isinstance(batch, list) else [batch]
-        for item in items:
-            meta = getattr(item.get("image"), "meta", {}) if isinstance(item, dict) else {}
-            self._names.append(str(meta.get("filename_or_obj", len(self._names))))
-
-    def _write(self, engine: Engine) -> None:
-        import json
-
-        import numpy as np
-        from monai.metrics import compute_confusion_matrix_metric
-
-        means = {k: _to_float(v) for k, v in engine.state.metrics.items()}
-        per_image = [{"image": name} for name in self._names]
-        for metric, details in (engine.state.metric_details or {}).items():
-            details = torch.as_tensor(details).detach().cpu().float()
-            if metric in self.confusion_metrics:  # (N, C, 4) counts -> the measure per image and class
-                details = compute_confusion_matrix_metric(self.confusion_metrics[metric], details)
-            values = np.asarray(details, dtype=float)
-            values = np.nanmean(values.reshape(len(values), -1), axis=1) if values.size else values
-            for row, value in zip(per_image, values):
-                row[metric] = _to_float(value)
-        os.makedirs(os.path.dirname(os.path.abspath(self.filepath)), exist_ok=True)
-        tmp = f"{self.filepath}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"mean": means, "per_image": per_image}, f, indent=2)
-        os.replace(tmp, self.filepath)
-        logger.info("evaluation metrics of %d images written to %s", len(per_image), self.filepath)
+    def compute(self) -> Any:
+        value, not_nans = self.metric_fn.aggregate()
+        self._is_reduced = True
+        if self.save_details:  # every item's value, for MetricsSaver
+            self._engine.state.metric_details[self._name] = self.metric_fn.get_buffer()
+        if float(torch.as_tensor(not_nans).sum()) == 0:
+            logger.warning(f"{self._name}: undefined for every item (empty ground truth or prediction): NaN")
+            return float("nan")
+        value = torch.as_tensor(value).squeeze()
+        return value.item() if value.ndim == 0 else value
 
 
-def _to_float(value: Any) -> float | None:
-    """A JSON-safe float: NaN and infinity (empty masks) become None."""
-    import math
-
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-class KeyMetricState:
-    """The best-metric record of a key-metric ``CheckpointSaver``, as an object with ``state_dict`` so that the
-    resumable training checkpoint can carry it (MONAI's alternative, ``key_metric_save_state``, writes it into
-    ``model.pt`` itself, which then no longer loads as a plain state dict)."""
-
-    def __init__(self, saver: Any) -> None:
-        self.saver = saver
-
-    def state_dict(self) -> dict:
-        checkpoint = self.saver._key_metric_checkpoint
-        return checkpoint.state_dict() if checkpoint is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict:
-            self.saver.load_state_dict(state_dict)
+def defined_and_greater(current: float, best: float) -> bool:
+    """``metric_cmp_fn`` for MONAI's evaluators: a defined metric beats an undefined (NaN) best, NaN beats nothing."""
+    return not math.isnan(current) and (math.isnan(best) or current > best)

@@ -1,5 +1,5 @@
 # Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""Running the network in a chosen floating-point precision, on CPU as on GPU.
+"""Inferers: the network in a chosen floating-point precision (CPU as GPU), and flip test-time augmentation.
 
 MONAI's engines take ``amp=True`` for mixed precision, but they autocast on CUDA only (``torch.autocast("cuda")``), so
 on a CPU they run in float32 whatever the setting. :class:`AutocastInferer` is MONAI's ``SimpleInferer`` under
@@ -10,12 +10,13 @@ activations and metrics run in full precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.inferers import SimpleInferer
 
-__all__ = ["AutocastInferer", "PRECISIONS", "default_precision", "native_bf16"]
+__all__ = ["AutocastInferer", "FlipTTAInferer", "PRECISIONS", "default_precision", "native_bf16"]
 
 #: the precisions :class:`AutocastInferer` takes: float32 as is, or bfloat16 autocast
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -74,3 +75,36 @@ class AutocastInferer(SimpleInferer):
         with torch.autocast(device_type=inputs.device.type, dtype=self.dtype):
             output = network(inputs, *args, **kwargs)
         return _to_float32(output)
+
+
+class FlipTTAInferer(SimpleInferer):
+    """Test-time augmentation with flips: the mean of the network's logits over flipped copies of the input, each
+    flipped back. Deterministic and invertible, so it slots in wherever ``SimpleInferer`` does (evaluation,
+    inference); MONAI's ``TestTimeAugmentation`` draws random transforms per item through its own DataLoader to
+    estimate uncertainty, which is another job.
+
+    Args:
+        flips: the spatial axes to flip, one tuple per pass; ``()`` is the input as is. The default, no flip, each
+            axis, and both, costs four forward passes for 2D inputs.
+
+    Shapes: ``inputs`` (B, C, *spatial) -> the network's output shape (a list for deep supervision is not supported:
+    use the network in eval mode).
+    """
+
+    def __init__(self, flips: Sequence[Sequence[int]] = ((), (0,), (1,), (0, 1))) -> None:
+        super().__init__()
+        self.flips = [tuple(int(a) for a in f) for f in flips]
+        if not self.flips:
+            raise ValueError("flips must name at least one pass, e.g. [[], [0], [1]]")
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        total = None
+        for axes in self.flips:
+            dims = [2 + a for a in axes]
+            x = torch.flip(inputs, dims) if dims else inputs
+            y = network(x, *args, **kwargs)
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"FlipTTAInferer needs a network that returns one tensor, got {type(y).__name__}")
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total + y
+        return total / len(self.flips)

@@ -20,13 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader
+from monai.data import ImageReader, ITKReader, MetaTensor, PILReader, PydicomReader
 from monai.transforms import LoadImage, MapTransform
 from PIL import Image
 
 from .io import NIFTI_SUFFIXES, file_stem, mask_file_name, overlay_file_name, write_atomic
 
-__all__ = ["ToModelChannelsd", "LoadMaskd", "SavePredictiond", "standard_pil_mode"]
+__all__ = [
+    "ToModelChannelsd",
+    "LoadMaskd",
+    "SavePredictiond",
+    "LesionConfidenceGated",
+    "standard_pil_mode",
+    "picture_readers",
+    "CopyingITKReader",
+    "ITK_SUFFIXES",
+    "overlay_picture",
+]
 
 
 def standard_pil_mode(image: Image.Image) -> Image.Image:
@@ -40,6 +50,42 @@ def standard_pil_mode(image: Image.Image) -> Image.Image:
     if image.mode == "CMYK":
         return image.convert("RGB")
     return image
+
+
+#: suffixes of the formats of 3D Slicer and ITK tools that :func:`picture_readers` reads with MONAI's ``ITKReader``
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class CopyingITKReader(ITKReader):
+    """MONAI's ``ITKReader`` for NRRD and MetaImage files (:data:`ITK_SUFFIXES`) only, returning a copy of the
+    pixels: MONAI's claims every file (NIfTI too, which ``NibabelReader`` reads with its affine) and returns
+    ``itk.array_view_from_image``, a view of ITK's buffer that outlives the image object it belongs to, so its values
+    are overwritten once the memory is reused (seen as corrupt rows of NRRD/MetaImage pictures)."""
+
+    def verify_suffix(self, filename: Any) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return super().verify_suffix(filename) and all(str(n).lower().endswith(ITK_SUFFIXES) for n in names)
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        # LoadImage tries a user's readers in turn until one reads the file: only ours are ours to read
+        if not self.verify_suffix(data):
+            raise ValueError(f"{data}: not an NRRD or MetaImage file ({', '.join(ITK_SUFFIXES)})")
+        return super().read(data, **kwargs)
+
+    def _get_array_data(self, img: Any) -> np.ndarray:
+        return np.array(super()._get_array_data(img), copy=True)
+
+
+def picture_readers(dicom: bool = False) -> list[ImageReader]:
+    """MONAI readers for 2D pictures in (H, W[, C]) order: ``PILReader`` (with :func:`standard_pil_mode`) for PNG, JPEG,
+    BMP and TIFF, with ``dicom`` ``PydicomReader`` for ``.dcm`` (gray and colour), and ITK (:class:`CopyingITKReader`)
+    for NRRD and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write them. Give the list to
+    ``LoadImage``/``LoadImaged`` as ``reader``: it tries them from the last, each on the suffixes it takes; other
+    files (NIfTI) go to MONAI's default readers."""
+    readers: list[ImageReader] = [CopyingITKReader(reverse_indexing=True)]
+    if dicom:
+        readers.append(PydicomReader(swap_ij=False))
+    return readers + [PILReader(reverse_indexing=False, converter=standard_pil_mode)]
 
 
 def _scale_to_unit(img: torch.Tensor) -> torch.Tensor:
@@ -99,15 +145,13 @@ class LoadMaskd(MapTransform):
     """Load a mask given as one path or a list of paths into one binary float mask (1, H, W), the union of all.
 
     Masks may be 0/1 or 0/255 (any value above half the maximum of its file type counts as lesion), gray or RGB(A).
-    The result carries the first file's metadata, in the same (H, W) indexing as images read with
-    ``PILReader(reverse_indexing=False)``.
+    The files are read with :func:`picture_readers` (PNG, JPEG, BMP, TIFF, NRRD, MetaImage). The result carries the
+    first file's metadata, in the same (H, W) indexing as the images.
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadImage(
-            reader=PILReader(reverse_indexing=False, converter=standard_pil_mode), image_only=True, dtype=None
-        )
+        self.loader = LoadImage(reader=picture_readers(), image_only=True, dtype=None)
 
     def _binary(self, path: str) -> MetaTensor:
         m = self.loader(path)
@@ -133,6 +177,43 @@ class LoadMaskd(MapTransform):
                                      f"{tuple(union.shape[1:])}.")
                 union = torch.maximum(union, m)
             d[key] = union
+        return d
+
+
+class LesionConfidenceGated(MapTransform):
+    """Clear a probability map whose lesion is not confident (MONAI has no image-level rejection of a weak
+    prediction): when the mean probability over the largest connected region above ``threshold`` is below
+    ``min_confidence``, every value of ``keys`` becomes 0, so the image gets no lesion; otherwise it is unchanged.
+
+    Place it between ``Activationsd(sigmoid=True)`` (and any ``Invertd``) and the threshold (``AsDiscreted``): it reads
+    probabilities in [0, 1], shape (1, H, W[, D]). Lesion-free scans (BUSI's normal class) mostly give regions of
+    middling probability, lesions mostly saturate; the bundles choose ``min_confidence`` on the selection split.
+    """
+
+    def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.min_confidence = min_confidence
+        self.threshold = threshold
+
+    def confidence(self, prob: torch.Tensor) -> float:
+        """Mean probability over the largest connected region of ``prob > threshold`` (0 when there is none)."""
+        from monai.transforms.utils import get_largest_connected_component_mask
+
+        marked = prob > self.threshold
+        if not bool(marked.any()):
+            return 0.0
+        region = get_largest_connected_component_mask(marked)
+        return float(prob[region.bool()].float().mean())
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = d[key]
+            if self.confidence(torch.as_tensor(prob)) < self.min_confidence:
+                d[key] = prob * 0
         return d
 
 
@@ -206,7 +287,7 @@ class SavePredictiond(MapTransform):
         if self.overlay and os.path.isfile(source):
             overlay_path = overlay_path or os.path.join(self.output_dir, overlay_file_name(stem))
             self._refuse_input(overlay_path, source)
-            picture = _overlay(source, mask)
+            picture = overlay_picture(source, mask)
             if picture is not None:
                 write_atomic(overlay_path, lambda p: picture.save(p, format="PNG"))
                 written.append(overlay_path)
@@ -260,7 +341,7 @@ def _picture(source: str) -> np.ndarray | None:
         return None
 
 
-def _overlay(source: str, mask: np.ndarray) -> Image.Image | None:
+def overlay_picture(source: str, mask: np.ndarray) -> Image.Image | None:
     """The input picture (if it can be read and its size matches) with the mask tinted red and outlined."""
     rgb = _picture(source)
     if rgb is None or rgb.shape[:2] != mask.shape:

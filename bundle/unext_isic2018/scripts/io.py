@@ -10,6 +10,8 @@ file survives an exception.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import pickle
@@ -28,6 +30,7 @@ __all__ = [
     "output_stems",
     "mask_file_name",
     "overlay_file_name",
+    "dicom_seg_file_name",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -45,14 +48,15 @@ def umask_mode(mode: int = 0o666) -> int:
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
     """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``.
 
-    The temporary file keeps ``path``'s suffix (writers that pick the format from it, as PIL and nibabel do, still
-    work). The folder is created if needed. Returns ``path`` as a string.
+    The temporary file is ``.<name>.<random>.part``, never under the destination's suffix (a folder's ``*.pt`` or
+    ``*.png`` never lists it), except for NIfTI, whose writer picks the compression from the name:
+    ``.<name>.<random>.part.nii.gz``. The folder is created if needed. Returns ``path`` as a string.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
-    suffix = name[name.index("."):] if "." in name.lstrip(".") else ""
+    suffix = next((s for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), "")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".part{suffix}")
     os.close(fd)
     try:
@@ -65,6 +69,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     _fsync_dir(folder)
+    # temporary files of this path left by a process killed while writing it
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")):
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
     return path
 
 
@@ -178,3 +186,8 @@ def overlay_file_name(stem: str) -> str:
     """``<stem>_overlay.png``: the input picture with the mask drawn on it."""
     return f"{stem}{OVERLAY_TAG}.png"
 
+
+
+def dicom_seg_file_name(stem: str) -> str:
+    """``<stem>_seg.dcm``: the DICOM Segmentation written for a DICOM input."""
+    return f"{stem}_seg.dcm"

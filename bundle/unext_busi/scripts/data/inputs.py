@@ -25,15 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from ..data.checks import read_itk_picture
 from ..io import file_stem, mask_file_name, output_stems, overlay_file_name, write_json_atomic
+from ..transforms import ITK_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "check_image_file", "write_report", "plan_inference", "InferencePlan",
            "is_mask_or_output"]
 
 logger = logging.getLogger("unext_monai")
 
-#: suffixes inference reads: PNG/JPEG/BMP/TIFF through PIL, DICOM through pydicom, NIfTI through nibabel
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+#: suffixes inference reads: PNG/JPEG/BMP/TIFF through PIL, NRRD/MetaImage through ITK, DICOM through pydicom, NIfTI
+#: through nibabel
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *ITK_SUFFIXES, ".dcm", ".nii", ".nii.gz")
 _NIFTI = (".nii", ".nii.gz")
 
 
@@ -115,8 +118,8 @@ def check_image_file(path: str) -> str | None:
     """``None`` if inference can read ``path``, else what is wrong with it (one line).
 
     The file is decoded in full with the library inference uses for its suffix: PIL (PNG, JPEG, BMP, TIFF; gray, RGB
-    or RGBA, 8 or 16 bit), pydicom (``.dcm``, one frame, pixel data decoded) or nibabel (``.nii``, ``.nii.gz``;
-    2-D images only, as the network is 2-D).
+    or RGBA, 8 or 16 bit), ITK (NRRD, MetaImage: 2-D pictures), pydicom (``.dcm``, one frame, pixel data decoded) or
+    nibabel (``.nii``, ``.nii.gz``; 2-D images only, as the network is 2-D).
     """
     if not os.path.exists(path):
         return "file missing"
@@ -131,6 +134,8 @@ def check_image_file(path: str) -> str | None:
         return _check_dicom(path)
     if lower.endswith(_NIFTI):
         return _check_nifti(path)
+    if lower.endswith(ITK_SUFFIXES):
+        return read_itk_picture(path, "image")[1]
     return _check_pil(path)
 
 

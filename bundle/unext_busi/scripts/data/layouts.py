@@ -25,6 +25,8 @@ import os
 import re
 from collections.abc import Iterable
 
+from monai.data import load_decathlon_datalist
+
 __all__ = [
     "DATASETS",
     "IMAGE_EXTENSIONS",
@@ -40,7 +42,7 @@ logger = logging.getLogger("unext_monai")
 DATASETS = ("demo", "isic2018", "busi", "unext", "datalist")
 """Names accepted by :func:`read_dataset` (``"demo"`` is read with the UNeXt-pytorch layout)."""
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File extensions (case-insensitive) that the folder readers treat as images or masks; other files are ignored."""
 
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -240,10 +242,11 @@ def _load_json(path: str) -> dict:
 def read_datalist_json(path: str, key: str = "training") -> list[dict]:
     """Read the ``key`` list of a MONAI datalist JSON file (``{"training": [{"image": ..., "label": ...}]}``).
 
-    Relative paths are taken relative to the JSON file's folder (as ``monai.data.load_decathlon_datalist`` does) and
-    returned absolute. ``"label"`` may be one path or a list of paths and is returned as a list (an item without a label
-    gets an empty list, which ``check_datalist`` reports). ``"name"`` defaults to the image's file stem; other keys are
-    kept. Items are sorted by name.
+    The file and its items are checked first (clear errors naming the file, the line of a JSON syntax error and the
+    bad item), then read with MONAI's ``load_decathlon_datalist``, which makes ``image``/``label`` paths relative to
+    the JSON file's folder absolute. ``"label"`` may be one path or a list of paths and is returned as a list (an item
+    without a label gets an empty list, which ``check_datalist`` reports). ``"name"`` defaults to the image's file
+    stem; other keys are kept. Items are sorted by name.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -251,34 +254,26 @@ def read_datalist_json(path: str, key: str = "training") -> list[dict]:
             ``"image"`` path.
     """
     path = os.path.abspath(path)
-    data = _load_json(path)
-    if key not in data:
-        raise ValueError(f"{path}: no '{key}' list in the datalist (keys: {sorted(data)})")
-    entries = data[key]
+    entries = _load_json(path).get(key)
+    if entries is None:
+        raise ValueError(f"{path}: no '{key}' list in the datalist (keys: {sorted(_load_json(path))})")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: '{key}' must be a list of items, got {type(entries).__name__}")
-    base = os.path.dirname(path)
-
-    def absolute(p: str) -> str:
-        return os.path.normpath(p if os.path.isabs(p) else os.path.join(base, os.path.expanduser(p)))
-
-    items = []
+    if not entries:
+        raise ValueError(f"{path}: the '{key}' list is empty")
     for i, entry in enumerate(entries):
-        if isinstance(entry, str):  # decathlon "testing" style: a bare image path
-            entry = {"image": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise ValueError(f"{path}: {key}[{i}] needs an 'image' path (one string), got {entry!r}")
         label = entry.get("label", [])
-        labels = [label] if isinstance(label, str) else label
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        if not isinstance(label, str) and not (isinstance(label, list) and all(isinstance(x, str) for x in label)):
             raise ValueError(f"{path}: {key}[{i}] 'label' must be a path or a list of paths, got {label!r}")
+    items = []
+    for entry in load_decathlon_datalist(path, data_list_key=key):
         item = dict(entry)
-        item["image"] = absolute(entry["image"])
-        item["label"] = [absolute(x) for x in labels]
-        item["name"] = str(entry.get("name") or _stem(item["image"]))
+        label = item.get("label", [])
+        item["label"] = [label] if isinstance(label, str) else list(label)
+        item["name"] = str(item.get("name") or _stem(item["image"]))
         items.append(item)
-    if not items:
-        raise ValueError(f"{path}: the '{key}' list is empty")
     return sorted(items, key=lambda it: (it["name"], it["image"]))
 
 

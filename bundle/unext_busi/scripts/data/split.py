@@ -14,6 +14,7 @@ from monai.data import partition_dataset, partition_dataset_classes
 from ..data.checks import check_datalist
 from ..data.demo import existing_demo_dataset, make_demo_dataset
 from ..data.layouts import _load_json, read_datalist_json, read_dataset
+from ..distributed import is_rank0, on_rank0
 from ..io import write_json_atomic
 
 __all__ = ["prepare_split", "read_all", "SPLIT_FILE", "SPLIT_PARTS"]
@@ -85,21 +86,27 @@ def _by_name(items: list[dict]) -> list[dict]:
 
 
 def _partition(items: list[dict], fractions: dict[str, float], seed: int) -> dict[str, list[dict]]:
-    """Shuffle ``items`` with ``seed`` and cut them into the parts named in ``fractions`` (in that order; the last
-    part takes what rounding leaves), per class when the items carry one (BUSI's benign/malignant/normal)."""
-    ratios = list(fractions.values())
+    """Shuffle ``items`` with ``seed`` and cut them into the parts named in ``fractions`` (in that order; the last part
+    takes what rounding leaves, every part gets at least one item), per class when the items carry one (BUSI's
+    benign/malignant/normal)."""
     classes = [it.get("class") for it in items]
+    parts: list = []
     if all(c is not None for c in classes) and len(set(classes)) > 1:
-        parts = partition_dataset_classes(items, classes, ratios=ratios, shuffle=True, seed=seed)
-    else:
-        parts = partition_dataset(items, ratios=ratios, shuffle=True, seed=seed)
+        parts = partition_dataset_classes(items, classes, ratios=list(fractions.values()), shuffle=True, seed=seed)
+        if not all(parts):
+            logger.info(f"too few pairs per class ({len(items)}) to split each class: splitting them all together")
+            parts = []
+    if not parts:  # exact counts, as ratios that partition_dataset rounds to themselves
+        counts = [max(1, round(len(items) * fraction)) for fraction in list(fractions.values())[:-1]]
+        counts.append(len(items) - sum(counts))
+        parts = partition_dataset(items, ratios=counts, shuffle=True, seed=seed) if min(counts) > 0 else []
     split = {name: _by_name(part) for name, part in zip(fractions, parts)}
-    empty = [name for name, part in split.items() if not part]
+    empty = [name for name in fractions if not split.get(name)]
     if empty:
         shares = ", ".join(f"{name} {fraction:.3f}" for name, fraction in fractions.items())
         raise ValueError(
-            f"splitting {len(items)} image/mask pairs as {shares} leaves no pair for {empty}: use more data or "
-            "larger val_fraction / selection_fraction"
+            f"splitting {len(items)} image/mask pairs as {shares} leaves no pair for {empty}: a training, a selection "
+            "and a validation part need at least 3 pairs (use more data, or other val_fraction / selection_fraction)"
         )
     return split
 
@@ -139,6 +146,9 @@ def prepare_split(
     exists with the same meta and its files still exist, its lists are reused without reading the dataset folder
     again (files added since are not picked up); with other meta it is replaced (logged).
 
+    In a distributed run (``torch.distributed`` initialised) only rank 0 reads, makes and writes all this; the other
+    ranks receive its split from it and check every file on their own machine before they use it.
+
     Returns:
         ``{"training": [...], "selection": [...], "validation": [...]}``.
 
@@ -147,6 +157,17 @@ def prepare_split(
             ``check_datalist`` (unless ``skip_bad``, which leaves bad items out with a warning each).
         FileNotFoundError: ``dataset_dir`` does not exist.
     """
+    split = on_rank0(_prepare_split, **locals())
+    if not is_rank0():
+        split = {key: check_datalist(split[key]) for key in SPLIT_PARTS}
+    return split
+
+
+def _prepare_split(
+    dataset: str, dataset_dir: str | None, output_dir: str, val_fraction: float, selection_fraction: float, seed: int,
+    include_normal: bool, skip_bad: bool, demo_dir: str | None,
+) -> dict[str, list[dict]]:
+    """:func:`prepare_split` in one process."""
     for label, fraction in (("val_fraction", val_fraction), ("selection_fraction", selection_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{label} must be in (0, 1), got {fraction}; use read_all to score a whole folder")

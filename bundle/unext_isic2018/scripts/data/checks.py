@@ -10,7 +10,9 @@ from collections import Counter
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["check_datalist", "MASK_VALUES", "MAX_LISTED"]
+from ..transforms import ITK_SUFFIXES
+
+__all__ = ["check_datalist", "read_itk_picture", "MASK_VALUES", "MAX_LISTED"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -52,6 +54,9 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
         return None, None, f"{role} path is not a file"
     if os.path.getsize(path) == 0:
         return None, None, f"{role} file is empty (0 bytes)"
+    if path.lower().endswith(ITK_SUFFIXES):
+        pixels, problem = read_itk_picture(path, role)
+        return pixels, None if pixels is None else (pixels.shape[1], pixels.shape[0]), problem
     try:
         with Image.open(path) as im:
             im.verify()
@@ -74,8 +79,28 @@ def _open_checked(path: str, role: str) -> tuple[Image.Image | None, tuple[int, 
         return None, None, f"corrupt or truncated {role} file: {e}"
 
 
-def _mask_values(im: Image.Image) -> list[int | float]:
+def read_itk_picture(path: str, role: str) -> tuple[np.ndarray | None, str | None]:
+    """Read an NRRD / MetaImage file with ITK, as MONAI's ``ITKReader`` will: ``(pixels (H, W[, C]), None)`` or
+    ``(None, what is wrong)``; ``role`` (image, mask) names the file in the message. ITK (``itk-io``) is optional:
+    without it the answer says so (a packaged bundle does not require it, only NRRD/MetaImage input needs it)."""
+    from monai.utils import optional_import
+
+    itk, has_itk = optional_import("itk")
+    if not has_itk:
+        return None, f"{role} file in an ITK format: reading it needs ITK, which is not installed (pip install itk-io)"
+    try:
+        pixels = itk.array_from_image(itk.imread(path))  # a copy: a view dies with its image
+    except Exception as e:  # ITK raises RuntimeError for unreadable and damaged files
+        return None, f"not a readable {role} file for ITK: {str(e).strip().splitlines()[-1][:200]}"
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] <= 4)):
+        return None, f"{role} of shape {pixels.shape}: a 2-D gray or colour picture is expected"
+    return pixels, None
+
+
+def _mask_values(im: Image.Image | np.ndarray) -> list[int | float]:
     """The distinct pixel values of a mask, as the transforms will read them (palette indices for mode P)."""
+    if isinstance(im, np.ndarray):
+        return np.unique(im).tolist()
     if im.mode in _HISTOGRAM_MODES:
         return [v for v, count in enumerate(im.histogram()) if count]
     values = np.unique(np.asarray(im))

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..io import load_checkpoint_file
 from ..networks.nets.unext import UNeXt
 
 __all__ = ["from_unext_pytorch", "convert_unext_pytorch_state_dict"]
@@ -67,12 +68,7 @@ def _load_state_dict(source: Mapping[str, torch.Tensor] | str | os.PathLike) -> 
     """Return the reference state dict and a name for error messages; never executes code from a file."""
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"UNeXt-pytorch checkpoint not found: {name}")
-        try:
-            loaded = torch.load(name, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{name}: cannot be read as a PyTorch checkpoint of tensors ({e}).") from e
+        loaded = load_checkpoint_file(name, map_location="cpu")
     else:
         name, loaded = "the given state dict", source
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):

@@ -9,101 +9,145 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 from monai.networks.layers.factories import Conv
 
-__all__ = ["axial_shift", "axial_shift_kernel", "ChannelLayerNorm", "ShiftedMLP", "ShiftedMLPBlock"]
-
-
-def axial_shift(x: torch.Tensor, axis: int, shift_size: int) -> torch.Tensor:
-    """Shift channel groups of ``x`` along one spatial axis, filling with zeros (the reference's pad-roll-crop).
-
-    The channels are split into ``shift_size`` groups of ``ceil(C / shift_size)`` channels (the last may be smaller,
-    and there may be fewer groups, exactly as ``torch.chunk`` splits them); group ``g`` moves by
-    ``g - shift_size // 2`` positions, so ``out[..., i, ...] = x[..., i - s, ...]`` with zeros where ``i - s`` falls
-    outside the map.
-
-    Args:
-        x: a channel-first map, shape (B, C, *spatial).
-        axis: the spatial axis to shift along, 0 for the first spatial dimension (height in 2D, depth in 3D).
-        shift_size: the number of channel groups; an odd number gives shifts symmetric around zero.
-
-    Returns:
-        a tensor of the same shape as ``x``.
-    """
-    pad = shift_size // 2
-    channels = x.shape[1]
-    group = (channels + shift_size - 1) // shift_size
-    dim = 2 + axis
-    length = x.shape[dim]
-    # zero-pad the axis once on both sides (F.pad lists pairs from the last dimension backwards), then read each
-    # group's window: padded[i + pad - s] == x[i - s]
-    padded = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [pad, pad])
-    shifted = []
-    sizes = [group] * (channels // group)
-    if channels % group:
-        sizes.append(channels % group)
-    for g, part in enumerate(torch.split(padded, sizes, dim=1)):
-        shifted.append(part.narrow(dim, pad - (g - pad), length))
-    return torch.cat(shifted, dim=1)
+__all__ = [
+    "axial_shift_kernel",
+    "AxialShift",
+    "ChannelLayerNorm",
+    "PointwiseConv2d",
+    "PointwiseConv3d",
+    "pointwise_conv",
+    "ShiftedMLP",
+    "ShiftedMLPBlock",
+]
 
 
 def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> torch.Tensor:
-    """The depthwise convolution kernel that computes :func:`axial_shift` along each of ``axes`` in turn.
+    """The one-hot depthwise convolution kernel that shifts channel groups along each of ``axes``, filling with zeros.
 
-    Shifting by zero-filled translations is a depthwise convolution whose kernel is one-hot: channel ``c`` of group
-    ``g`` has a single weight 1 at offset ``-(g - shift_size // 2)`` from the centre along every axis in ``axes`` (the
-    composition of zero-filled shifts along several axes is one zero-filled translation). With zero padding of
-    ``shift_size // 2`` along those axes, ``F.conv2d(x, kernel, padding=..., groups=channels)`` equals the shifts
-    exactly (every other product is with a zero weight), and so does its gradient; unlike pad/split/cat it keeps
-    the memory format, which keeps the backward pass of the neighbouring element-wise ops fast.
+    The channels are split into groups of ``ceil(channels / shift_size)`` (the last may be smaller and there may be
+    fewer groups, exactly as ``torch.chunk`` splits them, as the reference does); group ``g`` moves by
+    ``s = g - shift_size // 2`` positions along every axis in ``axes``: ``out[..., i, ...] = x[..., i - s, ...]``, zero
+    where ``i - s`` falls outside the map. This is the reference's pad -> chunk -> roll -> crop. A zero-filled
+    translation is a depthwise convolution whose kernel holds a single 1, so with zero padding of
+    ``shift_size // 2`` along ``axes`` the convolution computes the shift exactly, forward and backward.
 
     Args:
-        channels: C, the number of channels of the map to shift.
-        shift_size: number of channel groups (see :func:`axial_shift`).
-        axes: spatial axes to shift along (0 for the first spatial dimension).
+        channels: number of channels of the map to shift.
+        shift_size: number of channel groups; an odd number gives shifts symmetric around zero.
+        axes: spatial axes to shift along (0 for the first spatial dimension: height in 2D, depth in 3D).
         spatial_dims: 2 or 3.
 
     Returns:
-        a float32 tensor of shape (C, 1, *k) with ``k[a] = shift_size`` for ``a`` in ``axes`` and 1 otherwise.
+        a float32 tensor of shape (channels, 1, *k) with ``k[a] = shift_size`` for ``a`` in ``axes``, 1 otherwise.
     """
     pad = shift_size // 2
     group = (channels + shift_size - 1) // shift_size
     size = [shift_size if a in axes else 1 for a in range(spatial_dims)]
     kernel = torch.zeros([channels, 1] + size)
     for c in range(channels):
-        # out[i] = x[i - s] = x[i + tap - pad] at tap = pad - s
-        tap = pad - (c // group - pad)
+        tap = pad - (c // group - pad)  # out[i] = x[i - s] = x[i + tap - pad]
         kernel[(c, 0) + tuple(tap if a in axes else 0 for a in range(spatial_dims))] = 1.0
     return kernel
 
 
-def _conv_nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int],
-             groups: int) -> torch.Tensor:
-    if x.dim() == 4:
-        return F.conv2d(x, weight, bias, 1, padding, 1, groups)
-    return F.conv3d(x, weight, bias, 1, padding, 1, groups)
+class AxialShift(nn.Module):
+    """Zero-filled shift of channel groups along spatial axes (see :func:`axial_shift_kernel`), run as a depthwise
+    convolution with that fixed kernel: one kernel call that keeps the memory format, where pad/split/cat would copy.
 
+    The kernel is a constant, not a weight: it is a non-persistent buffer (not in the state dict) that is rebuilt
+    after every move of the module (``to``, ``to_empty``, ``half``...), so a network built on the meta device and
+    materialised with ``to_empty`` shifts correctly.
 
-def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution (weight (C_out, C_in, 1, ...)) as ``F.linear`` on the channel-last view of ``x``.
-
-    (B, C_in, *S) -> (B, C_out, *S). On channels-last maps (as UNeXt's are) the views are free and the GEMM is
-    faster than the convolution kernels, forward and backward.
+    (B, channels, *S) -> (B, channels, *S).
     """
-    n = x.dim()
+
+    def __init__(self, spatial_dims: int, channels: int, shift_size: int, axes: list[int]) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.channels = channels
+        self.shift_size = shift_size
+        self.axes = list(axes)
+        self.padding = [shift_size // 2 if a in self.axes else 0 for a in range(spatial_dims)]
+        self.register_buffer("kernel", self._build(), persistent=False)
+
+    def _build(self) -> torch.Tensor:
+        return axial_shift_kernel(self.channels, self.shift_size, self.axes, self.spatial_dims)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        with torch.no_grad():
+            self.kernel.copy_(self._build())  # a no-op on the meta device
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial_dims == 2:
+            return F.conv2d(x, self.kernel, None, 1, self.padding, 1, self.channels)
+        return F.conv3d(x, self.kernel, None, 1, self.padding, 1, self.channels)
+
+
+def _linear_over_channels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as ``F.linear`` on the channels-last view: (B, C_in, *S) -> (B, C_out, *S) channels-last."""
+    n = x.dim()  # explicit permutations: ONNX rejects the negative axes of movedim
     y = F.linear(x.permute([0] + list(range(2, n)) + [1]), weight.flatten(1), bias)
     return y.permute([0, n - 1] + list(range(1, n - 1)))
+
+
+def _matmul_over_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as a matrix product over the flattened map: (B, C_in, *S) -> (B, C_out, *S) contiguous."""
+    w = weight.flatten(1)
+    y = torch.matmul(w, x.flatten(2))
+    if bias is not None:
+        y = y + bias.unsqueeze(-1)
+    return y.view([x.shape[0], w.shape[0]] + list(x.shape[2:]))
+
+
+class _Pointwise:
+    """The constructor and forward of :class:`PointwiseConv2d` and :class:`PointwiseConv3d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels_first: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1)
+        self.channels_first = channels_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return _matmul_over_map(x, self.weight, self.bias)
+        return _linear_over_channels(x, self.weight, self.bias)
+
+
+class PointwiseConv2d(_Pointwise, nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (the same parameters, initialisation and state dict)
+    computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward.
+
+    Args:
+        in_channels, out_channels: channels of the input and output maps.
+        channels_first: False (default): a linear layer on the channels-last view, for layers inside the network: on
+            channels-last maps the views are free and the output is channels-last. True: a matrix product over the
+            flattened channel-first map, for the network's outputs: contiguous channel-first logits, and in ONNX a
+            plain MatMul without transposes.
+    """
+
+
+class PointwiseConv3d(_Pointwise, nn.Conv3d):
+    """:class:`PointwiseConv2d` for volumes: ``nn.Conv3d(in_channels, out_channels, kernel_size=1)``."""
+
+
+def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int, channels_first: bool = False) -> nn.Module:
+    """:class:`PointwiseConv2d` or :class:`PointwiseConv3d`."""
+    return (PointwiseConv2d if spatial_dims == 2 else PointwiseConv3d)(in_channels, out_channels, channels_first)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial).
 
-    Its parameters are those of ``nn.LayerNorm(C)``, so the token LayerNorms of the reference load unchanged.
+    Its parameters are those of ``nn.LayerNorm(C)``, so the token LayerNorms of the reference load unchanged. On a
+    channels-last map the permutations are views.
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
         super().__init__(num_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.dim()  # explicit permutations: ONNX rejects the negative axes of movedim
+        n = x.dim()
         x = x.permute([0] + list(range(2, n)) + [1])
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute([0, n - 1] + list(range(1, n - 1)))
@@ -112,14 +156,10 @@ class ChannelLayerNorm(nn.LayerNorm):
 class ShiftedMLP(nn.Module):
     """UNeXt's shifted MLP on a channel-first map.
 
-    shift -> fc1 -> depthwise 3x3 conv -> GELU -> dropout -> shift -> fc2 -> dropout, where the token-wise linear
-    layers ``fc1``/``fc2`` are 1x1 convolutions (the same function as ``nn.Linear`` over tokens, without the
-    reshapes). Before ``fc1`` the map is shifted along every spatial axis but the last (height in 2D, as the
-    reference's code does; depth then height in 3D), before ``fc2`` along the last (width).
-
-    The shifts run as one-hot depthwise convolutions (:func:`axial_shift_kernel`, kept in non-persistent buffers,
-    so the state dict is unchanged) and ``fc1``/``fc2`` as ``F.linear`` on the channel-last view: the same function,
-    faster forward and backward on channels-last maps.
+    shift -> fc1 -> depthwise 3x3 conv -> GELU -> dropout -> shift -> fc2 -> dropout. The token-wise linear layers
+    ``fc1``/``fc2`` of the reference are 1x1 convolutions (:class:`PointwiseConv2d`: the same function without
+    reshapes to tokens). Before ``fc1`` the map is shifted along every spatial axis but the last (height in 2D, as the
+    reference's code does; depth and height in 3D), before ``fc2`` along the last (width).
 
     Args:
         spatial_dims: 2 or 3.
@@ -133,32 +173,20 @@ class ShiftedMLP(nn.Module):
         self, spatial_dims: int, channels: int, hidden_channels: int, shift_size: int = 5, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        self.fc1 = conv_type(channels, hidden_channels, kernel_size=1)
-        self.dwconv = conv_type(hidden_channels, hidden_channels, kernel_size=3, padding=1, groups=hidden_channels)
+        self.fc1 = pointwise_conv(spatial_dims, channels, hidden_channels)
+        self.dwconv = Conv[Conv.CONV, spatial_dims](
+            hidden_channels, hidden_channels, kernel_size=3, padding=1, groups=hidden_channels
+        )
         self.act = nn.GELU()
-        self.fc2 = conv_type(hidden_channels, channels, kernel_size=1)
+        self.fc2 = pointwise_conv(spatial_dims, hidden_channels, channels)
         self.drop = nn.Dropout(dropout)
-        self.shift_size = shift_size
-        self.first_axes = list(range(spatial_dims - 1))
-        self.last_axis = spatial_dims - 1
-        pad = shift_size // 2
-        self.register_buffer(
-            "shift_in", axial_shift_kernel(channels, shift_size, self.first_axes, spatial_dims), persistent=False
-        )
-        self.register_buffer(
-            "shift_out", axial_shift_kernel(hidden_channels, shift_size, [self.last_axis], spatial_dims),
-            persistent=False,
-        )
-        self.pad_in = [pad] * (spatial_dims - 1) + [0]
-        self.pad_out = [0] * (spatial_dims - 1) + [pad]
+        self.shift_in = AxialShift(spatial_dims, channels, shift_size, list(range(spatial_dims - 1)))
+        self.shift_out = AxialShift(spatial_dims, hidden_channels, shift_size, [spatial_dims - 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, *spatial) -> (B, C, *spatial)."""
-        x = _conv_nd(x, self.shift_in.to(x.dtype), None, self.pad_in, self.shift_in.shape[0])
-        x = self.drop(self.act(self.dwconv(_pointwise(x, self.fc1.weight, self.fc1.bias))))
-        x = _conv_nd(x, self.shift_out.to(x.dtype), None, self.pad_out, self.shift_out.shape[0])
-        return self.drop(_pointwise(x, self.fc2.weight, self.fc2.bias))
+        x = self.drop(self.act(self.dwconv(self.fc1(self.shift_in(x)))))
+        return self.drop(self.fc2(self.shift_out(x)))
 
 
 class ShiftedMLPBlock(nn.Module):

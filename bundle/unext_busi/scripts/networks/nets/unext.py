@@ -9,9 +9,9 @@ from typing import Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv
 
-from ...networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
+from ...networks.blocks.shifted_mlp import pointwise_conv
+from ...networks.blocks.unext_blocks import ConvDown, ConvUp, LayerSpec, TokenizedDown, TokenizedUp
 
 __all__ = ["UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES"]
 
@@ -19,7 +19,6 @@ __all__ = ["UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES"]
 UNEXT_FEATURES = (16, 32, 128, 160, 256)
 #: widths of the reference's UNeXt-S (253,561 parameters with 3 input channels and 1 output channel)
 UNEXT_S_FEATURES = (8, 16, 32, 64, 128)
-
 
 
 class UNeXt(nn.Module):
@@ -30,6 +29,12 @@ class UNeXt(nn.Module):
     number of input channels, any input size (sides that are not multiples of 32 are zero-padded at the end inside
     the network and the logits are cropped back), 2D or 3D inputs, and optional deep supervision.
 
+    One forward serves training and inference. In 2D the weights are stored channels-last and the maps run
+    channels-last (oneDNN's convolutions and PyTorch's pooling, upsampling and BatchNorm kernels are several times
+    faster so on CPU, forward and backward); the logits come back contiguous, in the input's memory format. For
+    deployment, export it: frozen TorchScript folds the BatchNorms into the convolutions, ONNX Runtime fuses further
+    (:func:`unext_monai.networks.export.export_onnx`).
+
     Args:
         spatial_dims: 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W).
         in_channels: number of input channels (3 for RGB, 1 for grayscale ultrasound).
@@ -37,6 +42,11 @@ class UNeXt(nn.Module):
             or one per class for a softmax.
         features: the five stage widths; the first three are convolutional stages, the last two tokenized-MLP
             stages. :data:`UNEXT_FEATURES` (default) is the paper's UNeXt, :data:`UNEXT_S_FEATURES` is UNeXt-S.
+        norm: normalisation in the convolutional stages, as MONAI's networks take it (a name such as ``"batch"``
+            or ``"instance"``, or a name and its arguments); the paper's is BatchNorm. The tokenized stages keep the
+            paper's LayerNorms over tokens.
+        act: activation of the convolutional stages, as MONAI's networks take it; the paper's is ReLU. The shifted
+            MLPs keep the paper's GELU.
         dropout: dropout probability inside the shifted MLPs.
         drop_path: stochastic-depth probability of every shifted-MLP block's residual branch during training.
         shift_size: number of channel groups in the shifted MLP; group ``g`` moves ``g - shift_size // 2`` pixels.
@@ -57,6 +67,8 @@ class UNeXt(nn.Module):
         in_channels: int = 3,
         out_channels: int = 1,
         features: Sequence[int] = UNEXT_FEATURES,
+        norm: LayerSpec = "batch",
+        act: LayerSpec = ("relu", {"inplace": True}),
         dropout: float = 0.0,
         drop_path: float = 0.0,
         shift_size: int = 5,
@@ -73,32 +85,40 @@ class UNeXt(nn.Module):
             raise ValueError(f"in_channels and out_channels must be positive, got {in_channels} and {out_channels}.")
         if shift_size < 1:
             raise ValueError(f"shift_size must be positive, got {shift_size}.")
+        if int(min(fea[3:]) * mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give the shifted MLPs at least one hidden channel, got {mlp_ratio}.")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, got {dropout}.")
+        if not 0.0 <= drop_path <= 1.0:
+            raise ValueError(f"drop_path probability has to be between 0 and 1, got {drop_path}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.features = fea
         self.deep_supervision = deep_supervision
         self.divisor = 32  # total downsampling: inputs are zero-padded at the end to a multiple of this
+        conv_args = {"norm": norm, "act": act}
         block_args = {"mlp_ratio": mlp_ratio, "shift_size": shift_size, "dropout": dropout, "drop_path": drop_path}
 
-        self.down_1 = ConvDown(spatial_dims, in_channels, fea[0])
-        self.down_2 = ConvDown(spatial_dims, fea[0], fea[1])
-        self.down_3 = ConvDown(spatial_dims, fea[1], fea[2])
+        self.down_1 = ConvDown(spatial_dims, in_channels, fea[0], **conv_args)
+        self.down_2 = ConvDown(spatial_dims, fea[0], fea[1], **conv_args)
+        self.down_3 = ConvDown(spatial_dims, fea[1], fea[2], **conv_args)
         self.down_4 = TokenizedDown(spatial_dims, fea[2], fea[3], **block_args)
         self.down_5 = TokenizedDown(spatial_dims, fea[3], fea[4], **block_args)
-        self.up_4 = TokenizedUp(spatial_dims, fea[4], fea[3], **block_args)
-        self.up_3 = TokenizedUp(spatial_dims, fea[3], fea[2], **block_args)
-        self.up_2 = ConvUp(spatial_dims, fea[2], fea[1])
-        self.up_1 = ConvUp(spatial_dims, fea[1], fea[0])
-        self.up_0 = ConvUp(spatial_dims, fea[0], fea[0], norm=False)
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        self.final_conv = conv_type(fea[0], out_channels, kernel_size=1)
+        self.up_4 = TokenizedUp(spatial_dims, fea[4], fea[3], **conv_args, **block_args)
+        self.up_3 = TokenizedUp(spatial_dims, fea[3], fea[2], **conv_args, **block_args)
+        self.up_2 = ConvUp(spatial_dims, fea[2], fea[1], **conv_args)
+        self.up_1 = ConvUp(spatial_dims, fea[1], fea[0], **conv_args)
+        self.up_0 = ConvUp(spatial_dims, fea[0], fea[0], norm="", act=act)
+        self.final_conv = pointwise_conv(spatial_dims, fea[0], out_channels, channels_first=True)
         # heads at 1/2, 1/4, 1/8, 1/16 of the input size, on the outputs of up_1, up_2, up_3, up_4
         self.heads = nn.ModuleList(
-            [conv_type(c, out_channels, kernel_size=1) for c in (fea[0], fea[1], fea[2], fea[3])]
+            [pointwise_conv(spatial_dims, c, out_channels, channels_first=True) for c in fea[:4]]
             if deep_supervision
             else []
         )
+        if spatial_dims == 2:  # the weights in the maps' memory format: no convolution reorders them at every call
+            self.to(memory_format=torch.channels_last)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
@@ -108,12 +128,18 @@ class UNeXt(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:  # noqa: UP007 (TorchScript)
-        """x: (B, in_channels, *spatial) -> logits (B, out_channels, *spatial), or the deep-supervision list."""
+        """x: (B, in_channels, *spatial) -> logits (B, out_channels, *spatial), or the deep-supervision list.
+
+        The logits are contiguous in the memory format of ``x`` (channels-last for a channels-last input).
+        """
         self._check_input(x)
         size = x.shape[2:]
+        memory_format = torch.contiguous_format
+        if x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1:  # channels-last (one channel: both at once)
+            memory_format = torch.channels_last
         pad: list[int] = []
-        for s in size:
-            pad = [0, (self.divisor - s % self.divisor) % self.divisor] + pad
+        for s in size:  # F.pad lists the last dimension first
+            pad = [0, (s + self.divisor - 1) // self.divisor * self.divisor - s] + pad
         x = F.pad(x, pad)
 
         t1 = self.down_1(x)
@@ -125,18 +151,19 @@ class UNeXt(nn.Module):
         u3 = self.up_3(u4, t3)
         u2 = self.up_2(u3) + t2
         u1 = self.up_1(u2) + t1
-        logits = _crop(self.final_conv(self.up_0(u1)), size, 1)
+        logits = _crop(self.final_conv(self.up_0(u1)), size, 1).contiguous(memory_format=memory_format)
         if not (self.training and self.deep_supervision):
             return logits
         outputs = [logits]
         features = [u1, u2, u3, u4]
         for i, head in enumerate(self.heads):
-            outputs.append(_crop(head(features[i]), size, 2 << i))
+            outputs.append(_crop(head(features[i]), size, 2 << i).contiguous(memory_format=memory_format))
         return outputs
 
 
 def _crop(x: torch.Tensor, size: list[int], scale: int) -> torch.Tensor:
     """Crop the trailing spatial dims of ``x`` to ``ceil(size / scale)`` (undoing the padding at the end)."""
-    for i, s in enumerate(size):
-        x = x.narrow(2 + i, 0, (s + scale - 1) // scale)
-    return x
+    end = [(s + scale - 1) // scale for s in size]
+    if len(size) == 2:
+        return x[:, :, : end[0], : end[1]]
+    return x[:, :, : end[0], : end[1], : end[2]]

@@ -89,6 +89,16 @@ def test_default_run_id_trains_too(tmp_path):
     assert wf.parser.get_parsed_content("dataset_name") == "demo"
 
 
+def test_evaluate_as_the_model_zoo_runs_it_keeps_the_trained_model(demo_bundle):
+    """The zoo runs train.json + evaluate.json as a train workflow and checks its properties first (which builds the
+    training handlers): that must not start a new training run, which would move the trained model aside."""
+    model = demo_bundle / "models" / "model.pt"
+    before = model.read_bytes()
+    wf = workflow(["train.json", "evaluate.json"], "train", demo_bundle, **SMALL)
+    assert wf.check_properties() == []
+    assert model.read_bytes() == before and not (demo_bundle / "models" / "previous_runs").exists()
+
+
 def test_evaluate_writes_per_image_and_mean_metrics(demo_bundle):
     wf = workflow(["train.json", "evaluate.json"], "eval", demo_bundle, **SMALL)
     run_workflow(wf)

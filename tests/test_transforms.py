@@ -125,3 +125,11 @@ def test_lesion_confidence_gate_clears_weak_lesions_only():
     assert float(gate({"pred": torch.full((1, 8, 8), 0.2)})["pred"].sum()) == 0
     with pytest.raises(ValueError, match="min_confidence"):
         LesionConfidenceGated("pred", min_confidence=1.5)
+
+
+def test_picture_readers_without_itk(monkeypatch):
+    """A packaged bundle runs without ITK: the readers are built, PIL and pydicom only."""
+    monkeypatch.setattr("monai.utils.optional_import", lambda name, *a, **k: (None, False))
+    from unext_monai.transforms import picture_readers
+
+    assert [type(r).__name__ for r in picture_readers(dicom=True)] == ["PydicomReader", "PILReader"]

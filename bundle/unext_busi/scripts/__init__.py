@@ -21,5 +21,5 @@ def __getattr__(name: str) -> Any:
     # the network (torch, MONAI) is imported on first use: command lines such as `python -m unext_monai.deploy_app`
     # check their arguments before torch, MONAI (and, beside the Deploy SDK, holoscan) are imported
     if name in ("UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES", "from_unext_pytorch"):
-        return getattr(importlib.import_module("unext_monai.networks"), name)
-    raise AttributeError(f"module 'unext_monai' has no attribute {name!r}")
+        return getattr(importlib.import_module(".networks", __name__), name)  # relative: also in a bundle's copy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

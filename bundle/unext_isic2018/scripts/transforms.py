@@ -81,8 +81,12 @@ def picture_readers(dicom: bool = False) -> list[ImageReader]:
     BMP and TIFF, with ``dicom`` ``PydicomReader`` for ``.dcm`` (gray and colour), and ITK (:class:`CopyingITKReader`)
     for NRRD and MetaImage (:data:`ITK_SUFFIXES`), as 3D Slicer and ITK tools write them. Give the list to
     ``LoadImage``/``LoadImaged`` as ``reader``: it tries them from the last, each on the suffixes it takes; other
-    files (NIfTI) go to MONAI's default readers."""
-    readers: list[ImageReader] = [CopyingITKReader(reverse_indexing=True)]
+    files (NIfTI) go to MONAI's default readers. ITK is optional (a packaged bundle does not require it): without
+    ``itk`` installed, NRRD and MetaImage files are not read (the pre-flight check names them)."""
+    from monai.utils import optional_import
+
+    _, has_itk = optional_import("itk")
+    readers: list[ImageReader] = [CopyingITKReader(reverse_indexing=True)] if has_itk else []
     if dicom:
         readers.append(PydicomReader(swap_ij=False))
     return readers + [PILReader(reverse_indexing=False, converter=standard_pil_mode)]

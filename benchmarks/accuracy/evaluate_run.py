@@ -30,14 +30,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
+#: every candidate sets every post-processing option (a data set's overlay may set other defaults)
 CANDIDATES = {
-    "none": {"keep_largest_component": False, "min_lesion_area": 0},
-    "largest component": {"keep_largest_component": True, "min_lesion_area": 0},
-    "largest component >= 100 px": {"keep_largest_component": True, "min_lesion_area": 100},
-    "largest component >= 400 px": {"keep_largest_component": True, "min_lesion_area": 400},
-    "largest component >= 1000 px": {"keep_largest_component": True, "min_lesion_area": 1000},
-    "largest component >= 2000 px": {"keep_largest_component": True, "min_lesion_area": 2000},
-    "largest component >= 4000 px": {"keep_largest_component": True, "min_lesion_area": 4000},
+    "none": {"keep_largest_component": False, "min_lesion_area": 0, "min_lesion_confidence": 0},
+    **{"largest component" + (f" >= {a} px" if a else ""): {"keep_largest_component": True, "min_lesion_area": a,
+                                                            "min_lesion_confidence": 0}
+       for a in (0, 100, 400, 1000, 2000, 4000)},
     **{f"largest component, confidence >= {c}": {"keep_largest_component": True, "min_lesion_area": 0,
                                                  "min_lesion_confidence": c} for c in (0.85, 0.88, 0.9, 0.92, 0.94)},
 }

@@ -5,9 +5,11 @@ Inputs per data set NAME (``--runs NAME=RUN_FOLDER:LOG_FILE``):
   on the selection split; validation metrics with and without TTA; lesion-free images marked);
 - ``RUN_FOLDER/eval/val_metrics.csv`` (selection metrics per epoch), ``RUN_FOLDER/eval/split.json``,
   ``RUN_FOLDER/models/model.pt``; ``LOG_FILE``: the training log (epoch times, resumes).
-``--precision_runs FP32_RUN BF16_RUN`` adds the curves of the fp32 / bf16 comparison.
+``--precision_runs FP32_RUN BF16_RUN`` adds the curves of the fp32 / bf16 comparison (and their validation Dice where
+``evaluate.json`` was run on them: ``python -m monai.bundle run evaluating --bundle_root RUN --config_file
+"['configs/train.json','configs/evaluate.json','configs/busi.json']" --dataset_dir ...``).
 
-Outputs: ``docs/results.md`` and PNGs in ``docs/results/``::
+Outputs: ``docs/results.md`` and PNGs in ``docs/results/`` (matplotlib: ``pip install -e ".[results]"``)::
 
     python benchmarks/accuracy/report.py --runs isic2018=../runs/isic2018_r1:../runs/isic2018_r1.log \\
         busi=../runs/busi_r1:../runs/busi_r1.log --precision_runs ../runs/busi_fp32 ../runs/busi_bf16
@@ -103,7 +105,9 @@ def training_account(log_file: str) -> dict:
     return {"epochs": len(times), "hours": sum(times) / 3600.0, "resumes": starts}
 
 
-def dataset_section(name: str, run: str, log_file: str, docs: str) -> str:
+def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch: int | None = None) -> str:
+    """The page's section of one data set; ``weights_epoch``: the epoch the run's ``model.pt`` holds when it is not
+    the best selection epoch (a resumed run that restarted its best-model record)."""
     acc = json.load(open(ROOT / "benchmarks" / "results" / f"accuracy_{name}.json"))
     split = json.load(open(os.path.join(run, "eval", "split.json")))
     val = acc["validation"]
@@ -136,12 +140,17 @@ def dataset_section(name: str, run: str, log_file: str, docs: str) -> str:
                   f"({n['marked'] / max(n['images'], 1):.0%}; target at most 15%), mean marked area "
                   f"{n['mean_marked_area']:.2%} of the image where it does.\n")
     paper = PAPER[name]
+    released = (f"; the run's `models/model.pt`, the released weights, holds epoch {weights_epoch}"
+                if weights_epoch is not None and weights_epoch != best_epoch else "")
+    if sel.get("rule_pick") and sel["rule_pick"] != sel["chosen"]:
+        released += (f". Post-processing: the selection rule picks {sel['rule_pick']}; the release takes "
+                     f"{sel['chosen']}: {sel['why_not_the_rule']}")
     sizes = ", ".join(f"{len(split[k])} {k}" for k in ("training", "selection", "validation"))
     return f"""## {TITLE[name]}
 
 Split (seed {split['meta']['seed']}, `eval/split.json`): {sizes}. Trained {account['epochs']} epochs
 ({account['hours']:.1f} hours of epochs on the machine below, in {account['resumes'] + 1} piece(s)); the best
-selection Dice was at epoch {best_epoch}.
+selection Dice was at epoch {best_epoch}{released}.
 
 Post-processing chosen on the selection split (by {sel['key']}), then applied to the validation split:
 
@@ -177,20 +186,41 @@ def precision_section(fp32_run: str, bf16_run: str, docs: str) -> str:
     plot_curves(curves, "BUSI, the same recipe in fp32 and bf16", "selection split (256x256)",
                 os.path.join(docs, "results", "busi_fp32_bf16.png"))
     last = {k: (c["val_mean_dice"][-1], np.nanmax(c["val_mean_dice"])) for k, c in curves.items()}
+    epochs = {k: int(c["epoch"][-1]) for k, c in curves.items()}
+    validation = {k: _evaluation(run) for k, run in ((" fp32", fp32_run), (" bf16", bf16_run))}
+    held_out = ""
+    if all(validation.values()):
+        f32, b16 = validation[" fp32"], validation[" bf16"]
+        held_out = (f"\nOn the validation split (`evaluate.json`, each run's `model.pt`, no post-processing): Dice "
+                    f"{f32['val_mean_dice']:.4f} (fp32) and {b16['val_mean_dice']:.4f} (bf16), a difference of "
+                    f"{abs(f32['val_mean_dice'] - b16['val_mean_dice']) * 100:.2f} points; IoU "
+                    f"{f32['val_mean_iou']:.4f} and {b16['val_mean_iou']:.4f}.\n")
     return f"""## fp32 and bf16 training, side by side
 
-The same BUSI recipe and seed, once in float32 and once under bfloat16 autocast (the default on this CPU):
-final selection Dice {last[' fp32'][0]:.4f} (fp32) and {last[' bf16'][0]:.4f} (bf16), a difference of
-{abs(last[' fp32'][0] - last[' bf16'][0]) * 100:.2f} points; best {last[' fp32'][1]:.4f} and {last[' bf16'][1]:.4f}.
-
+The same BUSI recipe and seed, shortened to {epochs[' bf16']} epochs (the cosine schedule over them), once in float32
+and once under bfloat16 autocast (the default on this CPU): final selection Dice {last[' fp32'][0]:.4f} (fp32) and
+{last[' bf16'][0]:.4f} (bf16), a difference of {abs(last[' fp32'][0] - last[' bf16'][0]) * 100:.2f} points; best
+{last[' fp32'][1]:.4f} and {last[' bf16'][1]:.4f}.
+{held_out}
 ![fp32 and bf16](results/busi_fp32_bf16.png)
 """
+
+
+def _evaluation(run: str) -> dict[str, float] | None:
+    """The means of ``<run>/eval/evaluation/metrics.csv`` (MONAI's MetricsSaver), if the run was evaluated."""
+    path = os.path.join(run, "eval", "evaluation", "metrics.csv")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {name: float(value) for name, value in csv.reader(f)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_FOLDER:LOG_FILE")
     parser.add_argument("--precision_runs", nargs=2, default=None, metavar=("FP32_RUN", "BF16_RUN"))
+    parser.add_argument("--weights_epoch", nargs="*", default=[], metavar="NAME=EPOCH",
+                        help="the epoch a run's model.pt holds, where it is not the best selection epoch")
     parser.add_argument("--docs", default=str(ROOT / "docs"))
     parser.add_argument("--header", default=str(ROOT / "benchmarks" / "accuracy" / "results_header.md"))
     parser.add_argument("--footer", default=str(ROOT / "benchmarks" / "accuracy" / "results_protocol.md"))
@@ -200,7 +230,9 @@ def main() -> None:
     for spec in args.runs:
         name, rest = spec.split("=", 1)
         run, log_file = rest.rsplit(":", 1)
-        sections.append(dataset_section(name, run, log_file, args.docs))
+        epochs = dict(spec.split("=", 1) for spec in args.weights_epoch)
+        sections.append(dataset_section(name, run, log_file, args.docs,
+                                        int(epochs[name]) if name in epochs else None))
     if args.precision_runs:
         sections.append(precision_section(*args.precision_runs, args.docs))
     text = open(args.header).read() + "\n" + "\n".join(sections) + "\n" + open(args.footer).read()

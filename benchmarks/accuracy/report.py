@@ -105,6 +105,10 @@ def training_account(log_file: str) -> dict:
     return {"epochs": len(times), "hours": sum(times) / 3600.0, "resumes": starts}
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch: int | None = None) -> str:
     """The page's section of one data set; ``weights_epoch``: the epoch the run's ``model.pt`` holds when it is not
     the best selection epoch (a resumed run that restarted its best-model record)."""
@@ -130,8 +134,8 @@ def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch
         p, t = val["plain"][k], val["tta"][k]
         rows.append(f"| {label} | {p['mean']:.4f} ± {p['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
                     f"{p['images']} |")
-    cands = "\n".join(f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} |"
-                      for label, m in sel["candidates"].items())
+    cands = "\n".join(f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} | "
+                      f"{_share(m.get('marked_lesion_free'))} |" for label, m in sel["candidates"].items())
     normal = ""
     if "normal" in acc:
         n = acc["normal"]
@@ -154,8 +158,8 @@ selection Dice was at epoch {best_epoch}{released}.
 
 Post-processing chosen on the selection split (by {sel['key']}), then applied to the validation split:
 
-| candidate | selection Dice | selection IoU |
-|---|---|---|
+| candidate | selection Dice | selection IoU | lesion-free images marked |
+|---|---|---|---|
 {cands}
 
 Chosen: **{sel['chosen']}**.

@@ -154,6 +154,46 @@ def _two_nodes(root: Path, logs: Path, *extra: str) -> list[subprocess.Popen]:
                              stderr=subprocess.STDOUT, start_new_session=True) for r in (0, 1)]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first, then theirs), read from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(0), [])
+        found += children
+        todo += children
+    return found
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of process ``pid`` ("Z": a zombie, dead but not yet reaped by its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _kill_node(launcher: subprocess.Popen) -> None:
+    """SIGKILL a node as a machine dies: its torchrun agent and the worker, which torchrun starts in a session of its
+    own (a ``killpg`` of the agent's group alone leaves the worker training)."""
+    pids = [*_descendants(launcher.pid), launcher.pid]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    launcher.wait()
+    deadline = time.monotonic() + 30
+    while any(_state(pid) not in ("Z", "gone") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     codes = []
@@ -161,7 +201,7 @@ def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
         try:
             codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_node(p)
             codes.append(None)
     return codes
 
@@ -190,7 +230,10 @@ def test_a_dead_node_ends_the_other_with_an_error_and_both_resume(tmp_path: Path
         assert all(p.poll() is None for p in procs), log0.read_text()[-3000:]
         assert time.monotonic() < deadline, "epoch 2 never ended"
         time.sleep(0.05)
-    os.killpg(procs[1].pid, signal.SIGKILL)  # node 1 dies mid-epoch, torchrun agent and worker
+    workers = _descendants(procs[1].pid)
+    assert workers, "node 1's torchrun started no worker"
+    _kill_node(procs[1])  # node 1 dies mid-epoch: its torchrun agent and its worker
+    assert all(_state(pid) in ("Z", "gone") for pid in workers), "node 1's worker survived the kill"
     codes = _wait(procs[:1], 180)
     assert codes[0] not in (0, None), f"the surviving node ended with {codes[0]}"
     assert "Traceback" in log0.read_text() or "ChildFailedError" in log0.read_text()

@@ -301,6 +301,14 @@ def _timed(fn):
     return value, {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
 
 
+def measure_row(row: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """:func:`measure` of ``row`` with when and under what load it ran (``measured``), and its wall and CPU seconds."""
+    print(f"[{row}] measuring", flush=True)
+    measured, seconds = _timed(lambda: measure(row, args))
+    measured["measured"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_average": list(os.getloadavg())}
+    return measured, seconds
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # a row
 
@@ -329,8 +337,7 @@ def run_row(row: str, args: argparse.Namespace, schedule: dict) -> dict:
     metrics = read_metrics(bundle_root / "eval" / "evaluation" / "metrics.csv")
     split = split_summary(bundle_root / "eval" / "split.json")
 
-    print(f"[{row}] measuring", flush=True)
-    measured, measure_seconds = _timed(lambda: measure(row, args))
+    measured, measure_seconds = measure_row(row, args)
     return {
         "row": row,
         "label": ROWS[row][0],
@@ -450,6 +457,13 @@ def render_context(rows: dict[str, dict]) -> str:
         "selection), median after the first epoch.",
         f"Machine: {first['machine']}; load average at each row's end: "
         + ", ".join(f"{r['row']} {r['load_average'][0]:.1f}" for r in rows.values()) + ".",
+    ]
+    measured = [r for r in rows.values() if "measured" in r]
+    if measured:
+        lines.append("Cost columns (params, GMACs, CPU ms, training images/s) measured: " + ", ".join(
+            f"{r['row']} {r['measured']['date']} (load average {r['measured']['load_average'][0]:.1f})"
+            for r in measured) + ".")
+    lines += [
         "",
         "Commands of each row (from the repository root):",
         "",
@@ -510,6 +524,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "compare"), help="results path without suffix")
     parser.add_argument("--doc", default=str(DOC), help="the document whose table is rewritten ('' for none)")
     parser.add_argument("--table_only", action="store_true", help="only re-render the tables from <out>.json")
+    parser.add_argument("--remeasure", action="store_true", help="only re-measure the cost columns (params, GMACs, "
+                        "CPU ms, training images/s) of --rows already in <out>.json, without training: for rows "
+                        "trained on a busy machine, measure all of them together on an idle one")
     parser.add_argument("--plan", type=float, metavar="HOURS", default=None,
                         help="print how many epochs of the rows in <out>.json fit HOURS (run them with --epochs 1 "
                         "first), then stop")
@@ -524,6 +541,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.table_only:
         write_outputs(result, args.out, args.doc)
+        return
+    if args.remeasure:
+        for row in args.rows:
+            if row not in result["rows"]:
+                print(f"[{row}] not in {out_json}: nothing to re-measure (train it first)", flush=True)
+                continue
+            measured, seconds = measure_row(row, args)
+            result["rows"][row].update(measured, measurement_seconds=seconds)
+            write_outputs(result, args.out, args.doc)
         return
     if not args.dataset_dir or not args.work_dir:
         parser.error("--dataset_dir and --work_dir are required (unless --table_only)")

@@ -231,3 +231,33 @@ def test_compare_end_to_end_smoke(shared_dir, tmp_path):
     assert len(row["bundle_epoch_seconds"]) == 1
     assert (tmp_path / "runs" / "unext_s" / "models" / "model.pt").is_file()
     assert "(smoke test, not a result)" in (tmp_path / "compare.md").read_text()
+
+
+def test_remeasure_updates_the_cost_columns_only(tmp_path, monkeypatch):
+    def fake_run_row(row, args, schedule):
+        row = {**_row(row), "schedule": schedule}
+        del row["compare_command"]
+        return row
+
+    def fake_measure(row, args):
+        return {"params": 7, "gflops_256": 2.0, "gmacs_256": 1.0, "cpu_ms_1_thread": 11.0,
+                "training_throughput": {**_row(row)["training_throughput"], "threads": args.threads}}
+
+    monkeypatch.setattr(compare, "run_row", fake_run_row)
+    monkeypatch.setattr(compare, "measure", fake_measure)
+    out = str(tmp_path / "compare")
+    doc = tmp_path / "comparison.md"
+    doc.write_text(f"{compare.TABLE_START}\n{compare.TABLE_END}\n")
+    base = ["--dataset_dir", "d", "--work_dir", str(tmp_path), "--out", out, "--doc", str(doc), "--epochs", "2"]
+    compare.main(base + ["--rows", "unet", "unext"])
+    before = json.loads(Path(out + ".json").read_text())["rows"]
+    compare.main(["--out", out, "--doc", str(doc), "--remeasure", "--threads", "2", "--rows", "unext", "unext_s"])
+    rows = json.loads(Path(out + ".json").read_text())["rows"]
+    assert "unext_s" not in rows  # never trained: not re-measured into a row
+    assert rows["unet"] == before["unet"]
+    unext = rows["unext"]
+    assert (unext["params"], unext["cpu_ms_1_thread"], unext["training_throughput"]["threads"]) == (7, 11.0, 2)
+    assert {k: unext[k] for k in ("validation", "selection_best", "commands", "schedule")} == {
+        k: before["unext"][k] for k in ("validation", "selection_best", "commands", "schedule")}
+    assert set(unext["measured"]) == {"date", "load_average"}
+    assert "Cost columns (params, GMACs, CPU ms, training images/s) measured: unext " in doc.read_text()

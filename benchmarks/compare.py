@@ -36,6 +36,7 @@ table of ``docs/comparison.md`` (between its markers) is rewritten from the JSON
     python benchmarks/compare.py --dataset_dir ../shared/data/busi --work_dir ../compare_runs          # every row
     python benchmarks/compare.py --dataset_dir ../shared/data/busi --work_dir ../compare_runs --rows unet unext
     python benchmarks/compare.py --table_only                                      # re-render the tables from JSON
+    python benchmarks/compare.py --remeasure      # only the cost columns of the trained rows, on an idle machine
 
 ``--max_items N`` trains, selects and evaluates on the first N images of each split only: a smoke test of the
 pipeline, whose rows are marked as such and never go into ``docs/comparison.md``. ``--plan HOURS`` reads rows run

@@ -111,6 +111,11 @@ PAPER: dict[str, dict[str, Any]] = {
 # the bundle's commands
 
 
+#: the evaluation scores the network's own masks: busi.json's post-processing (largest component, lesion-confidence
+#: gate), chosen for the released UNeXt, would judge the other networks by a gate tuned to UNeXt's confidence
+NO_POST_PROCESSING = ["--keep_largest_component", "False", "--min_lesion_area", "0", "--min_lesion_confidence", "0"]
+
+
 def config_files(row: str, evaluate: bool) -> list[str]:
     """The bundle's config files of ``row``, relative to the repository root, in the order they apply."""
     files = ["configs/train.json"] + (["configs/evaluate.json"] if evaluate else [])
@@ -149,7 +154,9 @@ def bundle_command(row: str, evaluate: bool, bundle_root: str, dataset_dir: str,
         "--dataset_dir", dataset_dir,
         *schedule_overrides(schedule),
     ]
-    if not evaluate:
+    if evaluate:
+        command += NO_POST_PROCESSING
+    else:
         command += ["--max_epochs", str(schedule["epochs"])]
     return command + smoke_overrides(schedule.get("max_items"), evaluate)
 

@@ -99,6 +99,26 @@ def test_bundle_command_overrides_are_config_entries(evaluate, max_items, monkey
     check_command_line([BUNDLE_MAIN] + command[3:])
 
 
+def test_evaluation_command_scores_the_networks_own_masks():
+    """busi.json sets the released UNeXt's post-processing (largest component, a lesion-confidence gate of 0.9): the
+    table's evaluation turns it off, or a network less confident than UNeXt scores 0 (it did: unet, unext_s)."""
+    post_processing = {"LesionConfidenceGated", "KeepLargestConnectedComponentd", "RemoveSmallObjectsd"}
+
+    def transforms(overrides: dict) -> set[str]:
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / f) for f in compare.config_files("unet", True)])
+        parser.update(overrides)
+        return {type(t).__name__ for t in parser.get_parsed_content("validate#postprocessing").transforms}
+
+    assert {"LesionConfidenceGated", "KeepLargestConnectedComponentd"} <= transforms({})  # busi.json's defaults
+    schedule = {"epochs": 3, "spatial_size": 256, "seed": 0, "include_normal": False, "max_items": None}
+    command = compare.bundle_command("unet", True, "/tmp/b", "/data/busi", schedule)
+    overrides = {command[i][2:]: command[i + 1] for i in range(5, len(command), 2)}
+    values = {k: json.loads(overrides[k].lower()) for k in ("keep_largest_component", "min_lesion_area",
+                                                             "min_lesion_confidence")}
+    assert not transforms(values) & post_processing
+
+
 def test_bundle_command_at_the_default_size_and_seed_has_no_override():
     schedule = {"epochs": 3, "spatial_size": compare.SPATIAL_SIZE, "seed": 0, "include_normal": False,
                 "max_items": None}

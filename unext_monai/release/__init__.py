@@ -264,6 +264,9 @@ def release(
             pt_file = os.path.join(tmp, "models", "model.pt")
             os.makedirs(os.path.dirname(pt_file))
             torch.save(weights, pt_file)
+            # the metadata's promise about shapes first: a few seconds, against the exports' tens
+            run_tool(["verify_net_in_out", "network_def", "--meta_file", out_meta, "--config_file",
+                      os.path.join(tmp, "configs", "inference.json")], "verify_net_in_out", cwd=tmp)
 
             ts_file = os.path.join(tmp, "models", "model.ts")
             run_tool(["ckpt_export", "network_def", "--filepath", ts_file, "--ckpt_file", pt_file, "--meta_file",
@@ -271,8 +274,6 @@ def release(
             ts_diff = check_torchscript(ts_file, net, in_channels, [TS_CONFIG])
             onnx_diff, onnx_shapes, opset = export_and_check_onnx(net, os.path.join(tmp, "models", "model.onnx"),
                                                                   in_channels)
-            run_tool(["verify_net_in_out", "network_def", "--meta_file", out_meta, "--config_file",
-                      os.path.join(tmp, "configs", "inference.json")], "verify_net_in_out", cwd=tmp)
             check_inference_config(tmp)
             n_params = sum(p.numel() for p in net.parameters())
 

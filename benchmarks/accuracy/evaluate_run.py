@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ def main() -> None:
     plain = evaluate(args, "evaluation", **chosen)
     tta = evaluate(args, "evaluation_tta", tta=True, **chosen)  # the overlay's tta_flips: the training's flips
     result = {
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+        "command": "python " + shlex.join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "selection": {"key": args.key, "candidates": selection, "chosen": best, "options": chosen,
                       "rule_pick": rule_pick, "why_not_the_rule": args.why if best != rule_pick else ""},

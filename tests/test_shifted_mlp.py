@@ -42,6 +42,16 @@ def test_axial_shift_matches_reference_3d():
     assert torch.equal(AxialShift(3, 10, 5, [2])(x), reference_shift(x, 4, 5))
 
 
+def test_axial_shift_of_one_group_is_the_input_itself():
+    """shift_size 1 (the ablation's shift off) moves nothing and costs nothing: no convolution copies the map."""
+    x = torch.randn(2, 6, 5, 7)
+    for spatial_dims, axes in ((2, [0]), (2, [1]), (3, [0, 1])):
+        shift = AxialShift(spatial_dims, 6, 1, axes)
+        y = x if spatial_dims == 2 else x.unsqueeze(2)
+        assert shift(y) is y
+        assert torch.equal(shift(y), reference_shift(y, 2 + axes[-1], 1))
+
+
 def test_axial_shift_is_zero_filled_not_circular():
     out = AxialShift(2, 5, 5, [0])(torch.ones(1, 5, 4, 4))
     assert out[0, 0, -2:].sum() == 0 and out[0, 4, :2].sum() == 0 and out[0, 2].sum() == 16

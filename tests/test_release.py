@@ -331,3 +331,25 @@ def test_training_record_names_the_released_epoch(tmp_path):
     assert named["weights_epoch"] == {"epoch": 3, "val_mean_dice": 0.7, "val_mean_iou": 0.6} and "best" not in named
     with pytest.raises(ReleaseError, match="no such epoch"):
         _training_record(str(tmp_path), weights_epoch=9)
+
+
+@pytest.mark.slow
+def test_re_release_of_the_same_weights_keeps_the_training_record(released, tmp_path):
+    """New scripts for released weights whose training run is gone (no --train_dir): the card still says how they
+    were trained, read back from the existing release's docs/training_record.json."""
+    out = tmp_path / "bundle" / BUNDLE_NAME
+    shutil.copytree(released["bundle"], out)
+    record = json.loads((out / "docs" / "training_record.json").read_text())
+    assert record["epochs"] == 1 and record["split"]["dataset"] == "demo" and record["best"]["epoch"] == 1
+    old_card = (out / "docs" / "README.md").read_text()
+    proc = _release_cli(["--bundle_root", REPO, "--name", BUNDLE_NAME, "--output", out, "--ckpt",
+                         released["bundle"] / "models" / "model.pt", "--overwrite", "--version", "9.9.9",
+                         "--changelog", "scripts regenerated"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "keeping its training record" in proc.stdout
+    assert json.loads((out / "docs" / "training_record.json").read_text()) == record
+    card = (out / "docs" / "README.md").read_text()
+    for line in old_card.splitlines():
+        if line.startswith(("These weights", "Best score on the selection part")):
+            assert line in card, line
+    assert "How these weights were trained" not in card

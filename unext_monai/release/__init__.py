@@ -12,8 +12,9 @@ temporary folder beside the output (default ``bundle/NAME``):
 - ``scripts/``: the code of ``unext_monai`` those configs use (:mod:`.vendor`);
 - ``models/model.pt`` (a plain state dict that loads with ``strict=True``), ``models/model.ts`` (``monai.bundle
   ckpt_export``, ``metadata.json`` and ``inference.json`` embedded), ``models/model.onnx``;
-- ``docs/README.md`` (the repository's model card as a template, :mod:`.card`), ``docs/data_license.txt`` and the
-  repository's ``LICENSE``;
+- ``docs/README.md`` (the repository's model card as a template, :mod:`.card`), ``docs/data_license.txt``,
+  ``docs/training_record.json`` (what the card says of the training run: split sizes, epochs, the selection row of
+  the released weights) and the repository's ``LICENSE``;
 
 then checks it (``verify_net_in_out``, TorchScript and ONNX parity with PyTorch, the inference config's components
 instantiate) and only then moves it to the output. A failed step exits non-zero and leaves nothing behind.
@@ -51,6 +52,8 @@ __all__ = ["release", "main", "ReleaseError"]
 
 #: configs embedded in ``model.ts`` besides ``metadata.json`` (what MONAI Deploy and ``monai.bundle.load`` read)
 TS_CONFIG = "inference.json"
+#: the training run's record in a release: read back when the same weights are released again without their run
+RECORD_FILE = os.path.join("docs", "training_record.json")
 
 
 def _state_dict(ckpt_file: str) -> dict:
@@ -160,7 +163,9 @@ def release(
         version: the release version; default the existing release's or the repository's.
         changelog: the changelog entry for this version.
         train_dir: the training run's output folder (``split.json``, ``val_metrics.csv``) for the model card;
-            default ``<bundle_root>/eval``.
+            default ``<bundle_root>/eval``, except when ``output`` is a release of the same weights: then its
+            ``docs/training_record.json`` is the record (the run's folder may be long gone; the weights have not
+            changed, so neither has how they were trained).
         metrics: the evaluation's ``metrics.csv`` (MONAI's MetricsSaver; means and image count) or a flat JSON file,
             for ``eval_metrics``; without it, an existing release's ``eval_metrics`` are kept when its ``model.pt``
             holds the same weights.
@@ -195,12 +200,20 @@ def release(
     if os.path.isfile(os.path.join(output, "configs", "metadata.json")):
         with open(os.path.join(output, "configs", "metadata.json"), encoding="utf-8") as f:
             previous_meta = json.load(f)
-    train_dir = os.path.abspath(train_dir) if train_dir else os.path.join(bundle_root, "eval")
-    record = _training_record(train_dir, weights_epoch=weights_epoch)
+    weights = _state_dict(ckpt)
+    same_weights = previous_meta is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
+    previous_record = os.path.join(output, RECORD_FILE)
+    if same_weights and not train_dir and weights_epoch is None and os.path.isfile(previous_record):
+        with open(previous_record, encoding="utf-8") as f:
+            record = json.load(f)
+        print(f"release: same weights as {output}: keeping its training record ({RECORD_FILE})")
+    else:
+        train_dir = os.path.abspath(train_dir) if train_dir else os.path.join(bundle_root, "eval")
+        record = _training_record(train_dir, weights_epoch=weights_epoch)
     recorded = (record.get("split") or {}).get("dataset")
     if dataset and recorded and dataset != recorded:
-        raise ReleaseError(f"--dataset {dataset}, but {train_dir}/split.json says the weights were trained on "
-                           f"{recorded}")
+        raise ReleaseError(f"--dataset {dataset}, but the training record ({train_dir or previous_record}) says the "
+                           f"weights were trained on {recorded}")
     dataset = dataset or recorded
     try:
         card = dataset_card(dataset, dataset_card_file)
@@ -221,10 +234,9 @@ def release(
         raise ReleaseError("train.json and inference.json state different in_channels")
     from unext_monai import __version__
 
-    weights = _state_dict(ckpt)
     try:
         evaluation = load_metrics(metrics)
-        if evaluation is None and previous_meta and _same_weights(os.path.join(output, "models", "model.pt"), weights):
+        if evaluation is None and same_weights:
             evaluation = previous_meta.get("eval_metrics") or None  # the same weights: their evaluation stands
             print(f"release: same weights as {output}: keeping its eval_metrics")
         # the repository's configs name unext_monai: the copy follows them
@@ -277,6 +289,7 @@ def release(
             check_inference_config(tmp)
             n_params = sum(p.numel() for p in net.parameters())
 
+        _write(os.path.join(tmp, RECORD_FILE), json.dumps(record, indent=2) + "\n")
         _write(os.path.join(tmp, "docs", "data_license.txt"),
                "Data licence of the model weights in models/ (model.pt, model.ts, model.onnx)\n\n"
                f"Trained on: {dataset}\n\n{card.data_terms}")

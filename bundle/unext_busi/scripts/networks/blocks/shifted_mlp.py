@@ -56,7 +56,8 @@ class AxialShift(nn.Module):
 
     The kernel is a constant, not a weight: it is a non-persistent buffer (not in the state dict) that is rebuilt
     after every move of the module (``to``, ``to_empty``, ``half``...), so a network built on the meta device and
-    materialised with ``to_empty`` shifts correctly.
+    materialised with ``to_empty`` shifts correctly. With ``shift_size`` 1 (one group, moved by 0: the ablation's
+    "shift off") the module returns its input as it is, without a convolution.
 
     (B, channels, *S) -> (B, channels, *S).
     """
@@ -80,6 +81,8 @@ class AxialShift(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift_size == 1:  # nothing moves; a 1x1 depthwise convolution is a slow copy on CPUs
+            return x
         if self.spatial_dims == 2:
             return F.conv2d(x, self.kernel, None, 1, self.padding, 1, self.channels)
         return F.conv3d(x, self.kernel, None, 1, self.padding, 1, self.channels)

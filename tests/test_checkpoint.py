@@ -71,8 +71,9 @@ def test_describe_and_load_matching_checkpoint(tmp_path):
         ({"features": (16, 32, 128, 160, 256)}, {},
          "features=(16, 32, 128, 160, 256) but the bundle's network_def has in_channels=3, out_channels=1, "
          "features=(8, 16, 32, 64, 128)"),
-        ({}, {"deep_supervision": True}, "deep_supervision=False but the bundle's network_def has in_channels=3, "
-                                         "out_channels=1, features=(8, 16, 32, 64, 128), deep_supervision=True"),
+        ({"in_channels": 1}, {"deep_supervision": True},
+         "in_channels=1, out_channels=1, features=(8, 16, 32, 64, 128), deep_supervision=False but the bundle's "
+         "network_def has in_channels=3, out_channels=1, features=(8, 16, 32, 64, 128), deep_supervision=True"),
     ],
 )
 def test_other_architecture_is_named(tmp_path, ckpt_kw, net_kw, expected):
@@ -90,6 +91,16 @@ def test_deep_supervision_heads_are_dropped_for_inference(tmp_path):
     dst = small()
     load_into(dst, tmp_path / "checkpoint_epoch=3.pt")  # a full training checkpoint serves inference too
     assert torch.equal(dst.final_conv.weight, src.final_conv.weight)
+
+
+def test_fine_tuning_with_deep_supervision_starts_the_heads_from_their_initial_weights(tmp_path):
+    src = small()  # released weights: the inference network, no heads
+    torch.save(src.state_dict(), tmp_path / "model.pt")
+    dst = small(deep_supervision=True)
+    heads = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("heads.")}
+    load_into(dst, tmp_path / "model.pt")
+    assert torch.equal(dst.final_conv.weight, src.final_conv.weight)
+    assert heads and all(torch.equal(dst.state_dict()[k], v) for k, v in heads.items())
 
 
 def test_not_a_unext_checkpoint(tmp_path):

@@ -255,6 +255,36 @@ def test_release_of_a_grayscale_network(tmp_path):
 
 
 @pytest.mark.slow
+def test_release_of_weights_trained_with_deep_supervision(tmp_path):
+    """A training checkpoint with deep-supervision heads: the release holds inference.json's network (no heads), and
+    its train.json, which trains with deep supervision, fine-tunes from that model.pt."""
+
+    def deep(root):
+        config = json.loads((root / "configs" / "train.json").read_text())
+        config["deep_supervision"] = True
+        (root / "configs" / "train.json").write_text(json.dumps(config))
+
+    root = _source_copy(tmp_path, deep)
+    torch.manual_seed(0)
+    trained = unext_monai.UNeXt(2, 3, 1, deep_supervision=True)
+    torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
+    out = tmp_path / "bundle" / "ds"
+    proc = _release_cli(["--bundle_root", root, "--name", "ds", "--output", out, "--ckpt", tmp_path / "checkpoint.pt",
+                         "--dataset", "busi", "--train_dir", tmp_path / "none"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "dropping the deep-supervision heads" in proc.stdout
+    released = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert not [k for k in released if k.startswith("heads.")]
+    assert torch.equal(released["final_conv.weight"], trained.final_conv.weight)
+    packaged = json.loads((out / "configs" / "train.json").read_text())
+    assert packaged["deep_supervision"] is True
+    from unext_monai.checkpoint import check_model_state
+
+    fine_tune = unext_monai.UNeXt(2, 3, 1, deep_supervision=True)
+    fine_tune.load_state_dict(check_model_state(fine_tune, released, str(out / "models" / "model.pt")))
+
+
+@pytest.mark.slow
 def test_release_refuses_bundle_failing_verify_net_in_out(released, tmp_path):
     """metadata.json promising 2 output channels for a 1-channel network: verify_net_in_out fails, nothing appears."""
 

@@ -58,7 +58,8 @@ RECORD_FILE = os.path.join("docs", "training_record.json")
 
 def _state_dict(ckpt_file: str) -> dict:
     """The network weights of a checkpoint written by training: a plain state dict, ``{"model": state_dict, ...}``
-    (ignite's layout), or a state dict carrying MONAI ``CheckpointSaver``'s ``checkpointer`` record."""
+    (ignite's layout), or a state dict carrying MONAI ``CheckpointSaver``'s ``checkpointer`` record; without the
+    deep-supervision heads (``heads.*``) of a network trained with them."""
     import torch
 
     try:
@@ -75,6 +76,10 @@ def _state_dict(ckpt_file: str) -> dict:
     dropped = sorted(set(ckpt) - set(weights))
     if dropped:
         print(f"release: dropping non-weight checkpoint entries {dropped}")
+    heads = [k for k in weights if k.startswith("heads.")]
+    if heads:  # the released weights are inference.json's network: its forward never uses the heads
+        print(f"release: dropping the deep-supervision heads ({len(heads)} tensors), which only training uses")
+        weights = {k: v for k, v in weights.items() if k not in heads}
     return weights
 
 

@@ -8,6 +8,8 @@ Inputs per data set NAME (``--runs NAME=RUN_FOLDER:LOG_FILE``):
 ``--precision_runs FP32_RUN BF16_RUN`` adds the curves of the fp32 / bf16 comparison (and their validation Dice where
 ``evaluate.json`` was run on them: ``python -m monai.bundle run evaluating --bundle_root RUN --config_file
 "['configs/train.json','configs/evaluate.json','configs/busi.json']" --dataset_dir ...``).
+``--keep NAME ...`` copies sections (a data set's, or ``precision``: the fp32 / bf16 one) from the existing page
+unchanged, for runs whose folders are gone.
 
 Outputs: ``docs/results.md`` and PNGs in ``docs/results/`` (matplotlib: ``pip install -e ".[results]"``)::
 
@@ -29,6 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_speed import epoch_times  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from unext_monai.io import write_atomic  # noqa: E402
 
 PAPER = {"isic2018": {"Dice": 0.8970, "IoU": 0.8170}, "busi": {"Dice": 0.7937, "IoU": 0.6695}}
 TARGET = {"isic2018": ("Dice", 0.90), "busi": ("IoU", 0.68)}
@@ -218,29 +223,54 @@ def _evaluation(run: str) -> dict[str, float] | None:
     return load_metrics(path) if os.path.isfile(path) else None
 
 
+PRECISION_TITLE = "fp32 and bf16 training, side by side"
+
+
+def kept_section(page: str, title: str) -> str:
+    """The section ``## <title>`` of an existing results page (up to the next ``## `` heading), for a data set whose
+    run folder is gone; a ``ValueError`` if the page has none."""
+    lines = page.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == f"## {title}"]
+    if not starts:
+        raise ValueError(f"the existing page has no section '## {title}' to keep")
+    end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[starts[0]:end]).rstrip("\n") + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_FOLDER:LOG_FILE")
+    parser.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_FOLDER:LOG_FILE")
     parser.add_argument("--precision_runs", nargs=2, default=None, metavar=("FP32_RUN", "BF16_RUN"))
     parser.add_argument("--weights_epoch", nargs="*", default=[], metavar="NAME=EPOCH",
                         help="the epoch a run's model.pt holds, where it is not the best selection epoch")
+    parser.add_argument("--keep", nargs="*", default=[], choices=[*TITLE, "precision"],
+                        help="sections to copy from the existing docs/results.md (their run folders are gone)")
     parser.add_argument("--docs", default=str(ROOT / "docs"))
     parser.add_argument("--header", default=str(ROOT / "benchmarks" / "accuracy" / "results_header.md"))
     parser.add_argument("--footer", default=str(ROOT / "benchmarks" / "accuracy" / "results_protocol.md"))
     args = parser.parse_args()
     os.makedirs(os.path.join(args.docs, "results"), exist_ok=True)
-    sections = []
+    page_file = Path(args.docs, "results.md")
+    kept = {}
+    for name in args.keep:
+        title = PRECISION_TITLE if name == "precision" else TITLE[name]
+        kept[name] = kept_section(page_file.read_text() if page_file.is_file() else "", title)
+    built = dict(kept)
+    epochs = dict(spec.split("=", 1) for spec in args.weights_epoch)
     for spec in args.runs:
         name, rest = spec.split("=", 1)
+        if name in kept:
+            parser.error(f"{name}: both --runs and --keep")
         run, log_file = rest.rsplit(":", 1)
-        epochs = dict(spec.split("=", 1) for spec in args.weights_epoch)
-        sections.append(dataset_section(name, run, log_file, args.docs,
-                                        int(epochs[name]) if name in epochs else None))
+        built[name] = dataset_section(name, run, log_file, args.docs, int(epochs[name]) if name in epochs else None)
+    sections = [built[name] for name in TITLE if name in built]  # the page's order: ISIC 2018, BUSI
     if args.precision_runs:
         sections.append(precision_section(*args.precision_runs, args.docs))
+    elif "precision" in kept:
+        sections.append(kept["precision"])
     text = open(args.header).read() + "\n" + "\n".join(sections) + "\n" + open(args.footer).read()
-    Path(args.docs, "results.md").write_text(text)
-    print(f"wrote {Path(args.docs, 'results.md')}")
+    write_atomic(page_file, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {page_file}")
 
 
 if __name__ == "__main__":

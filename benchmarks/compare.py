@@ -456,7 +456,8 @@ def render_context(rows: dict[str, dict]) -> str:
     lines = [
         "",
         f"Schedule: epochs {s['epochs']}, {s['spatial_size']}x{s['spatial_size']}, seed {s['seed']}, batch 8, "
-        f"busi.json's recipe (Adam, lr 1e-3 cosine to 1e-5, its augmentations), benign + malignant; split "
+        f"busi.json's recipe (Adam, lr 1e-3 cosine to 1e-5, its augmentations) without deep supervision, benign + "
+        f"malignant; split "
         f"{split['training']} training / {split['selection']} selection / {split['validation']} validation images"
         + ("" if len(splits) == 1 else " (**the rows' splits differ**)")
         + ("" if len(schedules) == 1 else "; **the rows' schedules differ**") + ".",

@@ -77,10 +77,12 @@ def overlays(title: str, weights: str, cases: list[dict], out_png: str) -> None:
     from scipy.ndimage import binary_erosion
 
     from unext_monai import UNeXt
+    from unext_monai.checkpoint import check_model_state
+    from unext_monai.io import load_checkpoint_file
     from unext_monai.transforms import LoadMaskd
 
-    net = UNeXt(2, 3, 1).eval()
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net = UNeXt(2, 3, 1).eval()  # the inference network: a run's deep-supervision heads are left out
+    net.load_state_dict(check_model_state(net, load_checkpoint_file(weights, map_location="cpu"), weights))
     fig, axes = plt.subplots(1, len(cases), figsize=(3 * len(cases), 3.2))
     for ax, case in zip(np.atleast_1d(axes), cases):
         rgb = np.asarray(Image.open(case["image"]).convert("RGB"))
@@ -112,6 +114,16 @@ def training_account(log_file: str) -> dict:
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
+
+
+def _tta_passes(name: str) -> int:
+    """How many flipped passes ``--tta true`` runs for data set ``name``: its overlay's ``tta_flips``, or
+    inference.json's."""
+    for config in (ROOT / "configs" / f"{name}.json", ROOT / "configs" / "inference.json"):
+        flips = json.loads(config.read_text()).get("tta_flips")
+        if flips is not None:
+            return len(flips)
+    raise ValueError(f"no tta_flips in configs/{name}.json or configs/inference.json")
 
 
 def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch: int | None = None) -> str:
@@ -155,6 +167,7 @@ def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch
         released += (f". Post-processing: the selection rule picks {sel['rule_pick']}; the release takes "
                      f"{sel['chosen']}: {sel['why_not_the_rule']}")
     sizes = ", ".join(f"{len(split[k])} {k}" for k in ("training", "selection", "validation"))
+    tta_gain = val["tta"]["val_mean_dice"]["mean"] - val["plain"]["val_mean_dice"]["mean"]
     return f"""## {TITLE[name]}
 
 Split (seed {split['meta']['seed']}, `eval/split.json`): {sizes}. Trained {account['epochs']} epochs
@@ -177,7 +190,7 @@ Validation split ({val['images']} images; per image at the image's own size, mea
 
 Target: {metric} >= {target:.2f} on the validation split: **{got:.4f}, {'met' if got >= target else 'missed'}**.
 Paper (its own 80/20 protocol, 3 runs): Dice {paper['Dice']:.4f}, IoU {paper['IoU']:.4f}.
-Flip TTA (4 passes) changes Dice by {val['tta']['val_mean_dice']['mean'] - val['plain']['val_mean_dice']['mean']:+.4f}
+Flip TTA ({_tta_passes(name)} passes) changes Dice by {tta_gain:+.4f}
 and costs {val['seconds_per_image']['tta'] / val['seconds_per_image']['plain']:.1f}x the time per image
 ({val['seconds_per_image']['plain'] * 1000:.0f} ms -> {val['seconds_per_image']['tta'] * 1000:.0f} ms of the whole
 evaluation per image); it is off by default (`--tta true`).

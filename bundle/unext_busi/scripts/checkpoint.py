@@ -140,7 +140,8 @@ def check_model_state(
 
     Key prefixes added by DataParallel/DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are removed. The
     deep-supervision heads (``heads.*``) of a checkpoint trained with ``deep_supervision=True`` are dropped when the
-    network has none (they are not used at inference), with a log line.
+    network has none (they are not used at inference), and a network with heads keeps its own initial heads when the
+    checkpoint has none (fine-tuning released weights with deep supervision), each with a log line.
 
     Raises:
         ValueError: naming ``source``: not a state dict; not a UNeXt checkpoint (or a UNeXt-pytorch one, to be
@@ -184,6 +185,14 @@ def check_model_state(
         logger.info(f"{source}: dropping the deep-supervision heads (heads.*), which inference does not use")
         if not _differences(state, expected, strict):
             return state
+    elif net_desc["deep_supervision"] and not ckpt_desc["deep_supervision"]:
+        # released weights are the inference network's (no heads): fine-tuning with deep supervision starts the
+        # heads from the network's own initial values
+        heads = {k: v for k, v in expected.items() if k.startswith("heads.")}
+        if not _differences({**state, **heads}, expected, strict):
+            logger.info(f"{source}: no deep-supervision heads (heads.*) in the checkpoint: they keep their initial "
+                        "weights")
+            return {**state, **heads}
     shown = ["in_channels", "out_channels", "features"]
     shown += [k for k in ("spatial_dims", "mlp_ratio", "deep_supervision") if ckpt_desc[k] != net_desc[k]]
     if any(ckpt_desc[k] != net_desc[k] for k in shown):

@@ -44,6 +44,11 @@ CANDIDATES = {
 MAX_MARKED = 0.15
 
 
+def config_files(name: str) -> list[str]:
+    """The configs the evaluation runs for data set ``name``, in the order they apply."""
+    return [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), str(CONFIGS / f"{name}.json")]
+
+
 def evaluate(args: argparse.Namespace, out_name: str, **override) -> dict:
     """Run evaluate.json (train.json + evaluate.json + the data set's overlay) in this process; return the means,
     the per-image values and the seconds per image."""
@@ -51,7 +56,7 @@ def evaluate(args: argparse.Namespace, out_name: str, **override) -> dict:
 
     out = Path(args.run) / "eval" / out_name
     wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), str(CONFIGS / f"{args.name}.json")],
+        config_file=config_files(args.name),
         workflow_type="eval", bundle_root=str(args.run), dataset_dir=os.path.abspath(args.dataset_dir),
         output_dir=str(out), num_workers=0, **override,
     )

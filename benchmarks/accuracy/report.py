@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from evaluate_run import config_files  # noqa: E402  (this script's folder)
 from train_speed import epoch_times  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -117,13 +118,13 @@ def _share(value: float | None) -> str:
 
 
 def _tta_passes(name: str) -> int:
-    """How many flipped passes ``--tta true`` runs for data set ``name``: its overlay's ``tta_flips``, or
-    inference.json's."""
-    for config in (ROOT / "configs" / f"{name}.json", ROOT / "configs" / "inference.json"):
-        flips = json.loads(config.read_text()).get("tta_flips")
-        if flips is not None:
-            return len(flips)
-    raise ValueError(f"no tta_flips in configs/{name}.json or configs/inference.json")
+    """How many flipped passes the evaluation's ``--tta true`` ran for data set ``name``: the ``tta_flips`` of its
+    configs."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files(name))
+    return len(parser.get("tta_flips"))
 
 
 def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch: int | None = None) -> str:

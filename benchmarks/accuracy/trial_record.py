@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "accuracy"))
 from report import read_curve, training_account  # noqa: E402
 
+from unext_monai.data.split import SPLIT_PARTS  # noqa: E402
 from unext_monai.io import write_json_atomic  # noqa: E402
 
 #: the per-epoch columns a run's val_metrics.csv must hold
@@ -58,7 +59,7 @@ def arm_record(run: str, log_file: str, command: str) -> tuple[dict, dict]:
     split = json.load(open(split_file))
     split_meta = {k: split["meta"][k] for k in ("dataset", "seed", "val_fraction", "selection_fraction",
                                                "include_normal")}
-    split_meta.update({f"n_{k}": len(split[k]) for k in ("training", "selection", "validation")})
+    split_meta.update({f"n_{k}": len(split[k]) for k in SPLIT_PARTS})
     account = training_account(log_file)
     record = {
         "command": command,

@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint_file",
     "describe_unext_state",
     "check_model_state",
+    "switched_on",
 ]
 
 logger = logging.getLogger("unext_monai")
@@ -206,6 +207,12 @@ def check_model_state(
     )
 
 
+def switched_on(objects: Mapping[str, Any]) -> dict[str, Any]:
+    """``objects`` without the entries that are ``None``: parts a config switched off (``"_disabled_": true``, e.g.
+    ``train#weight_average``) are neither saved nor loaded."""
+    return {key: obj for key, obj in objects.items() if obj is not None}
+
+
 class ModelCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` with safe loading and clear errors; same arguments, same config entries.
 
@@ -213,9 +220,15 @@ class ModelCheckpointLoader(CheckpointLoader):
     truncated and foreign files fail naming the file). Every ``torch.nn.Module`` in ``load_dict`` is checked with
     :func:`check_model_state` before anything is loaded, so a checkpoint of another architecture or channel count
     fails with one message that gives the checkpoint's and the bundle's network settings. A missing entry of
-    ``load_dict`` (e.g. resuming from a model-only ``model.pt``) fails saying which. ``strict_shape=False`` keeps
+    ``load_dict`` (e.g. resuming from a model-only ``model.pt``) fails saying which, unless the object is marked
+    ``optional``. Entries that are ``None`` (switched off in the config) are left out. ``strict_shape=False`` keeps
     MONAI's behaviour (layers of other shapes are skipped).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = inspect.signature(CheckpointLoader.__init__).bind(self, *args, **kwargs)
+        bound.arguments["load_dict"] = switched_on(bound.arguments["load_dict"])
+        super().__init__(*bound.args[1:], **bound.kwargs)
 
     def __call__(self, engine: Any) -> None:
         path = os.fspath(self.load_path)
@@ -233,7 +246,8 @@ class ModelCheckpointLoader(CheckpointLoader):
             checkpoint = dict(checkpoint)
         optional = [k for k, obj in self.load_dict.items() if k not in checkpoint and getattr(obj, "optional", False)]
         for key in optional:
-            logger.warning(f"{path}: no '{key}' in the checkpoint (written by an older version): resuming without it")
+            logger.warning(f"{path}: no '{key}' in the checkpoint (written by an older version, or with it switched "
+                           "off): resuming without it")
         load_dict = {k: v for k, v in self.load_dict.items() if k not in optional}
         missing = [k for k in load_dict if k not in checkpoint]
         if missing:
@@ -313,7 +327,8 @@ class AtomicDiskSaver(DiskSaver):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` (same arguments) writing through :class:`AtomicDiskSaver`.
+    """MONAI's ``CheckpointSaver`` (same arguments) writing through :class:`AtomicDiskSaver`; ``save_dict`` entries that
+    are ``None`` (switched off in the config) are left out.
 
     Killing the process at any moment leaves the previous checkpoint and the previous best ``model.pt`` loadable
     (or the new ones, complete): never a truncated file, never none.
@@ -325,8 +340,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         bound = inspect.signature(CheckpointSaver.__init__).bind(self, *args, **kwargs)
+        bound.arguments["save_dict"] = switched_on(bound.arguments["save_dict"])
+        super().__init__(*bound.args[1:], **bound.kwargs)
         self.key_metric_name = bound.arguments.get("key_metric_name")
         self.key_metric_filename = bound.arguments.get("key_metric_filename")
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):

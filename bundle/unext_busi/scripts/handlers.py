@@ -4,6 +4,8 @@
 - :class:`ProgressBar`: ignite's tqdm bar with the running loss (MONAI's handlers log lines, not a bar).
 - :class:`MetricsHistory`: one CSV row of validation metrics per epoch, for curves without TensorBoard (MONAI's
   ``MetricsSaver`` rewrites its files at every run of the evaluator).
+- :class:`WeightAverage`: ignite's ``EMAHandler`` (an exponential moving average of the weights, which the bundle
+  validates and keeps as ``model.pt``) that starts from the weights a run starts with and resumes with the run.
 - :class:`MetricHandler`, :func:`defined_and_greater`: an undefined metric (no ground-truth lesion anywhere) stays
   undefined (NaN) instead of MONAI's 0.0, and never ranks as the best.
 - :func:`latest_checkpoint`: the newest ``checkpoint_epoch=N.pt`` that MONAI's ``CheckpointSaver`` wrote, to resume.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from ignite.engine import Events
+from ignite.handlers import EMAHandler
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 from monai.handlers import IgniteMetricHandler
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ProgressBar",
     "MetricsHistory",
+    "WeightAverage",
     "MetricHandler",
     "defined_and_greater",
     "latest_checkpoint",
@@ -100,6 +104,46 @@ class MetricsHistory:
                 writer.writerows({k: r.get(k, "") for k in row} for r in rows)
 
         write_atomic(self.filepath, write)
+
+
+class WeightAverage(EMAHandler):
+    """An exponential moving average of a network's weights, for validation and ``model.pt``; a checkpoint entry.
+
+    After each training iteration: ``average = (1 - momentum) * average + momentum * weights``, parameters and
+    BatchNorm statistics alike (ignite's ``handle_buffers="update"``). ``ema_model`` is a copy of the network holding
+    the average, in eval mode. Why not ignite's ``EMAHandler`` as it is: it copies the network when it is built, before
+    the checkpoint loaders run at ``Events.STARTED``, so a fine-tuning run would average from random weights and a
+    resumed run would lose its average. Here, at ``STARTED`` (attach after the loaders), the average starts from the
+    network's weights unless a checkpoint restored it; as a ``save_dict``/``load_dict`` entry it is saved and resumed
+    with the run, and a checkpoint written without it (``optional``) resumes with the average started anew.
+
+    Args:
+        model: the network being trained (a DDP wrapper is looked through).
+        momentum: weight of the newest weights per iteration, in (0, 1); the average spans about ``1 / momentum``
+            iterations.
+    """
+
+    optional = True  # a checkpoint written without weight averaging still resumes (the average starts there)
+
+    def __init__(self, model: torch.nn.Module, momentum: float) -> None:
+        super().__init__(model, momentum=momentum, handle_buffers="update")
+        self._restored = False
+
+    def attach(self, engine: Engine) -> None:  # type: ignore[override]
+        """Start the average at ``STARTED`` and update it after every iteration; attach after the loaders."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        super().attach(engine, name="ema_momentum", warn_if_exists=False)
+
+    def _start(self, engine: Engine) -> None:
+        if not self._restored:
+            self.ema_model.load_state_dict(self.model.state_dict())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.ema_model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.ema_model.load_state_dict(state)
+        self._restored = True
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from bundle_training import train
 from ignite.engine import Engine, Events
 
 from unext_monai import UNEXT_S_FEATURES, UNeXt
 from unext_monai.data import make_demo_dataset
 from unext_monai.handlers import WeightAverage
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_reliability import train  # noqa: E402  (the in-process bundle run of the reliability tests)
 
 
 def _network() -> torch.nn.Module:

@@ -232,6 +232,21 @@ def test_train_on_real_isic_and_busi_crops(shared_dir, tmp_path):
     assert len(items) == 6 and max(len(i["label"]) for i in items) >= 2
 
 
+def test_drop_path_reaches_every_shifted_mlp_block_and_is_off_by_default():
+    from monai.bundle import ConfigParser
+    from monai.networks.layers import DropPath
+
+    def drop_probs(**override) -> list[float]:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        parser.update(override)
+        net = parser.get_parsed_content("network_def")
+        return [m.drop_prob for m in net.modules() if isinstance(m, DropPath)]
+
+    assert drop_probs() == []  # the paper's network: no stochastic depth
+    assert drop_probs(drop_path=0.1) == [0.1] * 4  # two encoder and two decoder shifted-MLP blocks
+
+
 def test_verify_net_in_out_passes():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META,
            "--config_file", str(CONFIGS / "inference.json")]

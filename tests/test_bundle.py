@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.networks.layers import DropPath
 from PIL import Image
 
 pytestmark = pytest.mark.slow  # real trainings and bundle runs
@@ -233,9 +234,6 @@ def test_train_on_real_isic_and_busi_crops(shared_dir, tmp_path):
 
 
 def test_drop_path_reaches_every_shifted_mlp_block_and_is_off_by_default():
-    from monai.bundle import ConfigParser
-    from monai.networks.layers import DropPath
-
     def drop_probs(**override) -> list[float]:
         parser = ConfigParser()
         parser.read_config(str(CONFIGS / "train.json"))

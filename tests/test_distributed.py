@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from unext_monai.distributed import SyncBatchNorm, on_rank0, with_sync_batchnorm
+import unext_monai.distributed
+from unext_monai.distributed import SyncBatchNorm, end_process_group, on_rank0, with_sync_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -38,7 +40,8 @@ def _in_group(rank: int, world: int, port: int, fn, queue) -> None:
     except Exception as e:
         result = e
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
     queue.put((rank, pickle.dumps(result)))  # bytes: tensors shared through memory die with the process
 
 
@@ -114,6 +117,38 @@ def test_a_failure_on_rank0_reaches_every_rank() -> None:
     assert results[0] == "ValueError: dataset_dir /nowhere does not exist"
     assert results[1] == ("RuntimeError: rank 0 failed to prepare the run, so this rank (rank 1) stops: "
                           "ValueError: dataset_dir /nowhere does not exist")
+
+
+def _end_with_a_gather_in_flight(rank: int) -> dict:
+    if rank == 0:
+        time.sleep(0.5)  # rank 1's all_gather waits for rank 0, so it is still in flight when rank 1 ends the group
+    gathered = [torch.zeros(3) for _ in range(2)]
+    alive = [weakref.ref(t) for t in gathered]
+    dist.all_gather(gathered, torch.full((3,), float(rank)), async_op=True)
+    del gathered
+    end_process_group()
+    after_end = [r() is not None for r in alive]
+    unext_monai.distributed._final_barrier.clear()
+    return {"group": dist.is_initialized(), "after_end": after_end, "after_release": [r() is not None for r in alive]}
+
+
+def test_ending_the_group_leaves_the_last_collectives_tensors_to_the_main_thread() -> None:
+    """The guard against 'terminate called without an active exception' at exit: a gloo worker thread that frees
+    Python-owned tensors while the interpreter shuts down aborts the process. After end_process_group the tensors of
+    a collective still in flight at the final barrier live on (this module holds the barrier) until the main thread
+    lets go of them, instead of being freed by whichever thread drops the barrier last."""
+    results = _run_in_two_processes(_end_with_a_gather_in_flight)
+    for r in results.values():
+        assert not isinstance(r, Exception), r
+        assert r["group"] is False
+        assert r["after_release"] == [False, False]
+    assert results[1]["after_end"] == [True, True]
+
+
+def test_ending_without_a_group_does_nothing() -> None:
+    assert not dist.is_initialized()
+    end_process_group()
+    assert unext_monai.distributed._final_barrier == []
 
 
 def test_each_process_caches_its_own_share(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,9 +15,12 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["on_rank0", "is_rank0", "distributed", "SyncBatchNorm", "with_sync_batchnorm"]
+__all__ = ["on_rank0", "is_rank0", "distributed", "end_process_group", "SyncBatchNorm", "with_sync_batchnorm"]
 
 T = TypeVar("T")
+
+# The final barrier's handle, held until the interpreter exits: see end_process_group.
+_final_barrier: list[dist.Work] = []
 
 
 def distributed() -> bool:
@@ -53,6 +56,23 @@ def on_rank0(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if status == "error":
         raise RuntimeError(f"rank 0 failed to prepare the run, so this rank (rank {dist.get_rank()}) stops: {value}")
     return value
+
+
+def end_process_group() -> None:
+    """Wait until every rank gets here, then destroy the default process group; nothing without one.
+
+    The barrier's handle is kept for the rest of the process, so the main thread, not one of gloo's worker threads,
+    is the one that frees it. A finished gloo barrier holds the collectives that were still in flight when it was
+    issued (the last metric ``all_gather``, whose tensors belong to Python); freeing them needs the GIL, and a worker
+    thread that asks for the GIL while the interpreter is already shutting down aborts the whole process
+    ("terminate called without an active exception") after the run has finished and saved.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    barrier = dist.barrier(async_op=True)
+    barrier.wait()
+    _final_barrier.append(barrier)
+    dist.destroy_process_group()
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):

@@ -119,9 +119,21 @@ def test_a_failure_on_rank0_reaches_every_rank() -> None:
                           "ValueError: dataset_dir /nowhere does not exist")
 
 
+_barrier_issued = mp.get_context("fork").Event()  # forked into both ranks: rank 1 sets it, rank 0 waits for it
+
+
 def _end_with_a_gather_in_flight(rank: int) -> dict:
-    if rank == 0:
-        time.sleep(0.5)  # rank 1's all_gather waits for rank 0, so it is still in flight when rank 1 ends the group
+    if rank == 1:  # say when the final barrier has been issued (it then holds the collectives still in flight)
+        issue_barrier = dist.barrier
+
+        def issue_and_tell(*args, **kwargs):
+            work = issue_barrier(*args, **kwargs)
+            _barrier_issued.set()
+            return work
+
+        dist.barrier = issue_and_tell
+    else:  # rank 1's all_gather cannot finish before rank 0 joins it: it is in flight when rank 1 issues the barrier
+        assert _barrier_issued.wait(timeout=60), "rank 1 never issued its barrier"
     gathered = [torch.zeros(3) for _ in range(2)]
     alive = [weakref.ref(t) for t in gathered]
     dist.all_gather(gathered, torch.full((3,), float(rank)), async_op=True)
@@ -137,6 +149,7 @@ def test_ending_the_group_leaves_the_last_collectives_tensors_to_the_main_thread
     Python-owned tensors while the interpreter shuts down aborts the process. After end_process_group the tensors of
     a collective still in flight at the final barrier live on (this module holds the barrier) until the main thread
     lets go of them, instead of being freed by whichever thread drops the barrier last."""
+    _barrier_issued.clear()
     results = _run_in_two_processes(_end_with_a_gather_in_flight)
     for r in results.values():
         assert not isinstance(r, Exception), r

@@ -108,3 +108,24 @@ def real_images(shared_dir: Path, dest: Path, n_isic: int = 3, n_busi: int = 2) 
             pytest.skip(f"real data missing: {src}")
         out.append(Path(shutil.copy2(src, dest / src.name)))
     return out
+
+
+def negligible_values(bundle: Path) -> dict[str, int]:
+    """Per file of ``bundle/models``, the count of weight values below 1e-30 that are not 0."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT
+
+    def count(tensors) -> int:
+        return sum(int(((t != 0) & (t.abs() < NEGLIGIBLE_WEIGHT)).sum()) for t in tensors if t.is_floating_point())
+
+    graph = onnx.load(str(bundle / "models" / "model.onnx")).graph
+    counts = {
+        "model.pt": count(torch.load(bundle / "models" / "model.pt", weights_only=True).values()),
+        "model.ts": count(torch.jit.load(str(bundle / "models" / "model.ts")).state_dict().values()),
+        "model.onnx": count(torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer),
+    }
+    return {k: v for k, v in counts.items() if v}
+

@@ -22,6 +22,7 @@ from unext_monai.checkpoint import (
     describe_unext_state,
     load_checkpoint_file,
 )
+from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -58,6 +59,40 @@ def test_describe_and_load_matching_checkpoint(tmp_path):
     dst = small(1, 2, mlp_ratio=2.0)
     load_into(dst, tmp_path / "ddp.pt")
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+
+def test_zero_negligible_weights_clears_only_tiny_floats():
+    values = [0.0, 1e-39, -1e-40, 1e-31, -5e-33, 2 * NEGLIGIBLE_WEIGHT, 1e-20, 1.0, float("nan"), float("-inf")]
+    weights = torch.tensor(values)
+    half = torch.tensor([1e-6, 1e-3, 0.0], dtype=torch.float16)
+    counts = torch.tensor([1, 0, 3])
+    assert zero_negligible_weights([weights, half, counts, torch.empty(0)]) == 4
+    assert weights[:5].tolist() == [0.0] * 5
+    assert weights[5:8].tolist() == torch.tensor(values[5:8]).tolist()
+    assert weights[8].isnan() and weights[9].isinf()
+    assert zero_negligible_weights([half], below=1e-4) == 1 and half.tolist()[0] == 0.0 and half.tolist()[1] != 0.0
+    assert counts.tolist() == [1, 0, 3]
+
+
+def test_loaded_weights_lose_their_negligible_values_and_keep_their_outputs(tmp_path):
+    """Weight decay leaves units that stopped learning with weights far below 1e-30, which make float32 inference
+    on CPUs many times slower: the loader sets them to 0, and the network computes what it computed before."""
+    torch.manual_seed(0)
+    state = small().state_dict()
+    fc1 = state["down_4.block.mlp.fc1.weight"]
+    fc1[:4] = torch.randn_like(fc1[:4]).sign() * torch.logspace(-45, -31, fc1[:4].numel()).view_as(fc1[:4])
+    state["down_4.block.mlp.fc1.bias"][:4] = -3e-39  # four switched-off units
+    torch.save(state, tmp_path / "model.pt")
+    as_saved = small().eval()
+    as_saved.load_state_dict(state)
+    loaded = small().eval()
+    load_into(loaded, tmp_path / "model.pt")
+    assert zero_negligible_weights(loaded.state_dict().values()) == 0
+    assert not loaded.down_4.block.mlp.fc1.weight[:4].any() and not loaded.down_4.block.mlp.fc1.bias[:4].any()
+    assert torch.equal(loaded.down_4.block.mlp.fc1.weight[4:], fc1[4:])
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), as_saved(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

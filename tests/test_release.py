@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from packaged_bundle import BUNDLE_NAME, REPO, bundle_on_path, real_images, released_bundle
+from packaged_bundle import BUNDLE_NAME, REPO, bundle_on_path, negligible_values, real_images, released_bundle
 from PIL import Image
 
 import unext_monai
@@ -257,7 +257,8 @@ def test_release_of_a_grayscale_network(tmp_path):
 @pytest.mark.slow
 def test_release_of_weights_trained_with_deep_supervision(tmp_path):
     """A training checkpoint with deep-supervision heads: the release holds inference.json's network (no heads), and
-    its train.json, which trains with deep supervision, fine-tunes from that model.pt."""
+    its train.json, which trains with deep supervision, fine-tunes from that model.pt. Its weight values below
+    1e-30 (units that weight decay switched off) are 0 in the packaged files, and the card says how many there were."""
 
     def deep(root):
         config = json.loads((root / "configs" / "train.json").read_text())
@@ -267,6 +268,10 @@ def test_release_of_weights_trained_with_deep_supervision(tmp_path):
     root = _source_copy(tmp_path, deep)
     torch.manual_seed(0)
     trained = unext_monai.UNeXt(2, 3, 1, deep_supervision=True)
+    with torch.no_grad():
+        trained.up_4.block.mlp.fc1.weight[:2] = 1e-36
+        trained.up_4.conv_up.conv.weight[:3] = 1e-15  # BatchNorm folded into this convolution (ONNX): 1e-35
+        trained.up_4.conv_up.norm.weight[:3] = 1e-20
     torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
     out = tmp_path / "bundle" / "ds"
     proc = _release_cli(["--bundle_root", root, "--name", "ds", "--output", out, "--ckpt", tmp_path / "checkpoint.pt",
@@ -276,6 +281,10 @@ def test_release_of_weights_trained_with_deep_supervision(tmp_path):
     released = torch.load(out / "models" / "model.pt", weights_only=True)
     assert not [k for k in released if k.startswith("heads.")]
     assert torch.equal(released["final_conv.weight"], trained.final_conv.weight)
+    fc1 = released["up_4.block.mlp.fc1.weight"]
+    assert not fc1[:2].any() and torch.equal(fc1[2:], trained.up_4.block.mlp.fc1.weight[2:])
+    assert f"{fc1[:2].numel()} weight values below 1e-30" in (out / "docs" / "README.md").read_text()
+    assert not negligible_values(out)
     packaged = json.loads((out / "configs" / "train.json").read_text())
     assert packaged["deep_supervision"] is True
     from unext_monai.checkpoint import check_model_state

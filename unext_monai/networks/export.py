@@ -8,8 +8,25 @@ import torch
 from monai.networks.utils import convert_to_onnx
 
 from unext_monai.io import write_atomic
+from unext_monai.networks.weights import zero_negligible_weights
 
 __all__ = ["export_onnx"]
+
+
+def _zero_negligible_constants(onnx_file: str) -> None:
+    """:func:`zero_negligible_weights` on the floating-point initializers of ``onnx_file``, rewritten in place."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_file)
+    changed = False
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init).copy()
+        if array.dtype.kind == "f" and zero_negligible_weights([torch.from_numpy(array)]):
+            init.CopyFrom(numpy_helper.from_array(array, init.name))
+            changed = True
+    if changed:
+        onnx.save(model, onnx_file)
 
 
 def export_onnx(
@@ -21,8 +38,10 @@ def export_onnx(
 
     The graph holds for any batch and size, down to 1x1. (PyTorch's newer exporter, ``dynamo=True``, gives such a
     graph too from an example of batch 2 or more with sides over 32; from an example of batch 1 it specialises the
-    batch, and the graph then fails or computes wrong logits at other batches.) The file is written atomically
-    (:func:`unext_monai.io.write_atomic`). Returns the path written.
+    batch, and the graph then fails or computes wrong logits at other batches.) The exporter folds BatchNorm into the
+    convolutions; values of the folded constants below 1e-30 are set to 0, as in the weights
+    (:func:`unext_monai.networks.weights.zero_negligible_weights`), so that ONNX Runtime computes no subnormal
+    numbers from them. The file is written atomically (:func:`unext_monai.io.write_atomic`). Returns the path written.
     """
     names = ["batch"] + [f"spatial_{i}" for i in range(spatial_dims)]
     axes = {0: names[0], **{2 + i: names[1 + i] for i in range(spatial_dims)}}
@@ -39,5 +58,6 @@ def export_onnx(
             filename=tmp,
             dynamo=False,
         )
+        _zero_negligible_constants(tmp)
 
     return write_atomic(path, write)

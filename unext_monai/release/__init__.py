@@ -206,6 +206,11 @@ def release(
         with open(os.path.join(output, "configs", "metadata.json"), encoding="utf-8") as f:
             previous_meta = json.load(f)
     weights = _state_dict(ckpt)
+    from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
+
+    negligible = zero_negligible_weights(weights.values())  # the packaged files run at full float32 speed
+    if negligible:
+        print(f"release: {negligible} weight values below {NEGLIGIBLE_WEIGHT:g} set to 0")
     same_weights = previous_meta is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
     previous_record = os.path.join(output, RECORD_FILE)
     if same_weights and not train_dir and weights_epoch is None and os.path.isfile(previous_record):
@@ -300,7 +305,7 @@ def release(
                f"Trained on: {dataset}\n\n{card.data_terms}")
         checks = {"ts_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff, "onnx_shapes": onnx_shapes,
                   "onnx_opset": opset, "onnxruntime": _installed_version("onnxruntime"),
-                  "date": datetime.date.today().isoformat()}
+                  "negligible_zeroed": negligible, "date": datetime.date.today().isoformat()}
         with open(template_file, encoding="utf-8") as f:
             template = f.read()
         train = rewrite_config(json_configs.get("train.json", {}))

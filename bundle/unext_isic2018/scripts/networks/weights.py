@@ -1,0 +1,38 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""Trained weights that run at full float32 speed on CPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["NEGLIGIBLE_WEIGHT", "zero_negligible_weights"]
+
+#: magnitude below which a weight value is set to 0 by :func:`zero_negligible_weights`
+NEGLIGIBLE_WEIGHT = 1e-30
+
+
+def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGLIGIBLE_WEIGHT) -> int:
+    """Set the values of the floating-point ``tensors`` smaller in magnitude than ``below`` (but not 0) to 0, in
+    place; return how many there were. Other tensors, NaN and infinity are left alone.
+
+    Weight decay keeps shrinking the weights of units that stopped learning: after 150 epochs 18% of the ISIC 2018
+    UNeXt's weight values are below 1e-30, about 12% below float32's smallest normal number (1.2e-38). Products with
+    such values are subnormal numbers, which x86 CPUs compute in microcode: a float32 forward pass with those weights
+    took 279 ms instead of 19 ms (256x256, one thread). Zeroing only the stored subnormals is not enough (61 ms): the
+    tiny normal weights still make subnormal activations. Below 1e-30 a value is 23 orders of magnitude under
+    float32's resolution of anything it is added to, so outputs do not change (bit for bit, for those weights).
+    bfloat16 kernels flush subnormals, so training under bfloat16 autocast does not notice them.
+    """
+    count = 0
+    with torch.no_grad():
+        for tensor in tensors:
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            negligible = (tensor != 0) & (tensor.abs() < below)
+            found = int(negligible.sum())
+            if found:
+                tensor.masked_fill_(negligible, 0)
+                count += found
+    return count

@@ -305,7 +305,8 @@ def release(
                f"Trained on: {dataset}\n\n{card.data_terms}")
         checks = {"ts_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff, "onnx_shapes": onnx_shapes,
                   "onnx_opset": opset, "onnxruntime": _installed_version("onnxruntime"),
-                  "negligible_zeroed": negligible, "date": datetime.date.today().isoformat()}
+                  "negligible_zeroed": negligible, "negligible_below": NEGLIGIBLE_WEIGHT,
+                  "date": datetime.date.today().isoformat()}
         with open(template_file, encoding="utf-8") as f:
             template = f.read()
         train = rewrite_config(json_configs.get("train.json", {}))

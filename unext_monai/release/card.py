@@ -161,9 +161,9 @@ def packaged_sections(
                  f"{checks['onnx_opset']}, dynamic batch and size) matches it within {checks['onnx_max_abs_diff']:.1e} "
                  f"in ONNX Runtime {checks['onnxruntime']}."]
     if checks.get("negligible_zeroed"):
-        perf[-1] += (f" {checks['negligible_zeroed']} weight values below 1e-30 (units that weight decay switched off) "
-                     "were set to 0 in all three files: float32 CPU arithmetic on them and on their products "
-                     "(subnormal numbers) is many times slower, and they change no output.")
+        perf[-1] += (f" {checks['negligible_zeroed']} weight values below {checks['negligible_below']:g} (units that "
+                     "weight decay switched off) were set to 0 in all three files: float32 CPU arithmetic on them and "
+                     "on their products (subnormal numbers) is many times slower, and they change no output.")
     data_dir = "/path/to/dataset"
     commands = [
         "Run these from the bundle folder: its `scripts/` is imported from there (from elsewhere, put the folder on "

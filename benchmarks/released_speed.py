@@ -98,9 +98,10 @@ def main() -> None:
     cells = {}
     for name in BUNDLES:
         for label, rev in ((before, args.before_rev), ("working tree", None)):
+            version = _version(rev, name)
             for path, (run, weights) in _runners(rev, name).items():
                 counts = {"subnormal_values": _below(weights), "values_below_1e-30": _below(weights, NEGLIGIBLE_WEIGHT)}
-                cells[(name, _version(rev, name), label, path)] = (run, counts, [])
+                cells[(name, version, label, path)] = (run, counts, [])
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     load_before = os.getloadavg()
     with torch.inference_mode():

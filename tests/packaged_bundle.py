@@ -128,4 +128,3 @@ def negligible_values(bundle: Path) -> dict[str, int]:
         "model.onnx": count(torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer),
     }
     return {k: v for k, v in counts.items() if v}
-

@@ -131,7 +131,6 @@ def test_released_torchscript_embeds_configs(name):
         assert net(torch.rand(1, 3, 256, 256)).shape == (1, 1, 256, 256)
 
 
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_released_weights_have_no_negligible_values(name):
     """Weight values below 1e-30 make float32 inference on CPUs many times slower (their products are subnormal

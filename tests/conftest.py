@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -13,3 +14,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"real data and reference outputs not available: {SHARED} does not exist")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _subnormals_not_flushed():
+    """Training turns on flushing of subnormal numbers for its whole process (``flush_denormal``); the tests that run
+    it in this process must not leave it on for the next test."""
+    yield
+    torch.set_flush_denormal(False)

@@ -245,6 +245,31 @@ def test_drop_path_reaches_every_shifted_mlp_block_and_is_off_by_default():
     assert drop_probs(drop_path=0.1) == [0.1] * 4  # two encoder and two decoder shifted-MLP blocks
 
 
+def test_training_flushes_subnormal_numbers_in_every_thread_unless_told_not_to(tmp_path):
+    # a fresh process, as `monai.bundle run` starts: initialize runs before the first parallel operation, so the
+    # intra-op threads started later inherit the setting (threads that already exist would keep theirs)
+    check = (
+        "import sys, torch\n"
+        "from monai.bundle import ConfigWorkflow\n"
+        "torch.set_num_threads(2)\n"
+        "override = {} if sys.argv[3] == 'default' else {'flush_denormal': sys.argv[3] == 'true'}\n"
+        "wf = ConfigWorkflow(config_file=sys.argv[1], workflow_type='train', bundle_root=sys.argv[2], **override)\n"
+        "wf.initialize()\n"
+        "bits = torch.full((1 << 20,), 713624, dtype=torch.int32)  # 1e-39, below float32's normal numbers\n"
+        "print(float(((bits.view(torch.float32) * 1.0).view(torch.int32) == 0).double().mean()))\n"
+    )
+
+    def flushed_fraction(setting: str) -> float:
+        result = subprocess.run([sys.executable, "-c", check, str(CONFIGS / "train.json"), str(tmp_path), setting],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return float(result.stdout.split()[-1])
+
+    # weights that weight decay drives below 1e-38 cost nothing (benchmarks/fp32_subnormal_training.py)
+    assert flushed_fraction("default") == 1.0
+    assert flushed_fraction("false") == 0.0
+
+
 def test_verify_net_in_out_passes():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META,
            "--config_file", str(CONFIGS / "inference.json")]

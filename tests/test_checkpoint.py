@@ -74,6 +74,15 @@ def test_zero_negligible_weights_clears_only_tiny_floats():
     assert counts.tolist() == [1, 0, 3]
 
 
+def test_zero_negligible_weights_in_a_process_that_flushes_subnormals():
+    # training sets torch.set_flush_denormal(True); there a stored subnormal compares equal to 0 but is still stored
+    subnormal_bits = torch.tensor([713624, -2147483648 + 713624, 0], dtype=torch.int32)  # +1e-39, -1e-39, +0
+    weights = subnormal_bits.clone().view(torch.float32)
+    torch.set_flush_denormal(True)  # the conftest fixture turns it off again
+    assert zero_negligible_weights([weights]) == 2
+    assert weights.view(torch.int32).tolist() == [0, 0, 0]
+
+
 def test_loaded_weights_lose_their_negligible_values_and_keep_their_outputs(tmp_path):
     """Weight decay leaves units that stopped learning with weights far below 1e-30, which make float32 inference
     on CPUs many times slower: the loader sets them to 0, and the network computes what it computed before."""

@@ -23,15 +23,27 @@ def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGL
     tiny normal weights still make subnormal activations. Below 1e-30 a value is 23 orders of magnitude under
     float32's resolution of anything it is added to, so outputs do not change (bit for bit, for those weights).
     bfloat16 kernels flush subnormals, so training under bfloat16 autocast does not notice them.
+
+    Works in a process that flushes subnormal numbers (``torch.set_flush_denormal(True)``, as training does): there a
+    stored subnormal value compares equal to 0, so "not 0" is read from its bits.
     """
     count = 0
     with torch.no_grad():
         for tensor in tensors:
             if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
                 continue
-            negligible = (tensor != 0) & (tensor.abs() < below)
+            negligible = _nonzero_bits(tensor) & (tensor.abs() < below)
             found = int(negligible.sum())
             if found:
                 tensor.masked_fill_(negligible, 0)
                 count += found
     return count
+
+
+#: integer dtype of each floating-point element size, to read a float's bits
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _nonzero_bits(tensor: torch.Tensor) -> torch.Tensor:
+    """Where the floating-point ``tensor`` is not +0 or -0 as stored, whether or not subnormals are flushed."""
+    return (tensor.view(_BITS[tensor.element_size()]) << 1) != 0  # the shift drops the sign bit

@@ -37,7 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "default in fp32": ["--precision", "fp32"],
-    "default, freed memory returned to the system": ["--reuse_freed_memory", "false"],
+    "default, freed memory returned to the system": ["--reuse_freed_memory", "False"],
     "default with 2 worker processes": ["--num_workers", "2"],
     "default, batches prepared in a thread": ["--train#dataloader#_target_", "ThreadDataLoader"],
 }

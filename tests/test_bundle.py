@@ -270,6 +270,19 @@ def test_training_flushes_subnormal_numbers_in_every_thread_unless_told_not_to(t
     assert flushed_fraction("false") == 0.0
 
 
+@pytest.mark.parametrize("configs, args", [(["inference.json"], ["--input_path", "."]),
+                                           (["train.json", "evaluate.json"], [])])
+def test_evaluation_and_inference_refuse_false_as_a_text(configs, args, tmp_path):
+    # `--tta false` reaches the config as the text 'false', which counts as true: TTA would run
+    files = json.dumps([str(CONFIGS / f) for f in configs])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(tmp_path),
+           *args, "--tta", "false"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--tta false: true/false entries" in result.stdout + result.stderr
+    assert not (tmp_path / "eval").exists()
+
+
 def test_verify_net_in_out_passes():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META,
            "--config_file", str(CONFIGS / "inference.json")]

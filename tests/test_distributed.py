@@ -286,7 +286,7 @@ def test_a_dead_node_ends_the_other_with_an_error_and_both_resume(tmp_path: Path
     assert codes[0] not in (0, None), f"the surviving node ended with {codes[0]}"
     assert "Traceback" in log0.read_text() or "ChildFailedError" in log0.read_text()
 
-    procs = _two_nodes(root, tmp_path / "logs_resumed", "--max_epochs", "20", "--resume", "true")
+    procs = _two_nodes(root, tmp_path / "logs_resumed", "--max_epochs", "20", "--resume", "True")
     codes = _wait(procs, 600)
     assert codes == [0, 0], (tmp_path / "logs_resumed" / "node0.log").read_text()[-3000:]
     with open(root / "eval" / "val_metrics.csv") as f:

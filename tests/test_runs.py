@@ -20,8 +20,18 @@ def argv(*args: str) -> list[str]:
 
 
 def test_known_overrides_pass() -> None:
-    check_command_line(argv("--max-epochs", "2", "--train#trainer#max_epochs=3", "--resume", "true",
-                            "--meta_file", "m.json", "--logging_file", "l.conf"))
+    check_command_line(argv("--max-epochs", "2", "--train#trainer#max_epochs=3", "--resume", "True",
+                            "--deep_supervision=False", "--flush_denormal", "--meta_file", "m.json",
+                            "--logging_file", "l.conf"))
+
+
+@pytest.mark.parametrize("given", [["--resume", "false"], ["--resume=true"], ["--deep_supervision", "0"],
+                                   ["--flush_denormal", "no"]])
+def test_true_false_entries_take_only_true_or_false(given: list[str]) -> None:
+    # python-fire passes `false` on as the text 'false', which counts as true: --resume false would resume
+    with pytest.raises(ValueError, match="write True or False. Nothing was run.") as err:
+        check_command_line(argv(*given))
+    assert f"--{given[0].lstrip('-').partition('=')[0]} " in str(err.value)
 
 
 @pytest.mark.parametrize(

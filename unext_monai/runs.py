@@ -1,7 +1,8 @@
 """Start-up checks of a training run, before anything is written.
 
 - :func:`check_command_line`: every ``--key`` given to ``python -m monai.bundle run`` names an entry of the configs;
-  MONAI adds unknown keys silently, so ``--max_epoch 2`` (for ``max_epochs``) would run the full schedule.
+  MONAI adds unknown keys silently, so ``--max_epoch 2`` (for ``max_epochs``) would run the full schedule; and a
+  true/false entry gets ``True`` or ``False``: ``--resume false`` would pass the text ``'false'``, which counts as true.
 - :func:`prepare_training_run`: the output folders are writable, and the outputs of an earlier run in the same
   folders (its best model, resumable checkpoint, metric history, evaluation) are moved aside, never overwritten,
   unless the run resumes it. Returns the run's name, which names its TensorBoard folder.
@@ -98,15 +99,30 @@ def _all_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def _command_line_value(token: Any) -> Any:
+    """The value ``monai.bundle run`` (python-fire) makes of a ``--key value`` token; ``--args_file`` values are
+    already typed."""
+    if not isinstance(token, str):
+        return token
+    try:
+        from fire.parser import DefaultParseValue
+    except ImportError:  # monai.bundle's command line needs fire; without it nothing here runs
+        return token
+    return DefaultParseValue(token)
+
+
 def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Refuse ``--key`` overrides that name no entry of the run's configs, before anything runs or is written.
+    """Refuse ``--key`` overrides that name no entry of the run's configs, and texts given to true/false entries,
+    before anything runs or is written.
 
     Applies to ``python -m monai.bundle run ...`` (``argv`` defaults to ``sys.argv``); other callers (scripts,
     ``ConfigWorkflow`` in Python) pass their overrides as they mean them and are not checked. Keys of nested entries
     use MONAI's ``#`` paths (``--train#trainer#max_epochs``); ``monai.bundle run``'s own arguments are allowed.
+    The command line reads only ``True`` and ``False`` as booleans: ``--resume false`` passes the text ``'false'``,
+    which counts as true (it would resume, ``--tta false`` would run TTA), so such values are refused.
 
     Raises:
-        ValueError: naming each unknown key and the nearest known keys.
+        ValueError: naming each unknown key and the nearest known keys, or each true/false entry given a text.
     """
     parsed = _command_line_overrides(sys.argv if argv is None else argv)
     if parsed is None:
@@ -117,19 +133,26 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     from monai.bundle import ConfigParser
 
     config = ConfigParser.load_config_files(_as_list(run_args["config_file"]))
+    files = ", ".join(_as_list(run_args["config_file"]))
     known = set(_all_keys(config))
     unknown = [k for k in overrides if k not in known]
-    if not unknown:
-        return
-    top_level = sorted(k for k in known if "#" not in k)
-    lines = []
-    for key in unknown:
-        near = difflib.get_close_matches(key, top_level if "#" not in key else sorted(known), n=1, cutoff=0.6)
-        lines.append(f"--{key}" + (f" (did you mean --{near[0]}?)" if near else ""))
-    raise ValueError(
-        "unknown override(s) on the command line, not an entry of "
-        f"{', '.join(_as_list(run_args['config_file']))}: {'; '.join(lines)}. Nothing was run."
-    )
+    if unknown:
+        top_level = sorted(k for k in known if "#" not in k)
+        lines = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, top_level if "#" not in key else sorted(known), n=1, cutoff=0.6)
+            lines.append(f"--{key}" + (f" (did you mean --{near[0]}?)" if near else ""))
+        raise ValueError(f"unknown override(s) on the command line, not an entry of {files}: {'; '.join(lines)}. "
+                         "Nothing was run.")
+    entries = ConfigParser(config)
+    not_bool = [f"--{key} {token}" for key, token in overrides.items()
+                if isinstance(entries[key], bool) and not isinstance(_command_line_value(token), bool)]
+    if not_bool:
+        raise ValueError(
+            f"{'; '.join(not_bool)}: true/false entries of {files}, and the command line reads only True and False "
+            "as booleans (anything else is passed on as a text or number, and the text 'false' counts as true): "
+            "write True or False. Nothing was run."
+        )
 
 
 def _check_writable(folder: str, what: str) -> None:
@@ -222,7 +245,7 @@ def _prepare_training_run(
         logger.warning(
             f"this is a new run (resume false) in folders that hold an earlier run's outputs: moved {len(moved)} of "
             f"them aside, to {sorted({os.path.dirname(m) for m in moved})} (to continue that run instead, move them "
-            "back and add --resume true; delete the folder when you no longer need it)"
+            "back and add --resume True; delete the folder when you no longer need it)"
         )
     return name
 

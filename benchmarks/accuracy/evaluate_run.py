@@ -5,10 +5,12 @@
    ``min_lesion_confidence``) is scored there and
    the best mean of ``--key`` wins; with ``--normal``, among the candidates that mark lesion pixels on at most 15% of
    the selection split's lesion-free images (or, if none does, the one that marks fewest).
+   With flip test-time augmentation (``--tta True``), whose averaged probabilities move the best gate, the
+   post-processing is chosen again, the same way (``selection_tta``); ``--choose`` overrides only the plain pick.
 2. The validation split is scored with the chosen post-processing, without and with flip test-time augmentation
-   (its gain and its cost in seconds per image).
+   (each with its own pick; TTA's gain and its cost in seconds per image).
 3. With ``--normal``, the images of the validation split that have no lesion (BUSI's normal class) are run through
-   the same pipeline and the ones where the model marks any lesion pixel are counted.
+   the same pipeline (plain and with TTA) and the ones where the model marks any lesion pixel are counted.
 
 Writes ``<out>/accuracy_<name>.json`` (and keeps MONAI's CSV reports under ``<run>/eval/evaluation_*``)::
 
@@ -118,6 +120,29 @@ def marked_normals(args: argparse.Namespace, chosen: dict, part: str = "validati
             "mean_marked_area": float(np.mean([areas[n] for n in marked])) if marked else 0.0}
 
 
+def choose_post_processing(args: argparse.Namespace, tta: bool) -> dict:
+    """Score every candidate of ``--candidates`` on the selection split, with or without flip TTA, and pick one: the
+    best mean of ``--key`` (with ``--normal``, among those that mark at most :data:`MAX_MARKED` of the split's
+    lesion-free images; if none does, the one that marks fewest). TTA averages probabilities, which moves the
+    lesion-confidence gate's best value, so TTA gets its own pick."""
+    scores, marked = {}, {}
+    for label in args.candidates:
+        options = {**CANDIDATES[label], **({"tta": True} if tta else {})}
+        folder = ("selection_tta_" if tta else "selection_") + label.replace(" ", "_").replace(">=", "min")
+        scores[label] = evaluate(args, folder, eval_split="selection", **options)["means"]
+        if args.normal:
+            counted = marked_normals(args, options, "selection")
+            marked[label] = counted["marked"] / max(counted["images"], 1)
+            scores[label]["marked_lesion_free"] = marked[label]
+        print(f"selection{' with TTA' if tta else ''}, {label}: {scores[label]}", flush=True)
+    allowed = [label for label in args.candidates if not args.normal or marked[label] <= MAX_MARKED]
+    if allowed:
+        best = max(allowed, key=lambda label: scores[label][args.key])
+    else:
+        best = min(args.candidates, key=lambda label: (marked[label], -scores[label][args.key]))
+    return {"key": args.key, "candidates": scores, "chosen": best, "options": CANDIDATES[best]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="the data set's overlay: configs/NAME.json")
@@ -133,34 +158,23 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    selection, marked = {}, {}
-    for label in args.candidates:
-        result = evaluate(args, f"selection_{label.replace(' ', '_').replace('>=', 'min')}", eval_split="selection",
-                          **CANDIDATES[label])
-        selection[label] = result["means"]
-        if args.normal:
-            counted = marked_normals(args, CANDIDATES[label], "selection")
-            marked[label] = counted["marked"] / max(counted["images"], 1)
-            selection[label]["marked_lesion_free"] = marked[label]
-        print(f"selection, {label}: {selection[label]}", flush=True)
-    allowed = [label for label in args.candidates if not args.normal or marked[label] <= MAX_MARKED]
-    if allowed:
-        best = max(allowed, key=lambda label: selection[label][args.key])
-    else:
-        best = min(args.candidates, key=lambda label: (marked[label], -selection[label][args.key]))
-    rule_pick = best
+    plain_choice = choose_post_processing(args, tta=False)
+    rule_pick = plain_choice["chosen"]
     if args.choose:
         if args.choose not in args.candidates:
             parser.error(f"--choose {args.choose!r} is not one of --candidates")
-        best = args.choose
-    chosen = CANDIDATES[best]
+        plain_choice["chosen"], plain_choice["options"] = args.choose, CANDIDATES[args.choose]
+    chosen = plain_choice["options"]
+    tta_choice = choose_post_processing(args, tta=True)
+    tta_chosen = {**tta_choice["options"], "tta": True}  # the overlay's tta_flips: the training's flips
     plain = evaluate(args, "evaluation", **chosen)
-    tta = evaluate(args, "evaluation_tta", tta=True, **chosen)  # the overlay's tta_flips: the training's flips
+    tta = evaluate(args, "evaluation_tta", **tta_chosen)
     result = {
         "command": "python " + shlex.join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "selection": {"key": args.key, "candidates": selection, "chosen": best, "options": chosen,
-                      "rule_pick": rule_pick, "why_not_the_rule": args.why if best != rule_pick else ""},
+        "selection": {**plain_choice, "rule_pick": rule_pick,
+                      "why_not_the_rule": args.why if plain_choice["chosen"] != rule_pick else ""},
+        "selection_tta": tta_choice,
         "validation": {
             "images": plain["images"],
             "plain": {m: summary(v) for m, v in plain["per_image"].items()},
@@ -173,6 +187,7 @@ def main() -> None:
     }
     if args.normal:
         result["normal"] = marked_normals(args, chosen)
+        result["normal_tta"] = marked_normals(args, tta_chosen)
     os.makedirs(args.out, exist_ok=True)
     path = Path(args.out) / f"accuracy_{args.name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -114,11 +114,11 @@ def training_account(log_file: str) -> dict:
 
 
 def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _tta_passes(name: str) -> int:
-    """How many flipped passes the evaluation's ``--tta true`` ran for data set ``name``: the ``tta_flips`` of its
+    """How many flipped passes the evaluation's ``--tta True`` ran for data set ``name``: the ``tta_flips`` of its
     configs."""
     from monai.bundle import ConfigParser
 
@@ -152,15 +152,19 @@ def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch
         p, t = val["plain"][k], val["tta"][k]
         rows.append(f"| {label} | {p['mean']:.4f} ± {p['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
                     f"{p['images']} |")
-    cands = "\n".join(f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} | "
-                      f"{_share(m.get('marked_lesion_free'))} |" for label, m in sel["candidates"].items())
+    sel_tta = acc["selection_tta"]
+    cands = "\n".join(
+        f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} | {_share(m.get('marked_lesion_free'))} | "
+        f"{t['val_mean_dice']:.4f} | {t['val_mean_iou']:.4f} | {_share(t.get('marked_lesion_free'))} |"
+        for (label, m), t in zip(sel["candidates"].items(), sel_tta["candidates"].values()))
     normal = ""
     if "normal" in acc:
-        n = acc["normal"]
+        n, nt = acc["normal"], acc["normal_tta"]
         normal = (f"\nLesion-free (normal) images of the validation split: the model, with the chosen post-processing, "
                   f"marks lesion pixels on **{n['marked']} of {n['images']}** "
                   f"({n['marked'] / max(n['images'], 1):.0%}; target at most 15%), mean marked area "
-                  f"{n['mean_marked_area']:.2%} of the image where it does.\n")
+                  f"{n['mean_marked_area']:.2%} of the image where it does; with flip TTA and its post-processing, "
+                  f"{nt['marked']} of {nt['images']} ({nt['marked'] / max(nt['images'], 1):.0%}).\n")
     paper = PAPER[name]
     released = (f"; the run's `models/model.pt`, the released weights, holds epoch {weights_epoch}"
                 if weights_epoch is not None and weights_epoch != best_epoch else "")
@@ -175,13 +179,14 @@ Split (seed {split['meta']['seed']}, `eval/split.json`): {sizes}. Trained {accou
 ({account['hours']:.1f} hours of epochs on the machine below, in {account['resumes'] + 1} piece(s)); the best
 selection Dice was at epoch {best_epoch}{released}.
 
-Post-processing chosen on the selection split (by {sel['key']}), then applied to the validation split:
+Post-processing chosen on the selection split (by {sel['key']}), then applied to the validation split; with flip
+TTA, whose averaged probabilities are less extreme, it is chosen again the same way:
 
-| candidate | selection Dice | selection IoU | lesion-free images marked |
-|---|---|---|---|
+| candidate | selection Dice | selection IoU | lesion-free images marked | with TTA: Dice | IoU | marked |
+|---|---|---|---|---|---|---|
 {cands}
 
-Chosen: **{sel['chosen']}**.
+Chosen: **{sel['chosen']}**; with flip TTA: **{sel_tta['chosen']}**.
 
 Validation split ({val['images']} images; per image at the image's own size, mean ± standard deviation over images):
 
@@ -191,10 +196,10 @@ Validation split ({val['images']} images; per image at the image's own size, mea
 
 Target: {metric} >= {target:.2f} on the validation split: **{got:.4f}, {'met' if got >= target else 'missed'}**.
 Paper (its own 80/20 protocol, 3 runs): Dice {paper['Dice']:.4f}, IoU {paper['IoU']:.4f}.
-Flip TTA ({_tta_passes(name)} passes) changes Dice by {tta_gain:+.4f}
+Flip TTA ({_tta_passes(name)} passes, with its own post-processing) changes Dice by {tta_gain:+.4f}
 and costs {val['seconds_per_image']['tta'] / val['seconds_per_image']['plain']:.1f}x the time per image
 ({val['seconds_per_image']['plain'] * 1000:.0f} ms -> {val['seconds_per_image']['tta'] * 1000:.0f} ms of the whole
-evaluation per image); it is off by default (`--tta true`).
+evaluation per image); it is off by default (`--tta True`).
 {normal}
 ![selection curve](results/{name}_val_curve.png)
 

@@ -7,7 +7,7 @@ trial). The record keeps what the run folders hold, because run folders outside 
     python benchmarks/accuracy/trial_record.py --out benchmarks/results/trials/busi_deep_supervision.json \\
         --trial "deep supervision on busi.json's 300-epoch recipe" \\
         --arm "deep supervision" ../runs/busi_ds ../runs/busi_ds.log \\
-            "python -m monai.bundle run training ... --deep_supervision true" \\
+            "python -m monai.bundle run training ... --deep_supervision True" \\
         --decision "adopted: best selection Dice ... against ..."
 
 Each ``--arm LABEL RUN_FOLDER LOG_FILE COMMAND`` reads ``RUN_FOLDER/eval/val_metrics.csv`` (selection metrics per

@@ -33,12 +33,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 WEIGHTS = "bundle/unext_isic2018/models/model.pt"
 
 
 def _cell(weights_rev: str | None, flush: bool, threads: int, warmup: int, steps: int) -> dict:
     """One cell, in this (fresh) process: seconds per training step and the weights' count of values below 1e-30."""
     import torch
+
+    from unext_monai.networks.weights import negligible_values
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)  # before the first parallel operation, as train.json's initialize
@@ -53,8 +56,7 @@ def _cell(weights_rev: str | None, flush: bool, threads: int, warmup: int, steps
                                 stdout=subprocess.PIPE).stdout
         network.load_state_dict(torch.load(io.BytesIO(stored), map_location="cpu", weights_only=True))
     with torch.no_grad():
-        tiny = sum(int(((p.view(torch.int32) << 1) != 0).logical_and(p.abs() < 1e-30).sum())
-                   for p in network.parameters())
+        tiny = sum(int(negligible_values(p).sum()) for p in network.parameters())
     loss_function = parser.get_parsed_content("loss")
     optimizer = parser.get_parsed_content("optimizer")
     generator = torch.Generator().manual_seed(0)
@@ -115,7 +117,6 @@ def main() -> None:
                f"--warmup {args.warmup} --rounds {args.rounds}")
     result = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine, "rows": rows}
     out_dir = Path(args.out_dir)
-    sys.path.insert(0, str(ROOT))
     from unext_monai.io import write_json_atomic
 
     write_json_atomic(out_dir / "fp32_subnormal_training.json", result)

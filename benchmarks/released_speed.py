@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from unext_monai import UNeXt  # noqa: E402
 from unext_monai.io import write_json_atomic  # noqa: E402
-from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT  # noqa: E402
+from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, negligible_values  # noqa: E402
 
 BUNDLES = ("unext_isic2018", "unext_busi")
 
@@ -50,7 +50,7 @@ def _file(rev: str | None, rel: str) -> bytes:
 
 def _below(tensors, bound: float | None = None) -> int:
     """How many values of the floating-point ``tensors`` are nonzero and below ``bound`` (default: subnormal)."""
-    return sum(int(((t != 0) & (t.abs() < (bound or torch.finfo(t.dtype).tiny))).sum())
+    return sum(int(negligible_values(t, bound or torch.finfo(t.dtype).tiny).sum())
                for t in tensors if t.is_floating_point())
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["NEGLIGIBLE_WEIGHT", "zero_negligible_weights"]
+__all__ = ["NEGLIGIBLE_WEIGHT", "negligible_values", "zero_negligible_weights"]
 
 #: magnitude below which a weight value is set to 0 by :func:`zero_negligible_weights`
 NEGLIGIBLE_WEIGHT = 1e-30
@@ -33,7 +33,7 @@ def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGL
         for tensor in tensors:
             if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
                 continue
-            negligible = _nonzero_bits(tensor) & (tensor.abs() < below)
+            negligible = negligible_values(tensor, below)
             found = int(negligible.sum())
             if found:
                 tensor.masked_fill_(negligible, 0)
@@ -45,6 +45,9 @@ def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGL
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _nonzero_bits(tensor: torch.Tensor) -> torch.Tensor:
-    """Where the floating-point ``tensor`` is not +0 or -0 as stored, whether or not subnormals are flushed."""
-    return (tensor.view(_BITS[tensor.element_size()]) << 1) != 0  # the shift drops the sign bit
+def negligible_values(tensor: torch.Tensor, below: float = NEGLIGIBLE_WEIGHT) -> torch.Tensor:
+    """Boolean mask, the shape of the floating-point ``tensor``: its values that are not 0 as stored and smaller in
+    magnitude than ``below`` (``torch.finfo(dtype).tiny`` for the subnormal ones). Read from the bits, so a process
+    that flushes subnormal numbers (where they compare equal to 0) counts them too."""
+    nonzero = (tensor.view(_BITS[tensor.element_size()]) << 1) != 0  # the shift drops the sign bit
+    return nonzero & (tensor.abs() < below)

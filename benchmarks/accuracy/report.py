@@ -153,10 +153,13 @@ def dataset_section(name: str, run: str, log_file: str, docs: str, weights_epoch
         rows.append(f"| {label} | {p['mean']:.4f} ± {p['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
                     f"{p['images']} |")
     sel_tta = acc["selection_tta"]
-    cands = "\n".join(
-        f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} | {_share(m.get('marked_lesion_free'))} | "
-        f"{t['val_mean_dice']:.4f} | {t['val_mean_iou']:.4f} | {_share(t.get('marked_lesion_free'))} |"
-        for (label, m), t in zip(sel["candidates"].items(), sel_tta["candidates"].values()))
+    cand_rows = []
+    for label, m in sel["candidates"].items():
+        t = sel_tta["candidates"][label]
+        cand_rows.append(f"| {label} | {m['val_mean_dice']:.4f} | {m['val_mean_iou']:.4f} | "
+                         f"{_share(m.get('marked_lesion_free'))} | {t['val_mean_dice']:.4f} | "
+                         f"{t['val_mean_iou']:.4f} | {_share(t.get('marked_lesion_free'))} |")
+    cands = "\n".join(cand_rows)
     normal = ""
     if "normal" in acc:
         n, nt = acc["normal"], acc["normal_tta"]

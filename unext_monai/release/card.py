@@ -44,9 +44,9 @@ def recipe(train: dict) -> dict[str, Any]:
 
     p = ConfigParser(train)
     out: dict[str, Any] = {}
-    for key in ("dataset_name", "include_normal", "learning_rate", "min_learning_rate", "weight_decay", "batch_size",
-                "max_epochs", "spatial_size", "in_channels", "deep_supervision", "drop_path", "val_fraction",
-                "selection_fraction", "seed"):
+    for key in ("dataset_name", "include_normal", "train_on_normal", "learning_rate", "min_learning_rate",
+                "weight_decay", "batch_size", "max_epochs", "spatial_size", "in_channels", "deep_supervision",
+                "drop_path", "val_fraction", "selection_fraction", "seed"):
         if p.get(key) is not None:
             out[key] = p.get(key)
     for key in ("optimizer", "lr_scheduler", "base_loss"):

@@ -234,24 +234,23 @@ def test_train_on_real_isic_and_busi_crops(shared_dir, tmp_path):
 
 
 def test_busi_normal_scans_can_be_scored_without_being_fitted():
-    split = {"training": [{"image": "b.png", "class": "benign"}, {"image": "n.png", "class": "normal"},
-                          {"image": "m.png", "class": "malignant"}],
-             "selection": [{"image": "s.png", "class": "normal"}, {"image": "t.png", "class": "benign"}]}
-
-    def datalists(overlays: list[str], **override) -> tuple[list[str], list[str]]:
+    def datalists(split: dict, overlays: list[str], **override) -> tuple[list[str], list[str]]:
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / name) for name in overlays])
         parser.update({"split": split, **override})
         return tuple([item["image"] for item in parser.get_parsed_content(key)]
                      for key in ("train_datalist", "selection_datalist"))
 
+    busi = {"training": [{"image": "b.png", "class": "benign"}, {"image": "n.png", "class": "normal"},
+                         {"image": "m.png", "class": "malignant"}],
+            "selection": [{"image": "s.png", "class": "normal"}, {"image": "t.png", "class": "benign"}]}
     # busi.json fits the normal scans; train_on_normal false keeps them for scoring only (selection, validation)
-    assert datalists(["train.json", "busi.json"]) == (["b.png", "n.png", "m.png"], ["s.png", "t.png"])
-    assert datalists(["train.json", "busi.json"], train_on_normal=False) == (["b.png", "m.png"], ["s.png", "t.png"])
+    assert datalists(busi, ["train.json", "busi.json"]) == (["b.png", "n.png", "m.png"], ["s.png", "t.png"])
+    assert datalists(busi, ["train.json", "busi.json"], train_on_normal=False) == (["b.png", "m.png"],
+                                                                                   ["s.png", "t.png"])
     # other data sets' items carry no class and are all fitted
     plain = {"training": [{"image": "a.png"}, {"image": "c.png"}], "selection": []}
-    split.update(plain)
-    assert datalists(["train.json"], train_on_normal=False) == (["a.png", "c.png"], [])
+    assert datalists(plain, ["train.json"], train_on_normal=False) == (["a.png", "c.png"], [])
 
 
 def test_drop_path_reaches_every_shifted_mlp_block_and_is_off_by_default():

@@ -14,41 +14,23 @@ VENV="${UNEXT_DEPLOY_VENV:-$ROOT/.venv-deploy}"
 ENV_STAMP="$VENV/.unext-env-complete"
 PKG_STAMP="$VENV/.unext-package-installed"
 REQUIREMENTS="$ROOT/unext_monai/deploy_app/requirements.txt"
-ENV_WANT="$(cat "$ROOT/.ci/deploy_env.sh" "$REQUIREMENTS" | sha256sum | cut -d' ' -f1)"
+ENV_WANT="$(cat "$ROOT/.ci/deploy_env.sh" "$ROOT/.ci/env_lib.sh" "$REQUIREMENTS" | sha256sum | cut -d' ' -f1)"
 PKG_WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $ROOT"
 LOG="$VENV/.pip-install.log"
+ENV_LABEL="deploy env"
+# shellcheck source=env_lib.sh
+source "$ROOT/.ci/env_lib.sh"
 
 check() {
     "$VENV/bin/python" -c "import monai.deploy.core, holoscan, highdicom, holoscan_cli.packager, unext_monai.deploy_app.app" \
         2>/dev/null
 }
-# pip's output goes to a log (mostly warnings about this machine's local package mirrors); shown on failure
-pip_install() {
-    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >> "$LOG" 2>&1; then
-        grep -v "is ignored: it is neither a file nor a directory" "$LOG" | tail -40 >&2
-        echo "deploy env: pip install $* failed (log: $LOG)" >&2
-        exit 1
-    fi
-}
-# this package (its code and the app under unext_monai/deploy_app), keeping the pins
-install_package() {
-    pip_install -e "$ROOT" torch==2.13.0 monai==1.6.1
-    check
-    echo "$PKG_WANT" > "$PKG_STAMP"
-}
 
-if [ "${UNEXT_ENV_REBUILD:-0}" != 1 ] && [ -f "$ENV_STAMP" ] && [ "$(cat "$ENV_STAMP")" = "$ENV_WANT" ]; then
-    if [ ! -f "$PKG_STAMP" ] || [ "$(cat "$PKG_STAMP")" != "$PKG_WANT" ] || ! check; then
-        echo "deploy env: re-installing unext-monai into $VENV"
-        install_package
-    fi
-    echo "deploy env: reusing $VENV"
+if reuse_package_env; then
     exit 0
 fi
 start=$(date +%s)
-rm -rf "$VENV"
-python3 -m venv "$VENV"
-pip_install --upgrade pip
+new_venv
 # the CPU build first (pinned; an open range would pull a CUDA build), then the SDK beside it
 pip_install torch==2.13.0
 pip_install torch==2.13.0 monai==1.6.1 -r "$REQUIREMENTS" holoscan-cli==3.11.0

@@ -10,7 +10,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${UNEXT_ZOO_VENV:-$ROOT/.venv-zoo}"
 STAMP="$VENV/.unext-env-complete"
 LOG="$VENV/.pip-install.log"
-WANT="$(cat "$ROOT/.ci/zoo_env.sh" "$ROOT"/bundle/*/configs/metadata.json | sha256sum | cut -d' ' -f1)"
+ENV_LABEL="zoo env"
+# shellcheck source=env_lib.sh
+source "$ROOT/.ci/env_lib.sh"
+WANT="$(cat "$ROOT/.ci/zoo_env.sh" "$ROOT/.ci/env_lib.sh" "$ROOT"/bundle/*/configs/metadata.json | sha256sum | cut -d' ' -f1)"
 
 if [ "${UNEXT_ENV_REBUILD:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     echo "zoo env: reusing $VENV"
@@ -32,16 +35,7 @@ PY
 )"
 TORCH="$(echo "$REQS" | tr ' ' '\n' | grep '^torch==')"
 start=$(date +%s)
-rm -rf "$VENV"
-python3 -m venv "$VENV"
-pip_install() {
-    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >> "$LOG" 2>&1; then
-        grep -v "is ignored: it is neither a file nor a directory" "$LOG" | tail -40 >&2
-        echo "zoo env: pip install $* failed (log: $LOG)" >&2
-        exit 1
-    fi
-}
-pip_install --upgrade pip
+new_venv
 # torch first, pinned: an open range would pull a CUDA build
 pip_install "$TORCH"
 # shellcheck disable=SC2086

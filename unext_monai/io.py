@@ -132,11 +132,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> A
 
 
 def _first_sentence(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
-
-
-def _first_sentence(e: BaseException) -> str:
+    """The exception's type and the first sentence of its message's first line, for a one-line error."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
 

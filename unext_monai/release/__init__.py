@@ -43,7 +43,7 @@ from unext_monai.release.checks import (
     export_and_check_onnx,
     run_tool,
 )
-from unext_monai.release.configs import packaged_configs, zoo_json
+from unext_monai.release.configs import packaged_configs, packaged_texts, zoo_json
 from unext_monai.release.datasets import DATASET_CARDS, dataset_card
 from unext_monai.release.metadata import load_metrics, packaged_metadata, required_packages
 from unext_monai.release.vendor import rewrite_config, vendored_files
@@ -263,8 +263,7 @@ def release(
     try:
         for rel, text in scripts.items():
             _write(os.path.join(tmp, rel), text)
-        for file_name, config in configs.items():
-            text = config if isinstance(config, str) else zoo_json(rewrite_config(config))
+        for file_name, text in packaged_texts(configs).items():
             _write(os.path.join(tmp, "configs", file_name), text)
         out_meta = os.path.join(tmp, "configs", "metadata.json")
         _write(out_meta, zoo_json(meta))

@@ -21,7 +21,9 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["zoo_json", "packaged_configs", "apply_known_entries", "CONFIG_FILES"]
+from unext_monai.release.vendor import rewrite_config
+
+__all__ = ["zoo_json", "packaged_configs", "packaged_texts", "apply_known_entries", "CONFIG_FILES"]
 
 #: the configs a packaged bundle carries (when the repository has them), besides metadata.json and logging.conf
 CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
@@ -76,3 +78,9 @@ def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) 
     with open(os.path.join(configs_dir, "logging.conf"), encoding="utf-8") as f:
         out["logging.conf"] = f.read()
     return out
+
+
+def packaged_texts(configs: dict[str, Any]) -> dict[str, str]:
+    """The text of each file of :func:`packaged_configs`'s ``configs`` as the release writes it: the JSON configs
+    pointing to the bundle's ``scripts`` copy, in the zoo's JSON format; ``logging.conf`` as it is."""
+    return {name: c if isinstance(c, str) else zoo_json(rewrite_config(c)) for name, c in configs.items()}

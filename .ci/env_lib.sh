@@ -1,7 +1,7 @@
 # Sourced, not run, by .ci/run and .ci/{label,deploy,zoo}_env.sh: the steps they share, so that each script says
-# only what its environment holds. The caller sets ENV_LABEL (how messages name the env), VENV (its folder, or
-# the active env for .ci/run) and LOG (where pip's output goes); the package-env steps also need ROOT, ENV_STAMP,
-# ENV_WANT, PKG_STAMP, PKG_WANT and a `check` function.
+# only what its environment holds. The caller sets ENV_LABEL (how messages name the env), VENV (the env's folder:
+# for .ci/run the fresh env it makes and then activates) and LOG (where pip's output goes); the package-env steps
+# also need ROOT, ENV_STAMP, ENV_WANT, PKG_STAMP, PKG_WANT and a `check` function.
 
 # pip install into $VENV; its output (mostly warnings about this machine's local package mirrors) is appended to $LOG
 # and its end shown when an install fails, which ends the calling script

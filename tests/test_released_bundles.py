@@ -64,7 +64,7 @@ def test_released_configs_are_the_repository_recipe(name):
     """The packaged configs are what the release makes of today's configs/ and the data set's overlay: a change to the
     recipe (a new train.json entry, a post-processing default) reaches the bundles users fine-tune and run."""
     bundle, dataset = ROOT / "bundle" / name, CASES[name][0]
-    expected = packaged_texts(packaged_configs(str(ROOT / "configs"), dataset, overlays=(*DATASET_CARDS, dataset)))
+    expected = packaged_texts(packaged_configs(str(ROOT / "configs"), dataset))
     changed = sorted(f for f, text in expected.items() if (bundle / "configs" / f).read_text() != text)
     assert not changed, f"{bundle}/configs differs from the repository's in {changed}: re-release it: {RELEASE_COMMAND}"
 

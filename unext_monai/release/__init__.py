@@ -235,7 +235,7 @@ def release(
     version = version or (previous_meta or meta).get("version")
     log = _changelog(meta, previous_meta, version, changelog, name)
     try:
-        configs = packaged_configs(configs_dir, dataset, overlays=tuple(DATASET_CARDS) + (dataset,))
+        configs = packaged_configs(configs_dir, dataset)
     except ValueError as e:
         raise ReleaseError(str(e)) from e
     json_configs = {k: v for k, v in configs.items() if k.endswith(".json")}  # still naming unext_monai

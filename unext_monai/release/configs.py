@@ -21,6 +21,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from unext_monai.release.datasets import DATASET_CARDS
 from unext_monai.release.vendor import rewrite_config
 
 __all__ = ["zoo_json", "packaged_configs", "packaged_texts", "apply_known_entries", "CONFIG_FILES"]
@@ -44,14 +45,17 @@ def apply_known_entries(config: dict, overlay: dict) -> dict:
     return parser.get()
 
 
-def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...]) -> dict[str, Any]:
+def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...] | None = None) -> dict[str, Any]:
     """``{file name: config}`` of the packaged bundle (JSON configs as objects, ``logging.conf`` as text).
 
     Args:
         configs_dir: the repository's ``configs/``.
         dataset: the training data set; ``configs/<dataset>.json``, where it exists, is merged into ``train.json``.
-        overlays: names of the data set overlays in ``configs_dir`` (none of them is shipped as a file).
+        overlays: names of the data set overlays in ``configs_dir`` (none of them is shipped as a file); default
+            the names of :data:`~unext_monai.release.datasets.DATASET_CARDS` and ``dataset``, as the release has it.
     """
+    if overlays is None:
+        overlays = (*DATASET_CARDS, dataset)
     out: dict[str, Any] = {}
     train_file = os.path.join(configs_dir, "train.json")
     overlay = os.path.join(configs_dir, f"{dataset}.json")

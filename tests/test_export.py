@@ -145,9 +145,12 @@ def test_export_onnx_zeroes_negligible_folded_constants(tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_at_a_second_size():
-    """``torch.compile`` as users call it: the second size recompiles with dynamic shapes."""
+    """``torch.compile`` captures the whole network as one graph (``fullgraph``: no graph break), and the second size
+    recompiles with dynamic shapes. The backend is ``aot_eager``: TorchDynamo's capture and AOTAutograd as the default
+    inductor backend gets them, without inductor's C++ code generation (torch's own concern, and two minutes of
+    compiling on a cold cache: most of this suite's time)."""
     net = trained(spatial_dims=2, in_channels=1, out_channels=2, features=UNEXT_S_FEATURES)
-    compiled = torch.compile(net)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         for shape in [(2, 1, 33, 47), (2, 1, 64, 50)]:
             x = torch.randn(*shape)

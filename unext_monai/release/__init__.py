@@ -34,7 +34,7 @@ import tempfile
 from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
-from unext_monai.io import load_checkpoint_file
+from unext_monai.io import load_checkpoint_file, replace_folder
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,
@@ -316,16 +316,12 @@ def release(
         except ValueError as e:
             raise ReleaseError(str(e)) from e
 
-        if os.path.exists(output):
-            if not overwrite:
-                raise ReleaseError(f"{output} appeared while building: not replacing it")
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(output, old)
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
+        if os.path.exists(output) and not overwrite:
+            raise ReleaseError(f"{output} appeared while building: not replacing it")
+        try:
+            replace_folder(tmp, output)
+        except OSError as e:
+            raise ReleaseError(f"could not put the release in place: {e}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

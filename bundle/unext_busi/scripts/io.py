@@ -5,7 +5,8 @@ Every file the package writes (checkpoints, splits, metrics, masks, reports, exp
 :func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
 permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
 process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
-file survives an exception.
+file survives an exception. A folder built whole (the demo set, a release) is put in place by
+:func:`replace_folder`, with the same promise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import glob
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -23,6 +25,7 @@ import torch
 __all__ = [
     "write_atomic",
     "write_json_atomic",
+    "replace_folder",
     "umask_mode",
     "load_checkpoint_file",
     "NIFTI_SUFFIXES",
@@ -85,6 +88,36 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
             f.write("\n")
 
     return write_atomic(path, dump)
+
+
+def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the finished folder ``built`` (a sibling of ``target``, on its file system) to ``target``, replacing
+    the folder there, if any, so that ``target`` is at every moment the old folder or the new one, never a mix.
+
+    The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
+    one is in place. If the rename fails, the old folder is put back (unless something else appeared at ``target``
+    meanwhile: the error then names where the old folder is kept) and the ``OSError`` is raised; ``built`` is left
+    to the caller.
+    """
+    built, target = os.fspath(built), os.path.abspath(target)
+    parent, name = os.path.split(target)
+    aside = None
+    if os.path.lexists(target):
+        aside = tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=parent)
+        os.replace(target, os.path.join(aside, name))
+    try:
+        os.rename(built, target)
+    except OSError as e:
+        if aside is None:
+            raise
+        if os.path.lexists(target):
+            raise OSError(e.errno, f"{e.strerror}; the folder that was at {target} is kept in {aside}", target) from e
+        os.replace(os.path.join(aside, name), target)
+        os.rmdir(aside)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(parent)
 
 
 def _fsync_dir(folder: str) -> None:

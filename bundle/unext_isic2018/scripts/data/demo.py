@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from ..io import umask_mode
+from ..io import replace_folder, umask_mode
 
 __all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
 
@@ -158,17 +158,11 @@ def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, see
             Image.fromarray(mask, mode="L").save(os.path.join(tmp, "masks", "0", name))
         with open(os.path.join(tmp, _MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f)
-        old = None
-        if os.path.exists(directory):  # a stale or incomplete demo set, or an empty folder: move it aside first
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-{os.getpid()}-", dir=parent)
-            os.replace(directory, os.path.join(old, "set"))
-        try:
-            os.rename(tmp, directory)
+        try:  # over a stale or incomplete demo set, or an empty folder
+            replace_folder(tmp, directory)
         except OSError:
             if not _is_complete(directory, params):  # not another process that finished the same set first
                 raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info(f"wrote the synthetic demo set ({num_images} images, {size}x{size}, seed {seed}) to {directory}")

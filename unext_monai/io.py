@@ -5,7 +5,7 @@ Every file the package writes (checkpoints, splits, metrics, masks, reports, exp
 permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
 process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
 file survives an exception. A folder built whole (the demo set, a release) is put in place by
-:func:`replace_folder`, with the same promise.
+:func:`replace_folder`: never a mix of the old folder and the new one.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
 
 def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
     """Rename the finished folder ``built`` (a sibling of ``target``, on its file system) to ``target``, replacing
-    the folder there, if any, so that ``target`` is at every moment the old folder or the new one, never a mix.
+    the folder there, if any: ``target`` is the old folder or the new one, never a mix of the two.
 
     The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
-    one is in place. If the rename fails, the old folder is put back (unless something else appeared at ``target``
-    meanwhile: the error then names where the old folder is kept) and the ``OSError`` is raised; ``built`` is left
-    to the caller.
+    one is in place (a process killed between the two renames leaves it there, whole). If the rename fails, the old
+    folder is put back (unless something else appeared at ``target`` meanwhile: the error then names where the old
+    folder is kept) and the ``OSError`` is raised; ``built`` is left to the caller.
     """
     built, target = os.fspath(built), os.path.abspath(target)
     parent, name = os.path.split(target)

@@ -32,17 +32,24 @@ def test_puts_a_folder_where_there_was_none(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
 
 
+def _rename_of_fails(monkeypatch, built: Path, error: OSError, before=None) -> None:
+    """``os.rename(built, ...)`` raises ``error`` (after ``before(destination)``, where given); other renames work."""
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.fspath(src) == os.fspath(built):
+            if before:
+                before(Path(dst))
+            raise error
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
 def test_a_failed_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
     target = _folder(tmp_path / "release", "old")
     built = _folder(tmp_path / "built", "new")
-    real_rename = os.rename
-
-    def failing_rename(src, dst):
-        if os.fspath(src) == os.fspath(built):
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(os, "rename", failing_rename)
+    _rename_of_fails(monkeypatch, built, OSError(errno.EXDEV, "Invalid cross-device link"))
     with pytest.raises(OSError, match="cross-device"):
         replace_folder(built, target)
     assert (target / "file.txt").read_text() == "old"
@@ -53,15 +60,8 @@ def test_a_failed_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
 def test_a_folder_that_appeared_meanwhile_is_not_replaced_and_the_old_one_is_named(tmp_path, monkeypatch):
     target = _folder(tmp_path / "release", "old")
     built = _folder(tmp_path / "built", "new")
-    real_rename = os.rename
-
-    def another_process_first(src, dst):
-        if os.fspath(src) == os.fspath(built):
-            _folder(Path(dst), "other")
-            raise OSError(errno.ENOTEMPTY, "Directory not empty")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(os, "rename", another_process_first)
+    _rename_of_fails(monkeypatch, built, OSError(errno.ENOTEMPTY, "Directory not empty"),
+                     before=lambda dst: _folder(dst, "other"))  # another process was first
     with pytest.raises(OSError, match="is kept in") as caught:
         replace_folder(built, target)
     assert (target / "file.txt").read_text() == "other"

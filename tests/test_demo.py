@@ -103,9 +103,9 @@ def test_an_interrupted_build_leaves_nothing_behind_after_the_next(tmp_path):
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    abandoned = tmp_path / f".demo.tmp-{dead.pid}-abc123"
+    abandoned = tmp_path / f".demo.build-{dead.pid}-abc123"
     (abandoned / "images").mkdir(parents=True)
-    live = tmp_path / f".demo.tmp-{os.getpid()}-def456"
+    live = tmp_path / f".demo.build-{os.getpid()}-def456"
     live.mkdir()
     make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
     assert not abandoned.exists() and live.exists()

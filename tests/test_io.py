@@ -1,15 +1,18 @@
-"""unext_monai.io.replace_folder: a folder built whole replaces the one at its destination, and a failure loses
-neither."""
+"""unext_monai.io.make_build_folder / replace_folder: a folder built whole replaces the one at its destination, a
+failure loses neither, and what a killed build left is cleared by the next one without losing a user's folder."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from unext_monai.io import replace_folder
+from unext_monai.io import make_build_folder, replace_folder
 
 
 def _folder(path: Path, text: str) -> Path:
@@ -67,3 +70,44 @@ def test_a_folder_that_appeared_meanwhile_is_not_replaced_and_the_old_one_is_nam
     assert (target / "file.txt").read_text() == "other"
     kept = Path(str(caught.value).split("is kept in ")[1].split(":")[0].strip())
     assert kept.parent == tmp_path and (kept / "release" / "file.txt").read_text() == "old"
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_build_folder_clears_what_killed_builds_left_and_spares_live_ones(tmp_path):
+    target = _folder(tmp_path / "release", "current")
+    dead = _dead_pid()
+    abandoned = _folder(tmp_path / f".release.build-{dead}-abc", "half")
+    finished_old = _folder(tmp_path / f".release.old-{dead}-def", "replaced")  # killed after the new one was in place
+    live = _folder(tmp_path / f".release.build-{os.getpid()}-ghi", "in progress")
+    other = _folder(tmp_path / f".other.build-{dead}-jkl", "another target's")
+    built = Path(make_build_folder(target))
+    assert not abandoned.exists() and not finished_old.exists()
+    assert live.exists() and other.exists() and (target / "file.txt").read_text() == "current"
+    assert built.parent == tmp_path and built.name.startswith(f".release.build-{os.getpid()}-")
+    assert list(built.iterdir()) == []
+
+
+def test_an_old_folder_with_nothing_at_the_target_is_kept_and_named(tmp_path, caplog):
+    """Killed between replace_folder's two renames: the old folder is the only copy of the user's release."""
+    only_copy = tmp_path / f".release.old-{_dead_pid()}-abc"
+    only_copy.mkdir()
+    _folder(only_copy / "release", "trained")
+    with caplog.at_level(logging.WARNING, logger="unext_monai"):
+        make_build_folder(tmp_path / "release")
+    assert (only_copy / "release" / "file.txt").read_text() == "trained"
+    assert str(only_copy) in caplog.text
+
+
+def test_a_build_folder_has_a_plain_folders_permissions(tmp_path):
+    """mkdtemp's 0700 would make a released bundle unreadable to a MONAI Label server run by another user."""
+    old = os.umask(0o022)
+    try:
+        built = make_build_folder(tmp_path / "release")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(built).st_mode) == 0o755

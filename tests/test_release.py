@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from packaged_bundle import BUNDLE_NAME, REPO, bundle_on_path, negligible_values
 from PIL import Image
 
 import unext_monai
+from unext_monai.io import umask_mode
 from unext_monai.release import main as release_main
 from unext_monai.release.card import SECTION, render_card
 from unext_monai.release.configs import packaged_configs, zoo_json
@@ -127,6 +129,7 @@ def test_release_layout_and_metadata(released):
                 "docs/README.md", "docs/data_license.txt", "LICENSE", "scripts/__init__.py"]:
         assert (bundle / rel).is_file(), rel
     assert not list(bundle.parent.glob(f".{BUNDLE_NAME}.*")), "temporary build folders left behind"
+    assert stat.S_IMODE(bundle.stat().st_mode) == umask_mode(0o777), "not a plain folder's permissions"
     assert not [p.name for p in (bundle / "configs").iterdir() if p.stem in ("isic2018", "busi", "demo")]
     assert (bundle / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes()
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())

@@ -4,8 +4,9 @@ Every file the package writes (checkpoints, splits, metrics, masks, reports, exp
 :func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
 permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
 process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
-file survives an exception. A folder built whole (the demo set, a release) is put in place by
-:func:`replace_folder`: never a mix of the old folder and the new one.
+file survives an exception. A folder built whole (the demo set, a release) is built in a folder from
+:func:`make_build_folder` and put in place by :func:`replace_folder`: never a mix of the old folder and the new one,
+and what a killed build left is removed by the next one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from typing import Any, Callable
@@ -24,6 +27,7 @@ import torch
 __all__ = [
     "write_atomic",
     "write_json_atomic",
+    "make_build_folder",
     "replace_folder",
     "umask_mode",
     "load_checkpoint_file",
@@ -34,6 +38,8 @@ __all__ = [
     "overlay_file_name",
     "dicom_seg_file_name",
 ]
+
+logger = logging.getLogger("unext_monai")
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: what inference appends to an input's stem for the files it writes
@@ -87,6 +93,47 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
             f.write("\n")
 
     return write_atomic(path, dump)
+
+
+def make_build_folder(target: str | os.PathLike) -> str:
+    """Make and return the empty folder ``.<name>.build-<pid>-<random>`` beside ``target``, in which a folder is
+    built whole before :func:`replace_folder` puts it at ``target``. It gets a plain folder's permissions (``0o777``
+    less the umask), which the built folder keeps at ``target``.
+
+    First removes what processes that are gone (killed mid-build) left beside ``target``: their build folders, and
+    their ``.<name>.old-<pid>-*`` folders where ``target`` exists (the replacement had finished; the old folder was
+    to be removed). Where ``target`` does not exist, such an old folder is the only copy of what was there: it is
+    kept, and a warning names it. Folders of live processes are left alone.
+    """
+    target = os.path.abspath(target)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    leftover = re.compile(rf"^\.{re.escape(name)}\.(build|old)-(\d+)-")
+    for entry in sorted(os.listdir(parent)):
+        m = leftover.match(entry)
+        if not m or _process_alive(int(m.group(2))):
+            continue
+        path = os.path.join(parent, entry)
+        if m.group(1) == "old" and not os.path.lexists(target):
+            logger.warning(f"{path} holds the folder that was at {target} before a replacement was interrupted: "
+                           "kept; move it back to keep it")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info(f"removed {path}, left by an interrupted build of {target}")
+    built = tempfile.mkdtemp(prefix=f".{name}.build-{os.getpid()}-", dir=parent)
+    os.chmod(built, umask_mode(0o777))  # mkdtemp makes 0700
+    return built
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:

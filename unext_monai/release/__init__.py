@@ -30,11 +30,10 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
-from unext_monai.io import load_checkpoint_file, replace_folder
+from unext_monai.io import load_checkpoint_file, make_build_folder, replace_folder
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,
@@ -257,9 +256,7 @@ def release(
     except ValueError as e:
         raise ReleaseError(str(e)) from e
 
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
+    tmp = make_build_folder(output)
     try:
         for rel, text in scripts.items():
             _write(os.path.join(tmp, rel), text)

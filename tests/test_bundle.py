@@ -17,6 +17,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.networks.layers import DropPath
 from PIL import Image
 
+import unext_monai.data
+
 pytestmark = pytest.mark.slow  # real trainings and bundle runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,6 +265,39 @@ def test_drop_path_reaches_every_shifted_mlp_block_and_is_off_by_default():
 
     assert drop_probs() == []  # the paper's network: no stochastic depth
     assert drop_probs(drop_path=0.1) == [0.1] * 4  # two encoder and two decoder shifted-MLP blocks
+
+
+@pytest.mark.parametrize("configs", [["train.json"], ["train.json", "multi_gpu_train.json"]])
+def test_training_seed_seeds_the_training_and_leaves_the_split_to_seed(configs, monkeypatch):
+    """Run-to-run spread is measured by training the same split with other seeds: ``--training_seed``."""
+    split_seeds = []
+    monkeypatch.setattr(unext_monai.data, "prepare_split", lambda **kw: split_seeds.append(kw["seed"]) or {})
+
+    def first_draws(**override) -> torch.Tensor:
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / name) for name in configs])
+        parser.update(override)
+        parser.get_parsed_content("split")
+        seeding = [i for i, item in enumerate(parser["initialize"]) if "set_determinism" in item]
+        assert len(seeding) == 1
+        parser.get_parsed_content(f"initialize#{seeding[0]}")
+        return torch.rand(4)
+
+    default, seed_3, training_seed_3 = first_draws(), first_draws(seed=3), first_draws(training_seed=3)
+    assert split_seeds == [0, 3, 0]
+    assert torch.equal(training_seed_3, seed_3) and not torch.equal(training_seed_3, default)
+    if "multi_gpu_train.json" in configs:  # the ranks' shares of the training data are shuffled with it too
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+
+        def rank0_share(**override) -> list[int]:
+            parser = ConfigParser()
+            parser.read_config([str(CONFIGS / name) for name in configs])
+            parser.update({"train_datalist": [{"image": i} for i in range(20)], **override})
+            parser.get_parsed_content(f"initialize#{parser['initialize'].index('$import torch.distributed as dist')}")
+            return [item["image"] for item in parser.get_parsed_content("train#dataset#data")]
+
+        assert rank0_share(training_seed=3) == rank0_share(seed=3) != rank0_share()
 
 
 def test_training_flushes_subnormal_numbers_in_every_thread_unless_told_not_to(tmp_path):

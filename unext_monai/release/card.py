@@ -46,7 +46,7 @@ def recipe(train: dict) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("dataset_name", "include_normal", "train_on_normal", "learning_rate", "min_learning_rate",
                 "weight_decay", "batch_size", "max_epochs", "spatial_size", "in_channels", "deep_supervision",
-                "drop_path", "val_fraction", "selection_fraction", "seed"):
+                "drop_path", "val_fraction", "selection_fraction", "seed", "training_seed"):
         if p.get(key) is not None:
             out[key] = p.get(key)
     for key in ("optimizer", "lr_scheduler", "base_loss"):

@@ -92,15 +92,17 @@ def test_a_build_folder_clears_what_killed_builds_left_and_spares_live_ones(tmp_
     assert list(built.iterdir()) == []
 
 
-def test_an_old_folder_with_nothing_at_the_target_is_kept_and_named(tmp_path, caplog):
-    """Killed between replace_folder's two renames: the old folder is the only copy of the user's release."""
-    only_copy = tmp_path / f".release.old-{_dead_pid()}-abc"
-    only_copy.mkdir()
-    _folder(only_copy / "release", "trained")
+def test_an_interrupted_replacement_is_rolled_back(tmp_path, caplog):
+    """Killed between replace_folder's two renames, the old folder is the only copy of the user's release: the next
+    build puts it back where it was (a release then refuses to replace it without --overwrite)."""
+    aside = tmp_path / f".release.old-{_dead_pid()}-abc"
+    aside.mkdir()
+    _folder(aside / "release", "trained")
     with caplog.at_level(logging.WARNING, logger="unext_monai"):
-        make_build_folder(tmp_path / "release")
-    assert (only_copy / "release" / "file.txt").read_text() == "trained"
-    assert str(only_copy) in caplog.text
+        built = make_build_folder(tmp_path / "release")
+    assert (tmp_path / "release" / "file.txt").read_text() == "trained"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["release", os.path.basename(built)])
+    assert str(aside) in caplog.text
 
 
 def test_a_build_folder_has_a_plain_folders_permissions(tmp_path):

@@ -100,10 +100,10 @@ def make_build_folder(target: str | os.PathLike) -> str:
     built whole before :func:`replace_folder` puts it at ``target``. It gets a plain folder's permissions (``0o777``
     less the umask), which the built folder keeps at ``target``.
 
-    First removes what processes that are gone (killed mid-build) left beside ``target``: their build folders, and
-    their ``.<name>.old-<pid>-*`` folders where ``target`` exists (the replacement had finished; the old folder was
-    to be removed). Where ``target`` does not exist, such an old folder is the only copy of what was there: it is
-    kept, and a warning names it. Folders of live processes are left alone.
+    First tidies what processes that are gone (killed mid-build) left beside ``target``: their build folders are
+    removed; their ``.<name>.old-<pid>-*`` folders (see :func:`replace_folder`) are removed where ``target`` exists
+    (the replacement had finished), and where it does not (killed between the two renames) the old folder is put
+    back at ``target``, with a warning. Folders of live processes are left alone.
     """
     target = os.path.abspath(target)
     parent, name = os.path.split(target)
@@ -115,8 +115,9 @@ def make_build_folder(target: str | os.PathLike) -> str:
             continue
         path = os.path.join(parent, entry)
         if m.group(1) == "old" and not os.path.lexists(target):
-            logger.warning(f"{path} holds the folder that was at {target} before a replacement was interrupted: "
-                           "kept; move it back to keep it")
+            os.rename(os.path.join(path, name), target)  # the only copy of what was there
+            os.rmdir(path)
+            logger.warning(f"put {target} back from {path}: its replacement had been interrupted")
             continue
         shutil.rmtree(path, ignore_errors=True)
         logger.info(f"removed {path}, left by an interrupted build of {target}")
@@ -141,9 +142,10 @@ def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
     the folder there, if any: ``target`` is the old folder or the new one, never a mix of the two.
 
     The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
-    one is in place (a process killed between the two renames leaves it there, whole). If the rename fails, the old
-    folder is put back (unless something else appeared at ``target`` meanwhile: the error then names where the old
-    folder is kept) and the ``OSError`` is raised; ``built`` is left to the caller.
+    one is in place (a process killed between the two renames leaves it there, whole, and the next
+    :func:`make_build_folder` for ``target`` puts it back). If the rename fails, the old folder is put back (unless
+    something else appeared at ``target`` meanwhile: the error then names where the old folder is kept) and the
+    ``OSError`` is raised; ``built`` is left to the caller.
     """
     built, target = os.fspath(built), os.path.abspath(target)
     parent, name = os.path.split(target)

@@ -75,7 +75,9 @@ def test_loads_state_dicts_of_commit_c4d979a_with_the_same_function():
         train_outputs = train_outputs if isinstance(train_outputs, list) else [train_outputs]
         assert len(train_outputs) == len(entry["train_outputs"])
         for got, expected in zip(train_outputs, entry["train_outputs"]):
-            torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+            # in training mode BatchNorm normalizes by batch statistics whose float32 sums run in another order at
+            # another thread count (one thread: up to 2.2e-5 of the largest output; two: 2e-7)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
         torch.testing.assert_close(eval_output, entry["eval_output"], rtol=0, atol=1e-6)
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-from ..io import replace_folder, umask_mode
+from ..io import make_build_folder, replace_folder
 
 __all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
 
@@ -102,27 +100,6 @@ def existing_demo_dataset(directory: str) -> dict | None:
     return None
 
 
-def _remove_abandoned_builds(parent: str, name: str) -> None:
-    """Remove the temporary folders ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>-*`` of builds whose process is gone
-    (killed while writing the set); those of a live process are left alone."""
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(?:tmp|old)-(\d+)-")
-    for entry in os.listdir(parent):
-        m = pattern.match(entry)
-        if m and not _process_alive(int(m.group(1))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-            logger.info(f"removed {os.path.join(parent, entry)}, left by an interrupted demo-set build")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, seed: int = 0) -> str:
     """Write the synthetic demo set to ``directory`` (UNeXt-pytorch layout) and return ``directory``.
 
@@ -143,12 +120,8 @@ def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, see
     if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, _MARKER)):
         raise FileExistsError(f"{directory} exists and is not a demo set made by make_demo_dataset: choose another")
 
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    _remove_abandoned_builds(parent, os.path.basename(directory))
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-{os.getpid()}-", dir=parent)
+    tmp = make_build_folder(directory)
     try:
-        os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700; the set gets a plain folder's permissions
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks", "0"))
         for i in range(num_images):

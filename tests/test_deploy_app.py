@@ -145,7 +145,11 @@ def test_deploy_app_outputs(deploy_python, inputs, tmp_path):
             ours = check_picture_outputs(source, outputs)
         print(f"{name}: {ours.shape[1]}x{ours.shape[0]}, lesion {ours.mean():.2%}, outputs "
               f"{[o.name for o in outputs]}, differing pixels vs PyTorch: {int((ours != reference).sum())}")
-        assert ours.shape == reference.shape and 0 < ours.mean() < 1
+        assert ours.shape == reference.shape and ours.mean() < 1
+        if name.startswith("ISIC_"):  # its own domain: the ISIC 2018 weights find the lesion, so equality is no 0 == 0
+            assert ours.mean() > 0
+        # in an ultrasound picture they may find nothing (unext_isic2018 0.5.0 in benign (1)): then the app must not
+        # mark anything either
         assert np.array_equal(ours, reference)
 
 

@@ -282,13 +282,13 @@ def release(
             pt_file = os.path.join(tmp, "models", "model.pt")
             os.makedirs(os.path.dirname(pt_file))
             torch.save(weights, pt_file)
-            # the metadata's promise about shapes first: a few seconds, against the exports' tens
-            run_tool(["verify_net_in_out", "network_def", "--meta_file", out_meta, "--config_file",
-                      os.path.join(tmp, "configs", "inference.json")], "verify_net_in_out", cwd=tmp)
+            # the metadata's promise about shapes first: a network that breaks it is not worth exporting
+            run_tool("verify_net_in_out", tmp, net_id="network_def", meta_file=out_meta,
+                     config_file=os.path.join(tmp, "configs", "inference.json"))
 
             ts_file = os.path.join(tmp, "models", "model.ts")
-            run_tool(["ckpt_export", "network_def", "--filepath", ts_file, "--ckpt_file", pt_file, "--meta_file",
-                      out_meta, "--config_file", os.path.join(tmp, "configs", TS_CONFIG)], "ckpt_export", cwd=tmp)
+            run_tool("ckpt_export", tmp, net_id="network_def", filepath=ts_file, ckpt_file=pt_file, meta_file=out_meta,
+                     config_file=os.path.join(tmp, "configs", TS_CONFIG))
             ts_diff = check_torchscript(ts_file, net, in_channels, [TS_CONFIG])
             onnx_diff, onnx_shapes, opset = export_and_check_onnx(net, os.path.join(tmp, "models", "model.onnx"),
                                                                   in_channels)

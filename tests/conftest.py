@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,11 @@ def _subnormals_not_flushed():
     it in this process must not leave it on for the next test."""
     yield
     torch.set_flush_denormal(False)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has ended (as a killed build's leftovers name it)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -7,7 +7,6 @@ import errno
 import logging
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,19 +71,12 @@ def test_a_folder_that_appeared_meanwhile_is_not_replaced_and_the_old_one_is_nam
     assert kept.parent == tmp_path and (kept / "release" / "file.txt").read_text() == "old"
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
-
-
-def test_a_build_folder_clears_what_killed_builds_left_and_spares_live_ones(tmp_path):
+def test_a_build_folder_clears_what_killed_builds_left_and_spares_live_ones(tmp_path, dead_pid):
     target = _folder(tmp_path / "release", "current")
-    dead = _dead_pid()
-    abandoned = _folder(tmp_path / f".release.build-{dead}-abc", "half")
-    finished_old = _folder(tmp_path / f".release.old-{dead}-def", "replaced")  # killed after the new one was in place
+    abandoned = _folder(tmp_path / f".release.build-{dead_pid}-abc", "half")
+    finished_old = _folder(tmp_path / f".release.old-{dead_pid}-def", "replaced")  # killed after the replacement
     live = _folder(tmp_path / f".release.build-{os.getpid()}-ghi", "in progress")
-    other = _folder(tmp_path / f".other.build-{dead}-jkl", "another target's")
+    other = _folder(tmp_path / f".other.build-{dead_pid}-jkl", "another target's")
     built = Path(make_build_folder(target))
     assert not abandoned.exists() and not finished_old.exists()
     assert live.exists() and other.exists() and (target / "file.txt").read_text() == "current"
@@ -92,10 +84,10 @@ def test_a_build_folder_clears_what_killed_builds_left_and_spares_live_ones(tmp_
     assert list(built.iterdir()) == []
 
 
-def test_an_interrupted_replacement_is_rolled_back(tmp_path, caplog):
+def test_an_interrupted_replacement_is_rolled_back(tmp_path, caplog, dead_pid):
     """Killed between replace_folder's two renames, the old folder is the only copy of the user's release: the next
     build puts it back where it was (a release then refuses to replace it without --overwrite)."""
-    aside = tmp_path / f".release.old-{_dead_pid()}-abc"
+    aside = tmp_path / f".release.old-{dead_pid}-abc"
     aside.mkdir()
     _folder(aside / "release", "trained")
     with caplog.at_level(logging.WARNING, logger="unext_monai"):

@@ -366,19 +366,24 @@ def test_training_record_names_the_released_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_re_release_of_the_same_weights_keeps_the_training_record(released, tmp_path):
+def test_re_release_of_the_same_weights_keeps_the_training_record(released, tmp_path, dead_pid, capsys):
     """New scripts for released weights whose training run is gone (no --train_dir): the card still says how they
     were trained, read back from the existing release's docs/training_record.json; the changelog gains the new
-    version on top of the older entries."""
+    version on top of the older entries. The existing release here is one whose last replacement was killed between
+    its two renames (it lies aside in a dead process's ``.old-`` folder): it is put back before the release looks at
+    the output, so it is refused without --overwrite and its changelog is kept with it."""
     out = tmp_path / "bundle" / BUNDLE_NAME
-    shutil.copytree(released["bundle"], out)
+    aside = tmp_path / "bundle" / f".{BUNDLE_NAME}.old-{dead_pid}-abc"
+    shutil.copytree(released["bundle"], aside / BUNDLE_NAME)
+    args = ["--bundle_root", REPO, "--name", BUNDLE_NAME, "--output", out, "--ckpt",
+            released["bundle"] / "models" / "model.pt", "--version", "9.9.9", "--changelog", "scripts regenerated"]
+    assert "exists: pass --overwrite" in _release_refused(args, capsys)
+    assert not aside.exists() and (out / "models" / "model.pt").is_file()
     record = json.loads((out / "docs" / "training_record.json").read_text())
     assert record["epochs"] == 1 and record["split"]["dataset"] == "demo" and record["best"]["epoch"] == 1
     old_card = (out / "docs" / "README.md").read_text()
     old_log = json.loads((out / "configs" / "metadata.json").read_text())["changelog"]
-    proc = _release_cli(["--bundle_root", REPO, "--name", BUNDLE_NAME, "--output", out, "--ckpt",
-                         released["bundle"] / "models" / "model.pt", "--overwrite", "--version", "9.9.9",
-                         "--changelog", "scripts regenerated"], cwd=tmp_path)
+    proc = _release_cli([*args, "--overwrite"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "keeping its training record" in proc.stdout
     assert json.loads((out / "docs" / "training_record.json").read_text()) == record

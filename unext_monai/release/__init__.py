@@ -33,7 +33,7 @@ import sys
 from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
-from unext_monai.io import load_checkpoint_file, make_build_folder, replace_folder
+from unext_monai.io import load_checkpoint_file, make_build_folder, replace_folder, tidy_build_leftovers
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,
@@ -198,6 +198,7 @@ def release(
     if not os.path.isfile(ckpt):
         raise ReleaseError(f"checkpoint {ckpt} not found: train first or pass --ckpt")
     output = os.path.abspath(output or os.path.join(bundle_root, "bundle", name))
+    tidy_build_leftovers(output)  # a release whose replacement was killed midway is back before it is looked at
     if os.path.exists(output) and not overwrite:
         raise ReleaseError(f"{output} exists: pass --overwrite to replace it")
     previous_meta = None

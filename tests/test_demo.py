@@ -96,17 +96,27 @@ def test_refuses_foreign_folder(tmp_path: Path) -> None:
         make_demo_dataset(str(tmp_path / "x"), num_images=0)
 
 
-def test_an_interrupted_build_leaves_nothing_behind_after_the_next(tmp_path):
+def test_an_interrupted_build_leaves_nothing_behind_after_the_next(tmp_path, dead_pid):
     """A build killed mid-way leaves its temporary folder; the next build removes it (its process is gone), while a
     live process's folder is left alone."""
-    import subprocess
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    abandoned = tmp_path / f".demo.build-{dead.pid}-abc123"
+    abandoned = tmp_path / f".demo.build-{dead_pid}-abc123"
     (abandoned / "images").mkdir(parents=True)
     live = tmp_path / f".demo.build-{os.getpid()}-def456"
     live.mkdir()
     make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
     assert not abandoned.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "demo"])
+
+
+def test_a_set_left_aside_by_an_interrupted_replacement_is_put_back_and_reused(tmp_path, dead_pid):
+    """Killed between replace_folder's two renames, the previous set lies in a dead process's ``.old-`` folder: the
+    next call puts it back before looking, finds it complete and rewrites nothing."""
+    make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
+    aside = tmp_path / f".demo.old-{dead_pid}-abc123"
+    aside.mkdir()
+    (tmp_path / "demo").rename(aside / "demo")
+    marker = aside / "demo" / "images" / "demo_000.png"
+    os.utime(marker, (1, 1))
+    make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
+    assert (tmp_path / "demo" / "images" / "demo_000.png").stat().st_mtime == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]

@@ -29,6 +29,7 @@ __all__ = [
     "write_atomic",
     "write_json_atomic",
     "make_build_folder",
+    "tidy_build_leftovers",
     "replace_folder",
     "umask_mode",
     "load_checkpoint_file",
@@ -99,12 +100,22 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
 def make_build_folder(target: str | os.PathLike) -> str:
     """Make and return the empty folder ``.<name>.build-<pid>-<random>`` beside ``target``, in which a folder is
     built whole before :func:`replace_folder` puts it at ``target``. It gets a plain folder's permissions (``0o777``
-    less the umask), which the built folder keeps at ``target``.
+    less the umask), which the built folder keeps at ``target``. First calls :func:`tidy_build_leftovers`.
+    """
+    target = os.path.abspath(target)
+    tidy_build_leftovers(target)
+    parent, name = os.path.split(target)
+    built = tempfile.mkdtemp(prefix=f".{name}.build-{os.getpid()}-", dir=parent)
+    os.chmod(built, umask_mode(0o777))  # mkdtemp makes 0700
+    return built
 
-    First tidies what processes that are gone (killed mid-build) left beside ``target``: their build folders are
-    removed; their ``.<name>.old-<pid>-*`` folders (see :func:`replace_folder`) are removed where ``target`` exists
-    (the replacement had finished), and where it does not (killed between the two renames) the old folder is put
-    back at ``target``, with a warning. Folders of live processes are left alone.
+
+def tidy_build_leftovers(target: str | os.PathLike) -> None:
+    """Tidy what processes that are gone (killed mid-build) left beside ``target`` (its parent folder is created if
+    missing): their build folders (:func:`make_build_folder`) are removed; their ``.<name>.old-<pid>-*`` folders
+    (see :func:`replace_folder`) are removed where ``target`` exists (the replacement had finished), and where it does
+    not (killed between the two renames) the old folder is put back at ``target``, with a warning. Folders of live
+    processes are left alone. Call it before looking at ``target`` to decide what to do with it.
     """
     target = os.path.abspath(target)
     parent, name = os.path.split(target)
@@ -122,9 +133,6 @@ def make_build_folder(target: str | os.PathLike) -> str:
             continue
         shutil.rmtree(path, ignore_errors=True)
         logger.info(f"removed {path}, left by an interrupted build of {target}")
-    built = tempfile.mkdtemp(prefix=f".{name}.build-{os.getpid()}-", dir=parent)
-    os.chmod(built, umask_mode(0o777))  # mkdtemp makes 0700
-    return built
 
 
 def _process_alive(pid: int) -> bool:
@@ -144,7 +152,7 @@ def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
 
     The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
     one is in place (a process killed between the two renames leaves it there, whole, and the next
-    :func:`make_build_folder` for ``target`` puts it back). If the rename fails, the old folder is put back (unless
+    :func:`tidy_build_leftovers` for ``target`` puts it back). If the rename fails, the old folder is put back (unless
     something else appeared at ``target`` meanwhile: the error then names where the old folder is kept) and the
     ``OSError`` is raised; ``built`` is left to the caller.
     """

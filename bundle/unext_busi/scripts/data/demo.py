@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from ..io import make_build_folder, replace_folder
+from ..io import make_build_folder, replace_folder, tidy_build_leftovers
 
 __all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
 
@@ -115,6 +115,7 @@ def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, see
         raise ValueError(f"make_demo_dataset needs num_images >= 1 and size >= 16, got {num_images} and {size}")
     directory = os.path.abspath(directory)
     params = {"num_images": int(num_images), "size": int(size), "seed": int(seed), "version": DEMO_VERSION}
+    tidy_build_leftovers(directory)  # a set whose replacement was killed midway is back before it is looked at
     if _is_complete(directory, params):
         return directory
     if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, _MARKER)):

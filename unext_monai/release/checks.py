@@ -19,10 +19,10 @@ class ReleaseError(RuntimeError):
 
 
 def run_tool(name: str, bundle_dir: str, **kwargs: Any) -> None:
-    """Run the model zoo's check ``monai.bundle.<name>`` (``verify_net_in_out``, ``ckpt_export``) on the bundle in
-    ``bundle_dir`` with ``kwargs`` as its arguments, in this process (inside :func:`bundle_on_path`, so that the
-    bundle's own ``scripts`` import; a fresh interpreter per tool added 5 s each and checked nothing more, since this
-    environment has ``unext_monai`` either way: ``tests/test_zoo_checks.py`` runs the tools where it has not).
+    """Run MONAI's bundle tool ``monai.bundle.<name>`` (``verify_net_in_out``, ``ckpt_export``) on the bundle in
+    ``bundle_dir`` with ``kwargs`` as its arguments, in this process; call it inside ``bundle_on_path(bundle_dir)``, so
+    that the bundle's own ``scripts`` import. (A fresh interpreter per tool cost MONAI's import again, about 5 s, and
+    checked nothing more: it had ``unext_monai`` too. The tools' run without it is ``tests/test_zoo_checks.py``.)
 
     Raises:
         ReleaseError: the tool failed; the message names it and says why.

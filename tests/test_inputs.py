@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +20,8 @@ from monai.inferers import SimpleInferer
 from PIL import Image
 
 from unext_monai import UNeXt
-from unext_monai.data.inputs import check_image_file, list_images, plan_inference
-from unext_monai.io import mask_file_name, output_stems
+from unext_monai.data.inputs import find_inputs, output_stems, plan_inference
+from unext_monai.transforms import check_image_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -44,8 +49,8 @@ def _dicom(path: Path, frames: int = 1, pixels: bool = True, rows: int = 50, col
     ds.save_as(str(path), enforce_file_format=True)
 
 
-# file name -> (writer, expected error or None for a readable file)
-def _make_inputs(folder: Path) -> dict[str, str | None]:
+def _make_inputs(folder: Path) -> dict[str, bool]:
+    """Files of every kind in ``folder``: name -> whether inference can read it."""
     import nibabel as nib
 
     rng = np.random.default_rng(0)
@@ -71,64 +76,47 @@ def _make_inputs(folder: Path) -> dict[str, str | None]:
     nib.save(nib.Nifti1Image(rng.random((20, 20, 4)).astype(np.float32), np.eye(4)), str(folder / "volume.nii.gz"))
     gz = (folder / "slice.nii.gz").read_bytes()
     (folder / "cut.nii.gz").write_bytes(gz[: len(gz) // 2])
-    (folder / "readme.txt").write_text("ignored: not an image suffix")
-    return {
-        "good.png": None, "good.jpg": None, "rgba.png": None, "gray16.png": None, "us.dcm": None,
-        "slice.nii.gz": None,
-        "truncated.png": "corrupt or truncated image: ",
-        "truncated.jpg": "corrupt or truncated image: OSError: image file is truncated",
-        "empty.png": "file is empty (0 bytes)",
-        "notes.png": "not an image file: PIL cannot identify it",
-        "head_only.png": "corrupt or truncated image: OSError: Truncated File Read",
-        "no_pixels.dcm": "DICOM pixel data cannot be decoded: ",
-        "cine.dcm": "multi-frame DICOM (3 frames): inference segments single 2-D images",
-        "text.dcm": "not a readable DICOM file: InvalidDicomError: ",
-        "volume.nii.gz": "NIfTI image of shape (20, 20, 4): inference segments 2-D images (H, W) only",
-        "cut.nii.gz": "not a readable NIfTI file: ",
-    }
+    (folder / "readme.txt").write_text("not an image suffix")
+    os.symlink(folder / "gone.png", folder / "broken_link.png")
+    os.symlink(folder / "loop_b.png", folder / "loop_a.png")
+    os.symlink(folder / "loop_a.png", folder / "loop_b.png")
+    return {"good.png": True, "good.jpg": True, "rgba.png": True, "gray16.png": True, "us.dcm": True,
+            "slice.nii.gz": True, "good_mask.png": False, "truncated.png": False, "truncated.jpg": False,
+            "empty.png": False, "notes.png": False, "head_only.png": False, "no_pixels.dcm": False,
+            "cine.dcm": False, "text.dcm": False, "volume.nii.gz": False, "cut.nii.gz": False, "readme.txt": False,
+            "broken_link.png": False, "loop_a.png": False, "loop_b.png": False}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
+def inputs(tmp_path_factory) -> tuple[Path, dict[str, bool]]:
     folder = tmp_path_factory.mktemp("inputs") / "in"
     return folder, _make_inputs(folder)
 
 
-UNREADABLE = 10
+def test_every_file_found_is_an_input_or_skipped_with_its_problem(inputs):
+    folder, readable = inputs
+    found, skipped = find_inputs(str(folder))
+    assert [Path(f).name for f in found] == sorted(n for n, ok in readable.items() if ok)
+    assert sorted(Path(s["input"]).name for s in skipped) == sorted(n for n, ok in readable.items() if not ok)
+    assert all(s["error"] for s in skipped)
+    assert check_image_file(str(folder)) == "not a file"
+    assert find_inputs(str(folder / "notes.png"))[0] == []
+    with pytest.raises(FileNotFoundError):
+        find_inputs(str(folder / "nothing"))
 
 
-def test_each_bad_file_is_named_with_its_problem(inputs, tmp_path, caplog):
-    folder, expected = inputs
-    report = tmp_path / "out" / "report.json"
-    with caplog.at_level("WARNING", logger="unext_monai"):
-        files = list_images(str(folder), report_path=str(report))
-    good = sorted(str(folder / n) for n, e in expected.items() if e is None)
-    assert files == good
-    data = json.loads(report.read_text())
-    assert data["segmented"] == good
-    errors = {Path(s["file"]).name: s["error"] for s in data["skipped"]}
-    assert set(errors) == {n for n, e in expected.items() if e is not None} | {"good_mask.png", "readme.txt"}
-    for name, error in errors.items():
-        assert error.startswith(expected.get(name) or ""), (name, error)
-        assert f"skipping {folder / name}: {error}" in caplog.text
-    assert errors["good_mask.png"].startswith("named like a mask")
-    assert errors["readme.txt"].startswith("not a file type inference reads")
-    assert f"left out {UNREADABLE} unreadable file(s) of 16; segmenting 6" in caplog.text
-    assert [p.name for p in report.parent.iterdir()] == ["report.json"]  # no temp file left
-
-
-def test_single_file_and_all_bad(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    with pytest.raises(ValueError, match=r"a\.png: not an image file: PIL cannot identify it; see .*report\.json"):
-        list_images(str(tmp_path / "a.png"), report_path=str(tmp_path / "r" / "report.json"))
-    assert json.loads((tmp_path / "r" / "report.json").read_text())["segmented"] == []
-    (tmp_path / "b.jpg").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"none of the 2 image file\(s\) can be read"):
-        list_images(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        list_images(str(tmp_path / "nothing"))
-    assert list_images(str(tmp_path), check=False) == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
-    assert check_image_file(str(tmp_path)) == "not a file"
+def test_symlinked_folders_are_read_once_and_loops_reported(tmp_path):
+    src = tmp_path / "in"
+    (src / "real").mkdir(parents=True)
+    Image.new("RGB", (20, 20), 50).save(src / "real" / "a.png")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (20, 20), 50).save(tmp_path / "elsewhere" / "b.png")
+    os.symlink(tmp_path / "elsewhere", src / "outside")  # a symlinked folder outside: read
+    os.symlink(src / "real", src / "linked")  # a link to a folder inside: read once, as real/
+    os.symlink(src, src / "real" / "up")  # a link back up: reported, not followed for ever
+    found, skipped = find_inputs(str(src))
+    assert sorted(Path(f).relative_to(src).as_posix() for f in found) == ["outside/b.png", "real/a.png"]
+    assert sorted(Path(s["input"]).relative_to(src).as_posix() for s in skipped) == ["linked", "real/up"]
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -173,29 +161,47 @@ def test_inference_on_a_folder_skips_bad_files_reports_and_logs(inputs, bundle_r
     """dataset_dir is read: a mask (and overlay) for every readable file; report.json, written at the end, lists each
     input with its outputs and each skipped file with the reason; the log says where and how many; inputs unchanged;
     a second run into the same folder works."""
-    folder, expected = inputs
+    folder, readable = inputs
     before = _digests(folder)
-    good = sorted(n for n, e in expected.items() if e is None)
+    good = sorted(n for n, ok in readable.items() if ok)
     out = tmp_path / "out"
-    with caplog.at_level("INFO", logger="unext_monai"):
-        _infer(bundle_root, dataset_dir=str(folder), output_dir=str(out))
+    _infer(bundle_root, dataset_dir=str(folder), output_dir=str(out))
     report = json.loads((out / "report.json").read_text())
-    assert report["status"] == "completed" and report["error"] is None and report["not_segmented"] == []
-    assert [Path(s["input"]).name for s in report["segmented"]] == good
-    stems = output_stems([s["input"] for s in report["segmented"]])  # good.png and good.jpg share a stem
+    assert report["status"] == "completed" and report["error"] is None
+    assert report["counts"] == {"total": len(readable), "segmented": len(good), "skipped": len(readable) - len(good),
+                                "failed": 0, "pending": 0}
+    by_status = {s: sorted(Path(e["input"]).name for e in report["inputs"] if e["status"] == s)
+                 for s in ("segmented", "skipped")}
+    assert by_status == {"segmented": good, "skipped": sorted(n for n, ok in readable.items() if not ok)}
+    stems = output_stems([str(folder / n) for n in good])  # good.png and good.jpg share a stem
     assert stems[str(folder / "good.png")] == "good_png"
-    for item in report["segmented"]:
-        stem = stems[item["input"]]
-        names = [Path(p).name for p in item["outputs"]]
-        assert names == [mask_file_name(stem, item["input"]), f"{stem}_overlay.png"]
-        assert all(Path(p).is_file() for p in item["outputs"])
-    reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {n for n, e in expected.items() if e is not None} | {"good_mask.png", "readme.txt"}
-    assert f"wrote {2 * len(good)} file(s) for {len(good)} of {len(good)} input(s) to {out}" in caplog.text
+    for entry in report["inputs"]:
+        if entry["status"] == "segmented":
+            stem = stems[entry["input"]]
+            mask = f"{stem}_mask.nii.gz" if entry["input"].endswith(".nii.gz") else f"{stem}_mask.png"
+            assert [Path(p).name for p in entry["outputs"]] == [mask, f"{stem}_overlay.png"]
+            assert all(Path(p).is_file() for p in entry["outputs"]) and entry["lesion_pixels"] >= 0
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
     assert _digests(folder) == before, "an input file was changed"
-    _infer(bundle_root, dataset_dir=str(folder), output_dir=str(out))  # a re-run into the same folder
-    assert json.loads((out / "report.json").read_text())["status"] == "completed"
+
+
+def test_existing_outputs_are_never_replaced_unless_asked(bundle_root, tmp_path):
+    """A file this run did not write is not replaced (a ground-truth mask where an output would go: BUSI's
+    ``<case>_mask.png`` when output_dir is the class folder of another run); the refusal names it, before any
+    work; with overwrite True the outputs are replaced."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (20, 20), 50).save(src / name)
+    out.mkdir()
+    (out / "b_mask.png").write_bytes(b"the user's own mask")
+    with pytest.raises(Exception) as failure:
+        _infer(bundle_root, dataset_dir=str(src), output_dir=str(out))
+    assert str(out / "b_mask.png") in _messages(failure.value)
+    assert sorted(p.name for p in out.iterdir()) == ["b_mask.png"]
+    assert (out / "b_mask.png").read_bytes() == b"the user's own mask"
+    _infer(bundle_root, dataset_dir=str(src), output_dir=str(out), overwrite=True)
+    assert np.asarray(Image.open(out / "b_mask.png")).shape == (20, 20)
 
 
 def test_output_folder_in_the_input_folder_is_refused_before_anything_is_written(inputs, bundle_root):
@@ -204,12 +210,8 @@ def test_output_folder_in_the_input_folder_is_refused_before_anything_is_written
     for out in (folder, folder / "predictions"):
         with pytest.raises(Exception) as failure:
             _infer(bundle_root, dataset_dir=str(folder), output_dir=str(out))
-        assert "is inside the input folder" in _messages(failure.value)
+        assert str(out) in _messages(failure.value)
         assert _digests(folder) == before and not (folder / "predictions").exists()
-    with pytest.raises(Exception) as failure:  # one file: not into its own folder either
-        _infer(bundle_root, input_path=str(folder / "good.png"), output_dir=str(folder))
-    assert "is the folder of the input" in _messages(failure.value)
-    assert _digests(folder) == before
 
 
 def _messages(e: BaseException | None) -> str:
@@ -247,9 +249,34 @@ def test_report_of_a_run_that_fails_half_way_is_true(bundle_root, tmp_path):
     assert "stopped on purpose" in _messages(failure.value)
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and "stopped on purpose" in report["error"]
-    assert [Path(s["input"]).name for s in report["segmented"]] == ["a.png"]
-    assert [Path(p).name for p in report["not_segmented"]] == ["b.png", "c.png"]
+    assert {Path(e["input"]).name: e["status"] for e in report["inputs"]} == {
+        "a.png": "segmented", "b.png": "pending", "c.png": "pending"}
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png", "report.json"]
+
+
+def test_a_report_left_by_an_earlier_run_never_stands_beside_new_outputs(bundle_root, tmp_path):
+    """SIGTERM during inference: report.json says the run was interrupted and which inputs got new files (the
+    earlier run's "completed" report is replaced when the run starts)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(40):
+        Image.new("RGB", (300, 300), i).save(src / f"{i:02d}.png")
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"status": "completed", "counts": {"segmented": 40}}))
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_inputs as t; "
+            f"from pathlib import Path; t._infer(Path({str(bundle_root)!r}), dataset_dir={str(src)!r}, "
+            f"output_dir={str(out)!r}, overwrite=True)")
+    run = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*_mask.png")):
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(60) == 128 + signal.SIGTERM
+    report = json.loads((out / "report.json").read_text())
+    statuses = {Path(e["input"]).name: e["status"] for e in report["inputs"]}
+    assert report["status"] == "interrupted" and "pending" in statuses.values()
+    written = {Path(p).name for e in report["inputs"] for p in e["outputs"]}
+    assert written == {p.name for p in out.iterdir() if p.name != "report.json"}
 
 
 def test_unwritable_output_location_is_refused_before_anything_is_written(bundle_root, tmp_path):
@@ -260,14 +287,14 @@ def test_unwritable_output_location_is_refused_before_anything_is_written(bundle
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub").write_text("a file where the outputs of sub/ would go")
-    with pytest.raises(ValueError, match=r"output folder .*sub: .*is a file, not a folder; nothing was written"):
+    with pytest.raises(ValueError, match=r"output folder .*sub"):
         plan_inference(str(src), str(out))
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
     (out / "a_overlay.png").mkdir()  # an output path taken by a folder
     (out / "sub").unlink()
-    with pytest.raises(ValueError, match="are folders"):
+    with pytest.raises(ValueError, match="a_overlay.png"):
         plan_inference(str(src), str(out))
-    with pytest.raises(ValueError, match="no input: set dataset_dir"):
+    with pytest.raises(ValueError, match="no input"):
         plan_inference(None, str(out))
 
 
@@ -278,14 +305,10 @@ def test_files_named_like_masks_are_reported_not_dropped(bundle_root, tmp_path, 
         Image.new("RGB", (20, 20), 50).save(src / name)
     plan = plan_inference(str(src), str(tmp_path / "out"))
     assert [Path(it["image"]).name for it in plan.datalist] == ["patient.png"]
-    assert sorted(Path(s["file"]).name for s in plan.skipped) == [
-        "ISIC_1_segmentation.png", "patient_mask.png", "patient_mask_1.png", "x_overlay.png"]
-    assert all(s["error"].startswith("named like a mask") for s in plan.skipped)
+    assert plan.counts()["skipped"] == 4
     # named explicitly, such a file is segmented
-    with caplog.at_level("INFO", logger="unext_monai"):
-        _infer(bundle_root, input_path=str(src / "patient_mask.png"), output_dir=str(tmp_path / "one"))
+    _infer(bundle_root, input_path=str(src / "patient_mask.png"), output_dir=str(tmp_path / "one"))
     assert (tmp_path / "one" / "patient_mask_mask.png").is_file()
-    assert "wrote 2 file(s) for 1 of 1 input(s)" in caplog.text
 
 
 def test_dicom_input_gets_an_overlay(bundle_root, tmp_path):

@@ -131,18 +131,18 @@ def test_datalist_json(tmp_path: Path) -> None:
         {"image": b_img, "label": b_masks, "name": "b", "extra": 1},
         {"image": a_img, "label": [a_mask], "name": "case_a"},
     ]
-    assert read_datalist_json(str(path), key="validation") == [{"image": a_img, "label": [a_mask], "name": "a"}]
+    assert read_datalist_json(str(path), ("validation",)) == [{"image": a_img, "label": [a_mask], "name": "a"}]
     assert read_dataset("datalist", str(path)) == items
-    with pytest.raises(ValueError, match="no 'testing' list"):
-        read_datalist_json(str(path), key="testing")
+    with pytest.raises(ValueError, match="testing"):
+        read_datalist_json(str(path), ("testing",))
 
 
 def test_read_dataset_errors(tmp_path: Path) -> None:
     assert DATASETS == ("demo", "isic2018", "busi", "unext", "datalist")
-    with pytest.raises(ValueError, match="unknown dataset 'kvasir'"):
+    with pytest.raises(ValueError, match="kvasir"):
         read_dataset("kvasir", str(tmp_path))
     missing = str(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match=re.escape(f"dataset_dir {missing} does not exist")):
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
         read_dataset("isic2018", missing)
     for reader in (read_isic2018, read_busi, read_unext_pytorch):
         with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -1,24 +1,31 @@
+"""The one reading of pictures and masks (the mask rule through every consumer) and the one writer."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor, PILReader
-from monai.transforms import EnsureChannelFirstd, LoadImaged
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from PIL import Image
 
+from unext_monai.data import check_datalist
 from unext_monai.transforms import (
     LesionConfidenceGated,
     LoadMaskd,
     SavePredictiond,
     ToModelChannelsd,
-    standard_pil_mode,
+    picture_readers,
+    read_picture,
+    write_segmentation,
 )
 
-
-def load(path, channels=3):
-    reader = PILReader(reverse_indexing=False, converter=standard_pil_mode)
-    d = LoadImaged("image", reader=reader, dtype=None, image_only=True)({"image": str(path)})
-    d = EnsureChannelFirstd("image")(d)
-    return ToModelChannelsd("image", channels=channels)(d)["image"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+H, W = 8, 12
 
 
 def test_pictures_become_unit_range_network_input(tmp_path):
@@ -29,89 +36,170 @@ def test_pictures_become_unit_range_network_input(tmp_path):
     Image.fromarray(np.dstack([rgb, np.full((10, 20), 7, np.uint8)])).save(tmp_path / "rgba.png")
     Image.fromarray(np.full((10, 20), 65535, dtype=np.uint16)).save(tmp_path / "g16.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
-    red = load(tmp_path / "rgb.png")
+    red = read_picture(str(tmp_path / "rgb.png"))
     assert red.shape == (3, 10, 20) and red.dtype == torch.float32
     assert torch.allclose(red[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
-    assert torch.allclose(load(tmp_path / "gray.png")[:, 0, 0], torch.full((3,), 128 / 255))
-    assert torch.allclose(load(tmp_path / "rgba.png"), red)
-    assert torch.allclose(load(tmp_path / "g16.png"), torch.ones(3, 10, 20))
-    assert torch.allclose(load(tmp_path / "palette.png"), red, atol=1e-6), "palette indices read as intensities"
-    assert load(tmp_path / "rgb.png", channels=1).shape == (1, 10, 20)
-    assert torch.allclose(load(tmp_path / "rgb.png", channels=1), torch.full((1, 10, 20), 0.299))
+    assert torch.allclose(read_picture(str(tmp_path / "gray.png"))[:, 0, 0], torch.full((3,), 128 / 255))
+    assert torch.allclose(read_picture(str(tmp_path / "rgba.png")), red)
+    assert torch.allclose(read_picture(str(tmp_path / "g16.png")), torch.ones(3, 10, 20))
+    assert torch.allclose(read_picture(str(tmp_path / "palette.png")), red, atol=1e-6), "palette read as indices"
+    gray = ToModelChannelsd("image", channels=1)({"image": red})["image"]
+    assert gray.shape == (1, 10, 20) and torch.allclose(gray, torch.full((1, 10, 20), 0.299))
 
 
-def test_masks_are_binarised_and_merged_by_union(tmp_path):
-    a = np.zeros((8, 12), dtype=np.uint8)
-    a[:2] = 255
-    b = np.zeros((8, 12), dtype=np.uint8)
-    b[-1] = 1
+def _case(folder: Path, name: str, mask: Image.Image) -> dict:
+    """An image and its mask file, as a datalist item."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(name))
+    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    mask.save(folder / f"{name}_mask.png")
+    return {"image": str(folder / f"{name}.png"), "label": [str(folder / f"{name}_mask.png")], "name": name}
+
+
+def _gray(values: list[tuple[slice, slice, int]], mode: str = "L") -> Image.Image:
+    a = np.zeros((H, W), np.uint8)
+    for rows, cols, v in values:
+        a[rows, cols] = v
+    return Image.fromarray(a).convert(mode) if mode != "L" else Image.fromarray(a)
+
+
+def _palette(background: tuple, lesion: tuple) -> Image.Image:
+    """Palette index 0 coloured ``background``, index 1 ``lesion``: what the mask means is its indices."""
+    a = np.zeros((H, W), np.uint8)
+    a[2:4, 3:6] = 1
+    im = Image.fromarray(a, mode="P")
+    im.putpalette([*background, *lesion] + [0, 0, 0] * 254)
+    return im
+
+
+LESION = np.zeros((H, W), np.uint8)
+LESION[2:4, 3:6] = 1
+#: mask case -> the label map every consumer must read, or None where every consumer must refuse it
+CASES = {
+    "0/255": (_gray([(slice(2, 4), slice(3, 6), 255)]), LESION),
+    "0/1": (_gray([(slice(2, 4), slice(3, 6), 1)]), LESION),
+    "palette, white background": (_palette((255, 255, 255), (0, 0, 0)), LESION),
+    "palette, dark lesion colour": (_palette((0, 0, 0), (10, 10, 10)), LESION),
+    "gray saved as RGB": (_gray([(slice(2, 4), slice(3, 6), 255)], "RGB"), LESION),
+    "empty": (_gray([]), np.zeros((H, W), np.uint8)),
+    "0/1/255": (_gray([(slice(2, 4), slice(3, 6), 255), (slice(6, 8), slice(0, 4), 1)]), None),
+    "colour": (Image.fromarray(np.dstack([LESION * 255, LESION * 0, LESION * 0]).astype(np.uint8)), None),
+}
+
+
+def _consumers() -> dict:
+    """The mask-reading pipelines of the pre-flight check, training (train.json) and evaluation (evaluate.json)."""
+    train = ConfigParser()
+    train.read_config(str(CONFIGS / "train.json"))
+    evaluate = ConfigParser()
+    evaluate.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+
+    def pipeline(parser: ConfigParser, key: str):
+        transforms = parser.get_parsed_content(key, instantiate=True)
+        transforms = transforms.transforms if hasattr(transforms, "transforms") else transforms
+        keep = [t for t in transforms if type(t).__name__ in ("LoadImaged", "EnsureChannelFirstd", "ToModelChannelsd",
+                                                                "LoadMaskd")]
+        return lambda item: _apply(keep, item)
+
+    return {"check": lambda item: np.asarray(LoadMaskd("label")({**item, "image": read_picture(item["image"])})
+                                              ["label"])[0] if check_datalist([item]) else None,
+            "training": pipeline(train, "train#deterministic_transforms"),
+            "evaluation": pipeline(evaluate, "validate#preprocessing")}
+
+
+def _apply(transforms, item):
+    for t in transforms:
+        item = t(item)
+    return np.asarray(item["label"])[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_consumer_reads_a_mask_the_same_way_or_refuses_it(tmp_path, case):
+    mask, expected = CASES[case]
+    item = _case(tmp_path, "case", mask)
+    for consumer, read in _consumers().items():
+        if expected is None:
+            with pytest.raises(Exception) as failure:
+                read(dict(item))
+            assert item["label"][0] in str(failure.value), (consumer, str(failure.value))
+        else:
+            assert np.array_equal(read(dict(item)), expected), consumer
+
+
+def test_masks_are_merged_by_union_and_sizes_checked(tmp_path):
+    a, b = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
+    a[:2], b[-1] = 255, 1
     Image.fromarray(a).save(tmp_path / "m.png")
     Image.fromarray(b).save(tmp_path / "m_1.png")
     mask = LoadMaskd("label")({"label": [str(tmp_path / "m.png"), str(tmp_path / "m_1.png")]})["label"]
-    assert mask.shape == (1, 8, 12) and set(mask.unique().tolist()) == {0.0, 1.0}
-    assert mask.sum() == 3 * 12
-    Image.fromarray(np.zeros((9, 12), np.uint8)).save(tmp_path / "other.png")
-    with pytest.raises(ValueError, match="other.png: mask size"):
+    assert mask.shape == (1, H, W) and mask.dtype == torch.uint8 and int(mask.sum()) == 3 * W
+    Image.fromarray(np.zeros((H + 1, W), np.uint8)).save(tmp_path / "other.png")
+    with pytest.raises(ValueError, match="other.png"):
         LoadMaskd("label")({"label": [str(tmp_path / "m.png"), str(tmp_path / "other.png")]})
+    with pytest.raises(ValueError, match="m.png"):  # another size than its image
+        LoadMaskd("label")({"label": str(tmp_path / "m.png"), "image": torch.zeros(3, H, W + 2)})
 
 
-def test_save_writes_mask_and_overlay_and_never_over_inputs(tmp_path):
+def test_label_maps_of_several_classes(tmp_path):
+    a = np.zeros((H, W), np.uint8)
+    a[0, :2], a[1, :3] = 1, 2
+    Image.fromarray(a).save(tmp_path / "classes.png")
+    two = LoadMaskd("label", class_names=("benign", "malignant"))
+    assert np.array_equal(np.asarray(two({"label": str(tmp_path / "classes.png")})["label"])[0], a)
+    with pytest.raises(ValueError, match="classes.png"):
+        LoadMaskd("label", class_names=("lesion",))({"label": str(tmp_path / "classes.png")})
+    a[2, 0] = 3
+    Image.fromarray(a).save(tmp_path / "three.png")
+    with pytest.raises(ValueError, match="three.png"):
+        two({"label": str(tmp_path / "three.png")})
+    # a binary mask whose lesion takes the number of the item's class (BUSI's class folders)
+    by_class = LoadMaskd("label", class_names=("benign", "malignant"), class_key="class")
+    binary = _gray([(slice(2, 4), slice(3, 6), 255)])
+    binary.save(tmp_path / "lesion.png")
+    assert set(np.unique(by_class({"label": str(tmp_path / "lesion.png"), "class": "malignant"})["label"])) == {0, 2}
+    with pytest.raises(ValueError, match="lesion.png"):  # a lesion in a "normal" image
+        by_class({"label": str(tmp_path / "lesion.png"), "class": "normal"})
+
+
+def test_writer_writes_mask_and_overlay_atomically_with_plain_permissions(tmp_path):
     src = tmp_path / "in" / "case.png"
     src.parent.mkdir()
     Image.fromarray(np.zeros((6, 9, 3), np.uint8)).save(src)
-    pred = MetaTensor(torch.zeros(1, 6, 9), meta={"filename_or_obj": str(src)})
+    pred = MetaTensor(torch.zeros(1, 6, 9))
     pred[0, 2:4, 3:5] = 1
-    out = SavePredictiond("pred", output_dir=str(tmp_path / "out"))({"pred": pred})
-    mask = np.asarray(Image.open(tmp_path / "out" / "case_mask.png"))
+    item = {"pred": pred, "image": MetaTensor(torch.zeros(3, 6, 9), meta={"filename_or_obj": str(src)}),
+            "mask_file": str(tmp_path / "out" / "case_mask.png"), "overlay_file": str(tmp_path / "out" / "o.png")}
+    out = SavePredictiond("pred")(item)
+    assert out["pred_files"] == [item["mask_file"], item["overlay_file"]]
+    mask = np.asarray(Image.open(item["mask_file"]))
     assert mask.shape == (6, 9) and mask.sum() == 4 * 255
-    assert [p.split("/")[-1] for p in out["pred_files"]] == ["case_mask.png", "case_overlay.png"]
-    Image.fromarray(np.zeros((6, 9), np.uint8)).save(tmp_path / "in" / "case_mask.png")
-    before = (tmp_path / "in" / "case_mask.png").read_bytes()
-    with pytest.raises(ValueError, match="case_mask.png: exists beside the input"):
-        SavePredictiond("pred", output_dir=str(tmp_path / "in"))({"pred": pred})
-    assert (tmp_path / "in" / "case_mask.png").read_bytes() == before
-    assert not [p for p in (tmp_path / "in").iterdir() if p.name.startswith(".")]
-
-
-def test_colour_picture_without_channel_axis_and_output_permissions(tmp_path):
-    rgb = torch.zeros(1, 5, 7, 3, dtype=torch.uint8)  # as EnsureChannelFirstd leaves an RGB DICOM
-    rgb[..., 1] = 255
-    out = ToModelChannelsd("image")({"image": MetaTensor(rgb)})["image"]
-    assert out.shape == (3, 5, 7) and torch.allclose(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
-    pred = MetaTensor(torch.ones(1, 5, 7), meta={"filename_or_obj": str(tmp_path / "x.png")})
-    SavePredictiond("pred", output_dir=str(tmp_path / "out"), overlay=False)({"pred": pred})
-    import os
-    import stat
-
+    overlay = np.asarray(Image.open(item["overlay_file"]))
+    assert overlay.shape == (6, 9, 3) and (overlay[2:4, 3:5, 0] > overlay[2:4, 3:5, 2]).all()
     umask = os.umask(0)
     os.umask(umask)
-    mode = stat.S_IMODE(os.stat(tmp_path / "out" / "x_mask.png").st_mode)
-    assert mode == 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(item["mask_file"]).st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_mask.png", "o.png"]
+    classes = np.zeros((6, 9), np.uint8)
+    classes[0, 0], classes[1, 1] = 1, 2
+    write_segmentation(classes, str(src), str(tmp_path / "k.png"), num_classes=2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "k.png")), classes)
 
 
-def test_save_writes_to_planned_paths_and_overlays_nifti(tmp_path):
+def test_writer_keeps_nifti_in_its_space(tmp_path):
     import nibabel as nib
 
-    src = tmp_path / "in" / "slice.nii.gz"
-    src.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.arange(6 * 9, dtype=np.float32).reshape(6, 9), np.diag([2.0, 3.0, 1.0, 1.0])),
-             str(src))
-    pred = MetaTensor(torch.zeros(1, 6, 9), meta={"filename_or_obj": str(src), "original_affine": np.eye(4)})
-    pred[0, 1:3, 2:6] = 1
-    planned = {"mask_file": str(tmp_path / "out" / "a" / "x_mask.nii.gz"),
-               "overlay_file": str(tmp_path / "out" / "a" / "x_overlay.png")}
-    out = SavePredictiond("pred", output_dir=str(tmp_path / "unused"))({"pred": pred, **planned})
-    assert out["pred_files"] == [planned["mask_file"], planned["overlay_file"]]
-    assert not (tmp_path / "unused").exists()
-    overlay = np.asarray(Image.open(planned["overlay_file"]))
-    assert overlay.shape == (6, 9, 3)
-    assert (overlay[1:3, 2:6, 0] > overlay[1:3, 2:6, 2]).all()  # tinted where the mask is
-    assert np.asarray(__import__("nibabel").load(planned["mask_file"]).dataobj).sum() == 8
+    src = tmp_path / "slice.nii.gz"
+    affine = np.diag([2.0, 3.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(np.arange(6 * 9, dtype=np.float32).reshape(6, 9), affine), str(src))
+    labels = np.zeros((6, 9), np.uint8)
+    labels[1:3, 2:6] = 1
+    written = write_segmentation(labels, str(src), str(tmp_path / "m.nii.gz"), str(tmp_path / "o.png"), affine)
+    assert written == [str(tmp_path / "m.nii.gz"), str(tmp_path / "o.png")]
+    saved = nib.load(written[0])
+    assert np.asarray(saved.dataobj).sum() == 8 and np.allclose(saved.affine, affine)
 
 
 def test_lesion_confidence_gate_clears_weak_lesions_only():
-    """The mean probability over the largest region above 0.5 decides: a weak lesion (0.7) is cleared under a 0.9
-    gate, a confident one (0.97) is kept as it is, even beside a weak speck; an empty map stays empty."""
     gate = LesionConfidenceGated("pred", min_confidence=0.9)
     weak = torch.zeros(1, 32, 32)
     weak[0, 4:14, 4:14] = 0.7
@@ -122,14 +210,11 @@ def test_lesion_confidence_gate_clears_weak_lesions_only():
     confident[0, 1:3, 1:3] = 0.6  # a weak speck apart from the lesion
     assert torch.equal(gate({"pred": confident})["pred"], confident)
     assert gate.confidence(confident) == pytest.approx(0.97)
-    assert float(gate({"pred": torch.full((1, 8, 8), 0.2)})["pred"].sum()) == 0
-    with pytest.raises(ValueError, match="min_confidence"):
+    with pytest.raises(ValueError):
         LesionConfidenceGated("pred", min_confidence=1.5)
 
 
 def test_picture_readers_without_itk(monkeypatch):
     """A packaged bundle runs without ITK: the readers are built, PIL and pydicom only."""
-    monkeypatch.setattr("monai.utils.optional_import", lambda name, *a, **k: (None, False))
-    from unext_monai.transforms import picture_readers
-
-    assert [type(r).__name__ for r in picture_readers(dicom=True)] == ["PydicomReader", "PILReader"]
+    monkeypatch.setattr("unext_monai.transforms.optional_import", lambda name, *a, **k: (None, False))
+    assert [type(r).__name__ for r in picture_readers()] == ["_DicomReader", "PILReader"]

@@ -34,17 +34,11 @@ __all__ = [
     "load_checkpoint_file",
     "NIFTI_SUFFIXES",
     "file_stem",
-    "output_stems",
-    "mask_file_name",
-    "overlay_file_name",
-    "dicom_seg_file_name",
 ]
 
 logger = logging.getLogger("unext_monai")
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: what inference appends to an input's stem for the files it writes
-MASK_TAG, OVERLAY_TAG = "_mask", "_overlay"
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -233,46 +227,3 @@ def file_stem(path: str | os.PathLike) -> str:
     if name.lower().endswith(".nii.gz"):
         return name[: -len(".nii.gz")]
     return os.path.splitext(name)[0]
-
-
-def output_stems(paths: list[str]) -> dict[str, str]:
-    """The stem each input's outputs are named after, distinct for every input.
-
-    An input's stem is its file stem; inputs that share one (``case1.dcm``, ``case1.jpg``, ``case1.png``) each get their
-    suffix appended instead (``case1_dcm``, ``case1_jpg``, ``case1_png``), and a name still taken gets ``_2``, ``_3``...
-    The order of ``paths`` decides nothing but the numbering.
-    """
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[file_stem(p)] = counts.get(file_stem(p), 0) + 1
-    stems: dict[str, str] = {}
-    taken: set[str] = set()
-    for p in paths:
-        stem = file_stem(p)
-        if counts[stem] > 1:
-            suffix = os.path.basename(p)[len(stem):].lstrip(".").replace(".", "_").lower()
-            stem = f"{stem}_{suffix}" if suffix else stem
-        candidate, n = stem, 1
-        while candidate in taken:
-            n += 1
-            candidate = f"{stem}_{n}"
-        taken.add(candidate)
-        stems[p] = candidate
-    return stems
-
-
-def mask_file_name(stem: str, source: str | os.PathLike = "") -> str:
-    """``<stem>_mask.nii.gz`` for a NIfTI ``source`` (kept in its space), ``<stem>_mask.png`` otherwise."""
-    nifti = os.fspath(source).lower().endswith(NIFTI_SUFFIXES)
-    return f"{stem}{MASK_TAG}{'.nii.gz' if nifti else '.png'}"
-
-
-def overlay_file_name(stem: str) -> str:
-    """``<stem>_overlay.png``: the input picture with the mask drawn on it."""
-    return f"{stem}{OVERLAY_TAG}.png"
-
-
-
-def dicom_seg_file_name(stem: str) -> str:
-    """``<stem>_seg.dcm``: the DICOM Segmentation written for a DICOM input."""
-    return f"{stem}_seg.dcm"

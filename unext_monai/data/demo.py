@@ -99,9 +99,11 @@ def existing_demo_dataset(directory: str) -> dict | None:
     return None
 
 
-def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, seed: int = 0) -> str:
+def make_demo_dataset(directory: str, num_images: int | None = None, size: int = 256, seed: int = 0) -> str:
     """Write the synthetic demo set to ``directory`` (UNeXt-pytorch layout) and return ``directory``.
 
+    Without ``num_images``, a complete demo set already in ``directory`` is used whatever its size, else 40 images
+    are made.
     Image ``i`` depends only on ``(seed, i)``: the same arguments give the same bytes, and a larger ``num_images``
     extends a smaller set. Nothing is written when ``directory`` already holds a complete set made with the same
     arguments. Otherwise the set is built in a temporary sibling folder and renamed into place, so an interrupted run
@@ -110,6 +112,10 @@ def make_demo_dataset(directory: str, num_images: int = 40, size: int = 256, see
 
     Writes ``images/demo_NNN.png`` (RGB), ``masks/0/demo_NNN.png`` (0/255) and ``demo_dataset.json`` (the arguments).
     """
+    if num_images is None:
+        if existing_demo_dataset(directory) is not None:
+            return os.path.abspath(directory)
+        num_images = 40
     if num_images < 1 or size < 16:
         raise ValueError(f"make_demo_dataset needs num_images >= 1 and size >= 16, got {num_images} and {size}")
     directory = os.path.abspath(directory)

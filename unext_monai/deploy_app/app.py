@@ -10,12 +10,10 @@ load/save transforms) -> ``SegmentationWriterOperator``:
 - DICOM input: a DICOM Segmentation (``<stem>_seg.dcm``, highdicom, binary, one segment named after the bundle's
   label) in the source's study, referencing the source series and instance, with the patient and study modules of the
   source;
-- NIfTI input: ``<stem>_mask.nii.gz`` (0/1, the input's affine), as ``monai.bundle run`` writes it;
-- other pictures: ``<stem>_mask.png`` (0/255, the picture's size) and ``<stem>_overlay.png`` (the picture with the mask
-  tinted and outlined).
+- NIfTI input and other pictures: what ``monai.bundle run`` writes (:func:`unext_monai.transforms.write_segmentation`).
 
-``<stem>`` is the input's file stem, made distinct when inputs share one (:func:`unext_monai.io.output_stems`). Every
-file is written atomically. An error on one input is recorded in the run's report and the next input goes on.
+The output paths are those :func:`unext_monai.data.inputs.plan_inference` planned. An error on one input is recorded
+in the run's report (:class:`unext_monai.data.inputs.InferenceReport`) and the next input goes on.
 """
 
 from __future__ import annotations
@@ -35,15 +33,9 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
     get_bundle_config,
 )
 
-from unext_monai.deploy_app.report import RunReport
-from unext_monai.io import (
-    NIFTI_SUFFIXES,
-    dicom_seg_file_name,
-    mask_file_name,
-    output_stems,
-    overlay_file_name,
-    write_atomic,
-)
+from unext_monai.data.inputs import InferenceReport
+from unext_monai.io import write_atomic
+from unext_monai.transforms import write_segmentation
 
 __all__ = ["UNeXtSegmentationApp", "ImageFilesLoaderOperator", "BundleSegmentationOperator",
            "SegmentationWriterOperator"]
@@ -88,7 +80,7 @@ class ImageFilesLoaderOperator(Operator):
         image: ``Image`` with ``filename_or_obj`` in its metadata.
     """
 
-    def __init__(self, fragment: Fragment, *args, files: list[str], loader, report: RunReport, **kwargs) -> None:
+    def __init__(self, fragment: Fragment, *args, files: list[str], loader, report: InferenceReport, **kwargs) -> None:
         self.files = list(files)
         self.loader = loader
         self.report = report
@@ -135,7 +127,7 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
     (``unext_monai.transforms.SavePredictiond``); an error on one input is recorded in ``report`` and the run goes
     on with the next."""
 
-    def __init__(self, *args, report: RunReport, **kwargs) -> None:
+    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
         self.report = report
         super().__init__(*args, **kwargs)
 
@@ -154,25 +146,22 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
 
 
 class SegmentationWriterOperator(Operator):
-    """Write each predicted mask (see the module docstring for what each kind of input gets) and record it in
-    ``report``.
+    """Write each predicted mask to the paths planned for its input and record it in ``report``.
 
     Named input:
         pred: ``Image`` (1, H, W) or (H, W) from the bundle operator, 0/1, aligned with the input picture; its
         metadata names the input file.
 
     Args:
-        output_folder: where the files go.
-        stems: ``{input path: output stem}`` (:func:`unext_monai.io.output_stems`).
+        items: ``{input path: {"mask_file", "overlay_file"?}}`` (:func:`unext_monai.data.inputs.plan_inference`).
         report: the run's report.
         label: the segment's name (the bundle's ``channel_def``), for DICOM Segmentations.
         algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
     """
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, stems: dict[str, str], report: RunReport,
-                 label: str, algorithm: tuple[str, str], **kwargs) -> None:
-        self.output_folder = Path(output_folder)
-        self.stems = dict(stems)
+    def __init__(self, fragment: Fragment, *args, items: dict[str, dict], report: InferenceReport, label: str,
+                 algorithm: tuple[str, str], **kwargs) -> None:
+        self.items = dict(items)
         self.report = report
         self.label = label
         self.algorithm = algorithm
@@ -185,51 +174,26 @@ class SegmentationWriterOperator(Operator):
         pred = op_input.receive("pred")
         source = str(pred.metadata().get("filename_or_obj", ""))
         written: list[str] = []
+        dicom = None
         try:
             mask = np.squeeze(np.asarray(pred.asnumpy())) > 0
             if mask.ndim != 2:
                 raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
-            stem = self.stems[source]
-            dicom = None
-            if source.lower().endswith(".dcm"):
-                path, dicom = self._write_dicom_seg(source, mask, stem)
-                written.append(path)
-            elif source.lower().endswith(NIFTI_SUFFIXES):
-                written.append(self._write_nifti(pred, mask, stem, source))
+            item = self.items[source]
+            if item["mask_file"].endswith("_seg.dcm"):
+                dicom = self._write_dicom_seg(source, mask, item["mask_file"])
+                written.append(item["mask_file"])
             else:
-                written.extend(self._write_picture(source, mask, stem))
+                affine = pred.metadata().get("original_affine")
+                written = write_segmentation(mask, source, item["mask_file"], item.get("overlay_file"), affine)
         except Exception as e:
             logger.error(f"{source}: writing the result failed: {_error(e)}")
             self.report.failed(source, f"writing the result failed: {_error(e)}", written)
             return
         logger.info(f"{source}: {int(mask.sum())} lesion pixels of {mask.size}; wrote {', '.join(written)}")
-        self.report.segmented(source, written, dicom)
+        self.report.segmented(source, written, lesion_pixels=int(mask.sum()), **({"dicom": dicom} if dicom else {}))
 
-    def _write_picture(self, source: str, mask: np.ndarray, stem: str) -> list[str]:
-        from PIL import Image as PILImage
-
-        from unext_monai.transforms import overlay_picture
-
-        mask_path = str(self.output_folder / mask_file_name(stem, source))
-        picture = PILImage.fromarray(mask.astype(np.uint8) * 255)
-        write_atomic(mask_path, lambda p: picture.save(p, format="PNG"))
-        overlay = overlay_picture(source, mask)
-        if overlay is None:
-            raise ValueError("the overlay could not be drawn: PIL reads the picture at another size than the mask")
-        overlay_path = str(self.output_folder / overlay_file_name(stem))
-        write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG"))
-        return [mask_path, overlay_path]
-
-    def _write_nifti(self, pred: Image, mask: np.ndarray, stem: str, source: str) -> str:
-        import nibabel as nib
-
-        path = str(self.output_folder / mask_file_name(stem, source))
-        affine = np.asarray(pred.metadata().get("original_affine", np.eye(4)), dtype=np.float64)
-        volume = nib.Nifti1Image(mask.astype(np.uint8), affine)
-        write_atomic(path, lambda p: nib.save(volume, p))
-        return path
-
-    def _write_dicom_seg(self, source: str, mask: np.ndarray, stem: str) -> tuple[str, dict]:
+    def _write_dicom_seg(self, source: str, mask: np.ndarray, path: str) -> dict:
         import highdicom as hd
         import pydicom
         from pydicom.sr.codedict import codes
@@ -266,7 +230,6 @@ class SegmentationWriterOperator(Operator):
             omit_empty_frames=False,
             series_description=_long_string(f"{self.label} segmentation ({name} {version})"),
         )
-        path = str(self.output_folder / dicom_seg_file_name(stem))
         write_atomic(path, lambda p: seg.save_as(p))
         identifiers = {
             "StudyInstanceUID": str(ds.StudyInstanceUID),
@@ -275,7 +238,7 @@ class SegmentationWriterOperator(Operator):
             "SegmentationSeriesInstanceUID": str(seg.SeriesInstanceUID),
             "SegmentationSOPInstanceUID": str(seg.SOPInstanceUID),
         }
-        return path, identifiers
+        return identifiers
 
 
 class UNeXtSegmentationApp(Application):
@@ -286,7 +249,7 @@ class UNeXtSegmentationApp(Application):
         kwargs: passed to ``Application`` (``argv`` with ``-i``, ``-o``, ``-m``: the SDK's app context).
     """
 
-    def __init__(self, *args, report: RunReport, **kwargs) -> None:
+    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
         self.report = report
         super().__init__(*args, **kwargs)
 
@@ -294,7 +257,7 @@ class UNeXtSegmentationApp(Application):
         app_context: AppContext = Application.init_app_context(self.argv)
         output_path = Path(app_context.output_path)
         bundle_path = Path(app_context.model_path)
-        files = [e["input"] for e in self.report.entries() if e["status"] == "pending"]
+        files = [it["image"] for it in self.report.items]
         metadata = get_bundle_config(str(bundle_path), ["metadata"])
         channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("channel_def", {})
         label = next((v for k, v in sorted(channels.items()) if v.lower() != "background"), "lesion")
@@ -312,7 +275,7 @@ class UNeXtSegmentationApp(Application):
             name="bundle_inference",
         )
         writer = SegmentationWriterOperator(
-            self, output_folder=output_path, stems=output_stems(files), report=self.report, label=label,
+            self, items={it["image"]: it for it in self.report.items}, report=self.report, label=label,
             algorithm=(str(metadata.get("name", "UNeXt")), str(metadata.get("version", "0"))), name="writer")
         self.add_flow(loader, infer, {("image", "image")})
         self.add_flow(infer, writer, {("pred", "pred")})

@@ -2,8 +2,9 @@
 
 Everything a user can get wrong is checked here, before the MONAI Deploy SDK, holoscan and torch are imported (they
 take seconds): the arguments, the model path, and every input file (decoded in full; unreadable ones are reported and
-left out). The run writes ``OUT/report.json``, one entry per input with what became of it, and the exit status says
-whether every input was segmented:
+left out), and every output path (an existing file is never replaced without ``--overwrite``). The run writes
+``OUT/report.json`` (:class:`unext_monai.data.inputs.InferenceReport`), one entry per file with what became of it, and
+the exit status says whether every input was segmented:
 
 - 0: every input segmented;
 - 1: at least one input skipped (not a readable image) or failed during inference, or none to segment;
@@ -18,11 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["main", "resolve_model", "find_inputs", "REPORT_NAME", "STACK_BYTES"]
+__all__ = ["main", "resolve_model", "STACK_BYTES"]
 
 logger = logging.getLogger("unext_monai.deploy_app")
 
-REPORT_NAME = "report.json"
 #: the thread stack size holoscan asks for (it warns below it)
 STACK_BYTES = 32 * 1024 * 1024
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -41,43 +41,6 @@ def resolve_model(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{p}: no model.ts there (give bundle/NAME, bundle/NAME/models or the .ts file)")
 
 
-def find_inputs(input_path: str | os.PathLike) -> tuple[list[str], list[dict]]:
-    """The files to segment and the files left out, each with the reason.
-
-    ``input_path`` is one file or a folder (not recursive; hidden files and subfolders are not inputs). Every
-    candidate is decoded in full (:func:`unext_monai.data.inputs.check_image_file`).
-
-    Returns:
-        (absolute paths to segment, sorted; ``[{"input": path, "status": "skipped", "error": why}, ...]``)
-    """
-    from unext_monai.data.inputs import IMAGE_SUFFIXES, check_image_file, list_images
-
-    path = Path(input_path).expanduser().resolve()
-    if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        try:
-            candidates = set(list_images(str(path), check=False))
-        except ValueError:  # no supported file at all: each is reported below
-            candidates = set()
-    else:
-        files = [str(path)]
-        candidates = {str(path)} if path.name.lower().endswith(IMAGE_SUFFIXES) else set()
-    good, skipped = [], []
-    for f in files:
-        if f not in candidates:
-            why = (f"unsupported file type (reads {', '.join(IMAGE_SUFFIXES)})"
-                   if not f.lower().endswith(IMAGE_SUFFIXES) else "named like an output (*_mask.*, *_overlay.*, "
-                                                                   "*_segmentation.*): not an input")
-            skipped.append({"input": f, "status": "skipped", "error": why})
-            continue
-        problem = check_image_file(f)
-        if problem:
-            skipped.append({"input": f, "status": "skipped", "error": problem})
-        else:
-            good.append(f)
-    return good, skipped
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m unext_monai.deploy_app",
@@ -92,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="output folder, created if needed (default: $HOLOSCAN_OUTPUT_PATH)")
     ap.add_argument("-m", "--model", default=os.environ.get("HOLOSCAN_MODEL_PATH"),
                     help="release folder bundle/NAME, its models/ folder, or model.ts (default: $HOLOSCAN_MODEL_PATH)")
+    ap.add_argument("--overwrite", action="store_true", help="replace output files that exist (refused otherwise)")
     ap.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=_LEVELS)
     return ap
 
@@ -109,9 +73,6 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
     output = Path(args.output).expanduser().resolve()
     if output.exists() and not output.is_dir():
         ap.error(f"--output {output}: exists and is not a folder")
-    source = Path(args.input).expanduser().resolve()
-    if output == (source if source.is_dir() else source.parent):
-        ap.error(f"--output {output}: is the input folder; choose another folder (outputs would sit among the inputs)")
     return model
 
 
@@ -160,28 +121,28 @@ def main(argv: list[str] | None = None) -> int:
     if from_command_line:
         _raise_stack_limit()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    output = Path(args.output).expanduser().resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    files, skipped = find_inputs(args.input)
-    for entry in skipped:
-        logger.warning(f"skipping {entry['input']}: {entry['error']}")
+    from unext_monai.data.inputs import plan_inference
 
-    from unext_monai.deploy_app.report import RunReport
-
-    report = RunReport(output / REPORT_NAME, input_path=str(Path(args.input).resolve()), output_path=str(output),
-                       model_path=str(model), skipped=skipped, inputs=files)
-    if files:
+    try:
+        report = plan_inference(args.input, args.output, overwrite=args.overwrite, model=str(model), dicom_seg=True,
+                                allow_empty=True)
+    except ValueError as e:
+        ap.error(str(e))
+    if report.items:
         _quiet_platform_messages(args.log_level)
         from unext_monai.bundle_scripts import bundle_scripts
         from unext_monai.deploy_app.app import UNeXtSegmentationApp
 
         sdk_level = "WARN" if args.log_level == "WARNING" else args.log_level  # the SDK's own spelling
         app_argv = [sys.executable, "unext_monai.deploy_app", "-i", str(Path(args.input).resolve()),
-                    "-o", str(output), "-m", str(model), "-l", sdk_level]
-        with bundle_scripts(model):  # the code the bundle's configs name (``scripts.transforms...``)
-            UNeXtSegmentationApp(report=report, argv=app_argv).run()
-    report.finish()
-    counts = report.counts()
+                    "-o", str(Path(args.output).resolve()), "-m", str(model), "-l", sdk_level]
+        try:
+            with bundle_scripts(model):  # the code the bundle's configs name (``scripts.transforms...``)
+                UNeXtSegmentationApp(report=report, argv=app_argv).run()
+        except BaseException as e:
+            report.finish(e)
+            raise
+    counts = report.finish()
     print(f"{counts['segmented']} of {counts['total']} input(s) segmented, {counts['skipped']} skipped, "
           f"{counts['failed']} failed; report: {report.path}")
     return 0 if counts["segmented"] == counts["total"] and counts["total"] > 0 else 1

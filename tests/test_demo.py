@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unext_monai.data import check_datalist, make_demo_dataset, read_unext_pytorch
+from unext_monai.data import check_datalist, read_unext_pytorch
+from unext_monai.data.demo import make_demo_dataset
 
 
 def _files(directory: Path) -> dict[str, bytes]:

@@ -10,7 +10,7 @@ from bundle_training import train
 from ignite.engine import Engine, Events
 
 from unext_monai import UNEXT_S_FEATURES, UNeXt
-from unext_monai.data import make_demo_dataset
+from unext_monai.data.demo import make_demo_dataset
 from unext_monai.handlers import WeightAverage
 
 

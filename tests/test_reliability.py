@@ -19,7 +19,7 @@ from bundle_training import CONFIGS, LOGGING, META, ROOT, SMALL, train
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from unext_monai.data import make_demo_dataset
+from unext_monai.data.demo import make_demo_dataset
 from unext_monai.handlers import latest_checkpoint
 
 pytestmark = pytest.mark.slow  # real trainings and bundle runs

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from unext_monai.data import make_demo_dataset, prepare_split, read_all, read_unext_pytorch
+from unext_monai.data import prepare_split, read_all, read_unext_pytorch
+from unext_monai.data.demo import make_demo_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
-"""The one home of the package's small file jobs: atomic writes, weights-only loading, output file names.
+"""The package's small file jobs: atomic writes, weights-only loading, file stems.
 
 Every file the package writes (checkpoints, splits, metrics, masks, reports, exports) goes through
 :func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
 permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
 process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
-file survives an exception. A folder built whole (the demo set, a release) is built in a folder from
-:func:`make_build_folder` and put in place by :func:`replace_folder`: never a mix of the old folder and the new one,
-and what a killed build left is removed by the next one.
+file survives an exception.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import json
 import logging
 import os
 import pickle
-import re
-import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -27,9 +23,6 @@ import torch
 __all__ = [
     "write_atomic",
     "write_json_atomic",
-    "make_build_folder",
-    "tidy_build_leftovers",
-    "replace_folder",
     "umask_mode",
     "load_checkpoint_file",
     "NIFTI_SUFFIXES",
@@ -88,86 +81,6 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
             f.write("\n")
 
     return write_atomic(path, dump)
-
-
-def make_build_folder(target: str | os.PathLike) -> str:
-    """Make and return the empty folder ``.<name>.build-<pid>-<random>`` beside ``target``, in which a folder is
-    built whole before :func:`replace_folder` puts it at ``target``. It gets a plain folder's permissions (``0o777``
-    less the umask), which the built folder keeps at ``target``. First calls :func:`tidy_build_leftovers`.
-    """
-    target = os.path.abspath(target)
-    tidy_build_leftovers(target)
-    parent, name = os.path.split(target)
-    built = tempfile.mkdtemp(prefix=f".{name}.build-{os.getpid()}-", dir=parent)
-    os.chmod(built, umask_mode(0o777))  # mkdtemp makes 0700
-    return built
-
-
-def tidy_build_leftovers(target: str | os.PathLike) -> None:
-    """Tidy what processes that are gone (killed mid-build) left beside ``target`` (its parent folder is created if
-    missing): their build folders (:func:`make_build_folder`) are removed; their ``.<name>.old-<pid>-*`` folders
-    (see :func:`replace_folder`) are removed where ``target`` exists (the replacement had finished), and where it does
-    not (killed between the two renames) the old folder is put back at ``target``, with a warning. Folders of live
-    processes are left alone. Call it before looking at ``target`` to decide what to do with it.
-    """
-    target = os.path.abspath(target)
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    leftover = re.compile(rf"^\.{re.escape(name)}\.(build|old)-(\d+)-")
-    for entry in sorted(os.listdir(parent)):
-        m = leftover.match(entry)
-        if not m or _process_alive(int(m.group(2))):
-            continue
-        path = os.path.join(parent, entry)
-        if m.group(1) == "old" and not os.path.lexists(target):
-            os.rename(os.path.join(path, name), target)  # the only copy of what was there
-            os.rmdir(path)
-            logger.warning(f"put {target} back from {path}: its replacement had been interrupted")
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        logger.info(f"removed {path}, left by an interrupted build of {target}")
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one of another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Rename the finished folder ``built`` (a sibling of ``target``, on its file system) to ``target``, replacing
-    the folder there, if any: ``target`` is the old folder or the new one, never a mix of the two.
-
-    The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
-    one is in place (a process killed between the two renames leaves it there, whole, and the next
-    :func:`tidy_build_leftovers` for ``target`` puts it back). If the rename fails, the old folder is put back (unless
-    something else appeared at ``target`` meanwhile: the error then names where the old folder is kept) and the
-    ``OSError`` is raised; ``built`` is left to the caller.
-    """
-    built, target = os.fspath(built), os.path.abspath(target)
-    parent, name = os.path.split(target)
-    aside = None
-    if os.path.lexists(target):
-        aside = tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=parent)
-        os.replace(target, os.path.join(aside, name))
-    try:
-        os.rename(built, target)
-    except OSError as e:
-        if aside is None:
-            raise
-        if os.path.lexists(target):
-            raise OSError(e.errno, f"{e.strerror}; the folder that was at {target} is kept in {aside}", target) from e
-        os.replace(os.path.join(aside, name), target)
-        os.rmdir(aside)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    _fsync_dir(parent)
 
 
 def _fsync_dir(folder: str) -> None:

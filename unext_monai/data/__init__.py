@@ -1,11 +1,11 @@
-"""Datasets as MONAI datalists: layout readers, the synthetic demo set, seeded splits and a pre-flight check.
+"""Data sets as MONAI datalists: one reader per layout, a pre-flight check, seeded splits (the synthetic demo set:
+:mod:`unext_monai.data.demo`; inference inputs: :mod:`unext_monai.data.inputs`).
 
 Every datalist item is ``{"image": abs_path, "label": [abs_mask_path, ...], "name": case_id}``, sorted by name;
-``"label"`` is always a list (several masks only for BUSI images with several lesions, merged by a union).
+``"label"`` is a list (several masks only for BUSI images with several lesions, merged by a union).
 """
 
 from unext_monai.data.checks import check_datalist
-from unext_monai.data.demo import make_demo_dataset
 from unext_monai.data.layouts import (
     DATASETS,
     read_busi,
@@ -16,15 +16,5 @@ from unext_monai.data.layouts import (
 )
 from unext_monai.data.split import prepare_split, read_all
 
-__all__ = [
-    "DATASETS",
-    "check_datalist",
-    "make_demo_dataset",
-    "prepare_split",
-    "read_all",
-    "read_busi",
-    "read_dataset",
-    "read_datalist_json",
-    "read_isic2018",
-    "read_unext_pytorch",
-]
+__all__ = ["DATASETS", "check_datalist", "prepare_split", "read_all", "read_busi", "read_dataset",
+           "read_datalist_json", "read_isic2018", "read_unext_pytorch"]

@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from unext_monai.io import make_build_folder, replace_folder, tidy_build_leftovers
+from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
 
 __all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from unext_monai.io import make_build_folder, replace_folder
+from unext_monai.folders import make_build_folder, replace_folder
 
 
 def _folder(path: Path, text: str) -> Path:

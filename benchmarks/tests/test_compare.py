@@ -15,10 +15,11 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from unext_monai.networks.nets import ConvStagesUNeXt, UNeXt
+from unext_monai.networks.nets import UNeXt
+from unext_monai.networks.nets.unext_conv_stages import ConvStagesUNeXt
 from unext_monai.runs import check_command_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import compare  # noqa: E402
 

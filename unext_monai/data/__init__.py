@@ -18,3 +18,12 @@ from unext_monai.data.split import prepare_split, read_all
 
 __all__ = ["DATASETS", "check_datalist", "prepare_split", "read_all", "read_busi", "read_dataset",
            "read_datalist_json", "read_isic2018", "read_unext_pytorch"]
+
+
+def __getattr__(name: str):
+    # the demo set and the inference inputs on first use: a packaged bundle carries only the modules its configs name
+    if name in ("demo", "inputs"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

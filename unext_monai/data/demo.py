@@ -53,8 +53,9 @@ def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -
     return 1.0 / (1.0 + np.exp(np.clip((dist - radius * outline) / softness, -40.0, 40.0)))
 
 
-def _make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(H, W, 3)`` uint8 RGB image and its ``(H, W)`` uint8 0/255 mask."""
+def _make_case(rng: np.random.Generator, size: int, classes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(H, W, 3)`` uint8 RGB image and its ``(H, W)`` uint8 mask: 0/255, or with ``classes`` > 1 each blob's
+    class number (class ``c`` has its own pigment hue)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     skin = (np.array([225.0, 180.0, 155.0]) + rng.uniform(-20.0, 20.0, 3)).astype(np.float32)
     tone = float(rng.uniform(-30.0, 25.0))  # lighter or darker brown, hue kept
@@ -62,14 +63,16 @@ def _make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     shading = 12.0 * _smooth_noise(rng, size, 4)
     image = skin[None, None, :] + shading[..., None]
 
-    alpha = np.zeros((size, size), np.float32)
-    for _ in range(int(rng.integers(1, 3))):
-        alpha = np.maximum(alpha, _blob(rng, yy, xx, size))
-    # mottled pigment inside the lesion
-    pigment = lesion_color[None, None, :] + 20.0 * _smooth_noise(rng, size, 12)[..., None]
-    image = image * (1.0 - alpha[..., None]) + pigment * alpha[..., None]
+    blobs = [_blob(rng, yy, xx, size) for _ in range(int(rng.integers(1, 3)))]
+    kinds = [int(rng.integers(1, classes + 1)) for _ in blobs] if classes > 1 else [1] * len(blobs)
+    noise = 20.0 * _smooth_noise(rng, size, 12)[..., None]  # mottled pigment inside the lesion
+    mask = np.zeros((size, size), np.uint8)
+    for kind in sorted(set(kinds)):
+        alpha = np.max([b for b, k in zip(blobs, kinds) if k == kind], axis=0)
+        pigment = np.roll(lesion_color, kind - 1)[None, None, :] + noise
+        image = image * (1.0 - alpha[..., None]) + pigment * alpha[..., None]
+        mask[alpha > 0.5] = 255 if classes == 1 else kind
     image += 6.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor grain
-    mask = np.where(alpha > 0.5, 255, 0).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
@@ -99,7 +102,8 @@ def existing_demo_dataset(directory: str) -> dict | None:
     return None
 
 
-def make_demo_dataset(directory: str, num_images: int | None = None, size: int = 256, seed: int = 0) -> str:
+def make_demo_dataset(directory: str, num_images: int | None = None, size: int = 256, seed: int = 0,
+                      classes: int = 1) -> str:
     """Write the synthetic demo set to ``directory`` (UNeXt-pytorch layout) and return ``directory``.
 
     Without ``num_images``, a complete demo set already in ``directory`` is used whatever its size, else 40 images
@@ -110,16 +114,19 @@ def make_demo_dataset(directory: str, num_images: int | None = None, size: int =
     never leaves a half-written set behind; a previous demo set with other arguments is replaced. A folder that exists
     but is not a demo set (no ``demo_dataset.json``) and is not empty is left alone: ``FileExistsError``.
 
-    Writes ``images/demo_NNN.png`` (RGB), ``masks/0/demo_NNN.png`` (0/255) and ``demo_dataset.json`` (the arguments).
+    Writes ``images/demo_NNN.png`` (RGB), ``masks/0/demo_NNN.png`` (0/255; with ``classes`` > 1 a label map of class
+    numbers 1..classes, train it with ``--class_names`` of that many names) and ``demo_dataset.json`` (the arguments).
     """
     if num_images is None:
-        if existing_demo_dataset(directory) is not None:
+        existing = existing_demo_dataset(directory)
+        if existing is not None and existing.get("classes", 1) == classes:
             return os.path.abspath(directory)
         num_images = 40
     if num_images < 1 or size < 16:
         raise ValueError(f"make_demo_dataset needs num_images >= 1 and size >= 16, got {num_images} and {size}")
     directory = os.path.abspath(directory)
-    params = {"num_images": int(num_images), "size": int(size), "seed": int(seed), "version": DEMO_VERSION}
+    params = {"num_images": int(num_images), "size": int(size), "seed": int(seed), "version": DEMO_VERSION,
+              **({"classes": int(classes)} if classes > 1 else {})}
     tidy_build_leftovers(directory)  # a set whose replacement was killed midway is back before it is looked at
     if _is_complete(directory, params):
         return directory
@@ -131,7 +138,7 @@ def make_demo_dataset(directory: str, num_images: int | None = None, size: int =
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks", "0"))
         for i in range(num_images):
-            image, mask = _make_case(np.random.default_rng([int(seed), i]), size)
+            image, mask = _make_case(np.random.default_rng([int(seed), i]), size, classes)
             name = f"demo_{i:03d}.png"
             Image.fromarray(image, mode="RGB").save(os.path.join(tmp, "images", name), compress_level=1)
             Image.fromarray(mask, mode="L").save(os.path.join(tmp, "masks", "0", name))

@@ -392,6 +392,8 @@ def test_attack_writes_stay_in_the_studies_folder(attack_server):
                ("file", "x.png", png))
         a.check(f"upload image={name}", victim.read_bytes() == original, "victim.png unchanged")
         a.send(f"download image={name}", f"datastore/image?image={image_id}", 404, "GET")
+        a.send(f"delete image={name}", f"datastore/image?id={image_id}", 404, "DELETE")
+        a.check(f"delete image={name}", victim.read_bytes() == original, "victim.png still there")
     a.send("upload evil.pt as ../<bundle>/models/model", f"datastore/?image={q('../isic/models/model', safe='')}",
            422, "PUT", ("file", "evil.pt", b"not a model"))
     a.send("PUT /model/<model>", f"model/{MODEL}", 405, "PUT", ("file", "evil.pt", b"not a model"))

@@ -23,6 +23,8 @@ Settings (``--conf KEY VALUE``):
 Requests MONAI Label would run on a wrong input are refused with a 4xx and a ``detail`` naming the problem: an
 unknown model, scoring method or strategy (404), an image id not in the datastore (404), a file that is not a
 readable 2D image (422), training without enough labelled images (422).
+
+Image ids and label tags are datastore names, confined to ``STUDIES`` (``lib/security.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from typing import Any, Dict
 
 from fastapi import HTTPException
 from lib.infers import UNeXtDropoutInferTask, UNeXtInferTask, bundle_labels, read_bundle
+from lib.security import StudiesDatastore, check_tag
 from lib.trainers import UNeXtTrainTask
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -74,6 +78,13 @@ class UNeXtLabelApp(MONAILabelApp):
         )
         logger.info(f"UNeXt bundle {self.bundle_dir} as model {self.model_name!r}; labels {self.labels}")
 
+    def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
     def init_infers(self) -> Dict[str, InferTask]:
         return {self.model_name: UNeXtInferTask(self.bundle_dir, preload=strtobool(self.conf.get("preload", "false")))}
 
@@ -104,6 +115,8 @@ class UNeXtLabelApp(MONAILabelApp):
             problem = check_image_file(path)
             if problem:
                 raise HTTPException(422, f"{_image_name(image)} cannot be segmented: {problem}")
+            if request.get("save_label"):
+                check_tag(request.get("label_tag", "original"))  # before inference: its label file would be left
         return _client_errors(super().infer, request, datastore)
 
     def train(self, request):

@@ -1,0 +1,66 @@
+"""What MONAI Label 0.8.5 leaves open and this app closes (issue 36): ids and tags are joined into paths unchecked."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.datastore.local import LocalDatastore
+
+
+def _plain(name: Any) -> bool:
+    """A file name, not a path: no separator or NUL, not '', '.' or '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not {"/", "\\", "\0"} & set(name)
+
+
+def check_tag(tag: Any) -> None:
+    if not _plain(tag):
+        raise HTTPException(422, f"label tag {tag!r} is not a plain name")
+
+
+class StudiesDatastore(LocalDatastore):
+    """``LocalDatastore`` whose ids and tags name files inside the studies folder only (the stock one joins them into
+    paths unchecked: ``../``, absolute paths and symlinks reach any file). Other ids are unknown: '' (404)."""
+
+    def _confined(self, path: str) -> str:
+        """``path`` with symlinks resolved when that lies inside the studies folder, else ''."""
+        path = os.path.realpath(path) if path else ""
+        return path if path.startswith(os.path.realpath(self._datastore_path) + os.sep) else ""
+
+    def _list_files(self, path, patterns):
+        # a file that resolves outside the studies folder (a symlink out of it) is no image or label of it
+        return {k: v for k, v in super()._list_files(path, patterns).items() if self._confined(os.path.join(path, v))}
+
+    def get_image_uri(self, image_id: str) -> str:
+        return self._confined(super().get_image_uri(image_id)) if _plain(image_id) else ""
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        ok = _plain(label_id) and _plain(label_tag)
+        return self._confined(super().get_label_uri(label_id, label_tag)) if ok else ""
+
+    def _check_write(self, folder: str, file_id: str, src: str) -> None:
+        name = f"{file_id}{self._to_id(os.path.basename(src))[1]}"
+        if not (_plain(file_id) and self._confined(os.path.join(folder, name))
+                and any(fnmatch.fnmatch(name, p) for p in self._extensions)):
+            raise HTTPException(422, f"{name!r} is not stored: ids are plain names, files one of {self._extensions}")
+
+    def add_image(self, image_id, image_filename, image_info):
+        image_id = image_id or self._to_id(os.path.basename(image_filename))[0]
+        self._check_write(self._datastore.image_path(), image_id, image_filename)
+        return super().add_image(image_id, image_filename, image_info)
+
+    def save_label(self, image_id, label_filename, label_tag, label_info):
+        self._known(image_id)
+        check_tag(label_tag)
+        self._check_write(self._datastore.label_path(label_tag), image_id, label_filename)
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def remove_image(self, image_id):
+        self._known(image_id)
+        super().remove_image(image_id)
+
+    def _known(self, image_id: str) -> None:
+        if not self.get_image_uri(image_id):
+            raise HTTPException(404, f"no image {image_id!r} in the datastore")

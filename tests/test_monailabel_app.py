@@ -223,7 +223,7 @@ def test_server(label_python, shared_dir, tmp_path):
         (tmp_path / "cut.jpg").write_bytes(image.read_bytes()[:2000])
         bad = [
             (f"infer/{MODEL}?image=NO_SUCH_ID&output=image", None, 404, "no image 'NO_SUCH_ID' in the datastore"),
-            (f"infer/{MODEL}?image=.&output=image", None, 422, "not a file"),
+            (f"infer/{MODEL}?image=.&output=image", None, 404, "no image '.' in the datastore"),
             (f"infer/no_such_model?image={image_id}&output=image", None, 404, "no model 'no_such_model'"),
             (f"infer/{MODEL}?output=image", tmp_path / "notes.txt", 422, "uploaded .txt file cannot be segmented"),
             (f"infer/{MODEL}?output=image", tmp_path / "empty.png", 422, "file is empty"),

@@ -24,19 +24,19 @@ Requests MONAI Label would run on a wrong input are refused with a 4xx and a ``d
 unknown model, scoring method or strategy (404), an image id not in the datastore (404), a file that is not a
 readable 2D image (422), training without enough labelled images (422).
 
-Image ids and label tags are datastore names, confined to ``STUDIES`` (``lib/security.py``).
+Image ids and label tags are datastore names, confined to ``STUDIES`` (``lib/security.py``): ``/infer`` segments a
+datastore image or the request's own upload, nothing else; sessions are off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any, Dict
 
 from fastapi import HTTPException
 from lib.infers import UNeXtDropoutInferTask, UNeXtInferTask, bundle_labels, read_bundle
-from lib.security import StudiesDatastore, check_tag
+from lib.security import UPLOAD, StudiesDatastore, check_tag, guard_server
 from lib.trainers import UNeXtTrainTask
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -77,6 +77,7 @@ class UNeXtLabelApp(MONAILabelApp):
             labels=bundle_labels(metadata),
         )
         logger.info(f"UNeXt bundle {self.bundle_dir} as model {self.model_name!r}; labels {self.labels}")
+        guard_server()
 
     def init_datastore(self):
         if self.studies.startswith(("http://", "https://")):
@@ -84,6 +85,9 @@ class UNeXtLabelApp(MONAILabelApp):
         return StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                                 auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                                 read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def sessions(self):
+        return None  # off: a session's upload is kept outside STUDIES, and `uncompress` unpacks archives unchecked
 
     def init_infers(self) -> Dict[str, InferTask]:
         return {self.model_name: UNeXtInferTask(self.bundle_dir, preload=strtobool(self.conf.get("preload", "false")))}
@@ -109,7 +113,8 @@ class UNeXtLabelApp(MONAILabelApp):
         image = request.get("image")
         if isinstance(image, str):
             datastore = datastore if datastore else self.datastore()
-            path = image if os.path.exists(image) else datastore.get_image_uri(image)
+            # MONAI Label reads any existing path first; here the request's own upload or a datastore id only
+            path = image if UPLOAD.get() else datastore.get_image_uri(image)
             if not path:  # MONAI Label would read "" as the current folder (a DICOM series there, if any)
                 raise HTTPException(404, f"no image {image!r} in the datastore")
             problem = check_image_file(path)
@@ -140,9 +145,7 @@ class UNeXtLabelApp(MONAILabelApp):
 
 def _image_name(image: str) -> str:
     """How the client knows ``image``: MONAI Label saves an upload as a temporary file named only by its suffix."""
-    if os.path.dirname(os.path.abspath(image)) == os.path.abspath(tempfile.gettempdir()):
-        return f"the uploaded {os.path.splitext(image)[1] or 'extension-less'} file"
-    return f"image {image!r}"
+    return f"the uploaded {os.path.splitext(image)[1] or 'extension-less'} file" if UPLOAD.get() else f"image {image!r}"
 
 
 def _known(what: str, name: Any, available: Dict[str, Any]) -> None:

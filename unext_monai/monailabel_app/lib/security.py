@@ -1,13 +1,20 @@
-"""What MONAI Label 0.8.5 leaves open and this app closes (issue 36): ids and tags are joined into paths unchecked."""
+"""What MONAI Label 0.8.5 leaves open and this app closes (issue 36): ids and tags are joined into paths unchecked,
+``/infer`` reads any path."""
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import inspect
+import json
 import os
+import sys
 from typing import Any
 
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
+
+from unext_monai.monailabel_app import UPLOAD
 
 
 def _plain(name: Any) -> bool:
@@ -64,3 +71,34 @@ class StudiesDatastore(LocalDatastore):
     def _known(self, image_id: str) -> None:
         if not self.get_image_uri(image_id):
             raise HTTPException(404, f"no image {image_id!r} in the datastore")
+
+
+def guard_server() -> None:
+    """``/infer`` told its own upload; a no-op outside the server (MONAI Label's CLI, tests)."""
+    server = getattr(sys.modules.get("monailabel.app"), "app", None)
+    if server is None:
+        return
+    from monailabel.endpoints import infer
+
+    # each app (again after POST /reload) wraps the stock functions, which the endpoints look up on every call
+    infer.run_inference = _own_upload_only(inspect.unwrap(infer.run_inference))
+
+
+def _own_upload_only(run_inference):
+    """``/infer``, which merges the client's ``params`` over its upload's path and reads sessions from client-named
+    folders: params naming files and sessions are refused, and :data:`UPLOAD` says whether a file came."""
+
+    @functools.wraps(run_inference)
+    def wrapped(background_tasks, model, image="", session_id="", params="{}", file=None, label=None, output=None):
+        if session_id:
+            raise HTTPException(406, "sessions are not offered by this server")
+        named = {"image", "label", "session"} & set(json.loads(params or "{}"))  # bad JSON: 500, as MONAI Label's
+        if named:
+            raise HTTPException(422, f"params cannot set {sorted(named)}: give a datastore id or upload the file")
+        token = UPLOAD.set(file is not None)
+        try:
+            return run_inference(background_tasks, model, image, session_id, params, file, label, output)
+        finally:
+            UPLOAD.reset(token)
+
+    return wrapped

@@ -25,7 +25,7 @@ unknown model, scoring method or strategy (404), an image id not in the datastor
 readable 2D image (422), training without enough labelled images (422).
 
 Image ids and label tags are datastore names, confined to ``STUDIES`` (``lib/security.py``): ``/infer`` segments a
-datastore image or the request's own upload, nothing else; sessions are off.
+datastore image or the request's own upload, nothing else; sessions and ``PUT``/``DELETE /model/<name>`` are off.
 """
 
 from __future__ import annotations

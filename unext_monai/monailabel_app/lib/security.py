@@ -1,5 +1,5 @@
 """What MONAI Label 0.8.5 leaves open and this app closes (issue 36): ids and tags are joined into paths unchecked,
-``/infer`` reads any path."""
+``/infer`` reads any path, and any client may replace the served model."""
 
 from __future__ import annotations
 
@@ -74,14 +74,21 @@ class StudiesDatastore(LocalDatastore):
 
 
 def guard_server() -> None:
-    """``/infer`` told its own upload; a no-op outside the server (MONAI Label's CLI, tests)."""
+    """``/infer`` told its own upload, no model replaced by upload; a no-op outside the server (MONAI Label's CLI,
+    tests)."""
     server = getattr(sys.modules.get("monailabel.app"), "app", None)
     if server is None:
         return
-    from monailabel.endpoints import infer
+    from monailabel.endpoints import infer, model
 
     # each app (again after POST /reload) wraps the stock functions, which the endpoints look up on every call
     infer.run_inference = _own_upload_only(inspect.unwrap(infer.run_inference))
+    # PUT /model/<name> overwrites the served model.pt with any upload, DELETE moves it aside
+    model.update_model = model.delete_model = _model_replaced_by_training_only
+
+
+def _model_replaced_by_training_only(*args, **kwargs):
+    raise HTTPException(405, "the served model is replaced by training only", headers={"Allow": "GET"})
 
 
 def _own_upload_only(run_inference):

@@ -466,6 +466,14 @@ def test_attack_uploads_are_removed_and_limited(attack_server):
     a.check("chunked upload", not list(srv["studies"].glob("big*")), "not stored")
     upload = srv["studies"] / f"{srv['unlabelled'][1]}.jpg"
     a.send("good upload", f"infer/{MODEL}?output=image", 200, upload=("file", upload.name, upload.read_bytes()))
+    # MONAI Label's POST /reload (no authentication) builds a new app: the same guards
+    a.send("POST /reload", "reload", 200, data=b"")
+    a.send("good upload after /reload", f"infer/{MODEL}?output=image", 200,
+           upload=("file", upload.name, upload.read_bytes()))
+    a.send_raw("2 MiB upload after /reload", f"infer/{MODEL}?output=image", 413, "POST", body, headers)
+    a.send("non-image upload after /reload", f"infer/{MODEL}?output=image", 422, upload=("file", "junk.png", junk))
+    a.send("upload image=../ after /reload", "datastore/image?image=..%2Foutside%2Fvictim", 422, "PUT",
+           ("file", "x.png", upload.read_bytes()))
     a.done()
 
 

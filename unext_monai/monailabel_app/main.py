@@ -14,7 +14,8 @@ Settings (``--conf KEY VALUE``):
 - ``preload``: load the network at start-up (``true``/``false``, default false);
 - ``train``: offer the train task (default true);
 - ``epistemic_dropout``: dropout probability of the Monte Carlo dropout used by the ``epistemic`` scoring method
-  (default 0.2); ``epistemic_samples``: forward passes per image (default 5).
+  (default 0.2); ``epistemic_samples``: forward passes per image (default 5);
+- ``max_upload_mb``: the largest request body, in MiB (default 64); larger ones get 413.
 
 ``STUDIES`` is a folder of images (PNG, JPEG, BMP, TIFF, DICOM); final labels go to
 ``STUDIES/labels/final/<image id>.png``. Label names and numbers come from the bundle's ``metadata.json``
@@ -77,7 +78,7 @@ class UNeXtLabelApp(MONAILabelApp):
             labels=bundle_labels(metadata),
         )
         logger.info(f"UNeXt bundle {self.bundle_dir} as model {self.model_name!r}; labels {self.labels}")
-        guard_server()
+        guard_server(int(float(conf.get("max_upload_mb", "64")) * 2**20))
 
     def init_datastore(self):
         if self.studies.startswith(("http://", "https://")):

@@ -1,5 +1,6 @@
 """What MONAI Label 0.8.5 leaves open and this app closes (issue 36): ids and tags are joined into paths unchecked,
-``/infer`` reads any path, and any client may replace the served model."""
+``/infer`` reads any path, failed requests keep their uploads, bodies have no size limit, and any client may
+replace the served model."""
 
 from __future__ import annotations
 
@@ -73,22 +74,45 @@ class StudiesDatastore(LocalDatastore):
             raise HTTPException(404, f"no image {image_id!r} in the datastore")
 
 
-def guard_server() -> None:
-    """``/infer`` told its own upload, no model replaced by upload; a no-op outside the server (MONAI Label's CLI,
-    tests)."""
+def guard_server(max_upload_bytes: int) -> None:
+    """Body size limit (FastAPI's own, 413), uploads removed whatever the answer, ``/infer`` told its own upload,
+    no model replaced by upload; a no-op outside the server (MONAI Label's CLI, tests)."""
     server = getattr(sys.modules.get("monailabel.app"), "app", None)
     if server is None:
         return
-    from monailabel.endpoints import infer, model
+    if not hasattr(server, "max_body_size"):
+        raise RuntimeError("the upload limit needs FastAPI's max_body_size: install fastapi>=0.165")
+    server.max_body_size = max_upload_bytes
+    server.middleware_stack = None  # built before the app (at start-up): rebuilt with the limit on the next request
+    from monailabel.endpoints import datastore, infer, model, wsi_infer
 
     # each app (again after POST /reload) wraps the stock functions, which the endpoints look up on every call
     infer.run_inference = _own_upload_only(inspect.unwrap(infer.run_inference))
+    for module, name in ((wsi_infer, "run_wsi_inference"), (datastore, "add_image"), (datastore, "save_label")):
+        setattr(module, name, _removing_uploads(inspect.unwrap(getattr(module, name))))
     # PUT /model/<name> overwrites the served model.pt with any upload, DELETE moves it aside
     model.update_model = model.delete_model = _model_replaced_by_training_only
 
 
 def _model_replaced_by_training_only(*args, **kwargs):
     raise HTTPException(405, "the served model is replaced by training only", headers={"Allow": "GET"})
+
+
+def _removing_uploads(endpoint):
+    """The endpoint, its queued removal of the uploads' temporary files run when it fails too (FastAPI runs
+    background tasks only after a successful answer)."""
+
+    @functools.wraps(endpoint)
+    def wrapped(background_tasks, *args, **kwargs):
+        try:
+            return endpoint(background_tasks, *args, **kwargs)
+        except BaseException:
+            for task in background_tasks.tasks:
+                task.func(*task.args, **task.kwargs)
+            background_tasks.tasks.clear()
+            raise
+
+    return wrapped
 
 
 def _own_upload_only(run_inference):
@@ -108,4 +132,4 @@ def _own_upload_only(run_inference):
         finally:
             UPLOAD.reset(token)
 
-    return wrapped
+    return _removing_uploads(wrapped)

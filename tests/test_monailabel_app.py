@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from io import BytesIO
@@ -51,7 +52,7 @@ def make_studies(shared_dir: Path, dest: Path) -> tuple[list[str], list[str]]:
 def setup_app(shared_dir: Path, base: Path) -> dict:
     """The app copied out of the package (its copy command), a spare copy of the bundle, a datastore."""
     app = base / "app"
-    run([sys.executable, "-m", "unext_monai.monailabel_app", app])
+    run([sys.executable, "-m", "unext_monai.monailabel_app", app], cwd=REPO)
     bundle = base / MODEL
     shutil.copytree(BUNDLE, bundle)
     labelled, unlabelled = make_studies(shared_dir, base / "studies")
@@ -107,9 +108,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _request(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 600):
-    """(status, content type, body) for a GET (``data`` None) or POST, 4xx/5xx answers included."""
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+def _request(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 600,
+             method: str | None = None):
+    """(status, content type, body) for a GET (``data`` None) or POST (or ``method``), 4xx/5xx answers included."""
+    method = method or ("POST" if data is not None else "GET")
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.headers.get("content-type", ""), resp.read()
@@ -123,28 +126,35 @@ def _json(url: str, data: bytes | None = None, timeout: float = 600):
     return json.loads(body)
 
 
-def _multipart(path: Path, params: dict) -> tuple[bytes, dict]:
+def _multipart(path: Path | None, params: dict, field: str = "file", filename: str | None = None,
+               content: bytes | None = None) -> tuple[bytes, dict]:
+    """A form with ``params`` and, unless ``path`` and ``content`` are None, one file (``content`` or ``path``'s bytes,
+    named ``filename`` or ``path``'s name) in ``field``."""
     boundary = uuid.uuid4().hex
-    body = b"".join([
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{json.dumps(params)}\r\n".encode(),
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-        "Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
-        f"--{boundary}--\r\n".encode(),
-    ])
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{json.dumps(params)}\r\n"
+             .encode()]
+    if path is not None or content is not None:
+        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+                     f"filename=\"{filename or path.name}\"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+                     + (content if content is not None else path.read_bytes()) + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 class Server:
     """``python -m monailabel.main start_server`` on 127.0.0.1:<free port>, stopped by its PID (SIGTERM)."""
 
-    def __init__(self, python: str, s: dict, cwd: Path) -> None:
+    def __init__(self, python: str, s: dict, cwd: Path, conf: dict | None = None, env: dict | None = None) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = cwd / "server.log"
         cmd = [python, "-m", "monailabel.main", "start_server", "--app", str(s["app"]), "--studies",
                str(s["studies"]), "--conf", "bundle", str(s["bundle"]), "--host", "127.0.0.1", "--port", str(self.port)]
-        # scoring runs when the test asks for it, not in the background after each request
-        env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+        cmd += [a for k, v in (conf or {}).items() for a in ("--conf", k, str(v))]
+        # scoring runs when the test asks for it, not in the background after each request; this checkout's
+        # unext_monai first on the path (the label env may have another one installed)
+        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "PYTHONPATH": pythonpath, **(env or {})}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         start = time.perf_counter()
@@ -213,7 +223,7 @@ def test_server(label_python, shared_dir, tmp_path):
         (tmp_path / "cut.jpg").write_bytes(image.read_bytes()[:2000])
         bad = [
             (f"infer/{MODEL}?image=NO_SUCH_ID&output=image", None, 404, "no image 'NO_SUCH_ID' in the datastore"),
-            (f"infer/{MODEL}?image=.&output=image", None, 422, "not a file"),
+            (f"infer/{MODEL}?image=.&output=image", None, 404, "no image '.' in the datastore"),
             (f"infer/no_such_model?image={image_id}&output=image", None, 404, "no model 'no_such_model'"),
             (f"infer/{MODEL}?output=image", tmp_path / "notes.txt", 422, "uploaded .txt file cannot be segmented"),
             (f"infer/{MODEL}?output=image", tmp_path / "empty.png", 422, "file is empty"),
@@ -268,6 +278,205 @@ def test_server(label_python, shared_dir, tmp_path):
     finally:
         server.stop()
     print(f"server pid {server.process.pid} stopped (exit {server.process.returncode})")
+
+
+@pytest.fixture(scope="module")
+def attack_server(label_python, shared_dir, tmp_path_factory):
+    """One server for the attacks of issue 36, with files outside its studies folder to aim at: ``outside/victim.png``
+    (bytes to overwrite), ``outside/picture.png`` (a real picture to segment), symlinks to both in the studies folder,
+    its own temporary folder (where uploads land), a session folder and an upload limit of 1 MiB."""
+    base = tmp_path_factory.mktemp("attacks")
+    s = setup_app(shared_dir, base)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "victim.png").write_bytes(b"victim: not to be overwritten\n")
+    shutil.copy2(shared_dir / "data" / "busi" / "Dataset_BUSI_with_GT" / "benign" / "benign (4).png",
+                 outside / "picture.png")
+    (s["studies"] / "link.png").symlink_to(outside / "victim.png")
+    (s["studies"] / "link_picture.png").symlink_to(outside / "picture.png")
+    tmp = base / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "MONAI_LABEL_SESSION_PATH": str(base / "sessions")}
+    server = Server(label_python, s, base, conf={"max_upload_mb": "1"}, env=env)
+    yield {**s, "base": base, "outside": outside, "tmp": tmp, "url": server.base}
+    server.stop()
+
+
+class Attacks:
+    """Each attack's answer and whether its outcome is the wanted one; printed, then asserted all together (so one run
+    shows every attack's answer, on the old code too)."""
+
+    def __init__(self, srv: dict) -> None:
+        self.srv, self.failed = srv, []
+
+    def send(self, name: str, path: str, want: int, method: str = "POST", upload=None, params: dict | None = None,
+             data=None, headers: dict | None = None) -> int:
+        """``upload``: (field, filename, bytes), sent as a form with ``params``; ``data``: a raw body."""
+        if upload or params is not None:
+            field, filename, content = upload or ("file", None, None)
+            data, headers = _multipart(None, params or {}, field, filename, content)
+        before = self.temp_files()
+        status, _, body = _request(f"{self.srv['url']}/{path}", data, headers, timeout=120, method=method)
+        self.check(name, status == want, f"{method} /{path} -> {status} (want {want}) {body[:100]!r}")
+        self.no_leftovers(name, before)
+        return status
+
+    def send_raw(self, name: str, path: str, want: int, method: str, body: bytes, headers: dict,
+                 chunked: bool = False) -> None:
+        """A request with ``Expect: 100-continue`` (as curl sends large bodies), its body sent after the server's
+        100 only (as is or chunked), its answer read even when the server stops reading and closes (which
+        http.client reports as a broken pipe only)."""
+        host, port = self.srv["url"].split("//")[1].split(":")
+        size = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        if chunked:
+            parts = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in parts) + b"0\r\n\r\n"
+        before = self.temp_files()
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            sock.sendall(f"{method} /{path} HTTP/1.1\r\nHost: {host}\r\n{head}{size}\r\nExpect: 100-continue\r\n\r\n"
+                         .encode())
+            answer = sock.recv(65536)
+            if answer.startswith(b"HTTP/1.1 100"):
+                answer = answer.split(b"\r\n\r\n", 1)[1]
+                try:
+                    sock.sendall(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server answered and closed before the end of the body
+                try:
+                    while b"\r\n" not in answer and (data := sock.recv(65536)):
+                        answer += data
+                except ConnectionResetError:
+                    pass
+        status = int(answer.split()[1]) if answer else 0
+        self.check(name, status == want, f"{method} /{path} -> {status} (want {want}) {answer[:100]!r}")
+        self.no_leftovers(name, before)
+
+    def temp_files(self) -> set[str]:
+        return set(os.listdir(self.srv["tmp"]))
+
+    def no_leftovers(self, name: str, before: set[str]) -> None:
+        for _ in range(20):  # files a successful request queues for removal go after its answer
+            left = self.temp_files() - before
+            if not left:
+                return
+            time.sleep(0.25)
+        self.check(name, False, f"left in the temporary folder: {sorted(left)}")
+
+    def check(self, name: str, ok: bool, what: str) -> None:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {what}")
+        if not ok:
+            self.failed.append(f"{name}: {what}")
+
+    def done(self) -> None:
+        assert not self.failed, "\n".join(self.failed)
+
+
+@pytest.mark.slow
+def test_attack_writes_stay_in_the_studies_folder(attack_server):
+    """Issue 36.1: uploads and labels named with paths (encoded, plain, absolute, through a symlink, by tag) write
+    nothing outside the studies folder, and no request replaces the served model."""
+    srv, a = attack_server, Attacks(attack_server)
+    outside, studies, base = srv["outside"], srv["studies"], srv["base"]
+    victim = outside / "victim.png"
+    original = victim.read_bytes()
+    png = (outside / "picture.png").read_bytes()
+    model_pt = srv["bundle"] / "models" / "model.pt"
+    model_bytes = model_pt.read_bytes()
+    config = (studies / "datastore_v2.json").read_bytes()
+    q = urllib.parse.quote
+    for name, image_id in [("encoded ../", q("../outside/victim", safe="")), ("plain ../", "../outside/victim"),
+                           ("absolute", q(str(outside / "victim"), safe="")), ("symlinked", "link")]:
+        victim.write_bytes(original)  # each variant against the original (MONAI Label's own DELETE removes it)
+        a.send(f"upload image={name}", f"datastore/?image={image_id}", 422, "PUT", ("file", "x.png", png))
+        a.send(f"upload image={name} (/image route)", f"datastore/image?image={image_id}", 422, "PUT",
+               ("file", "x.png", png))
+        a.check(f"upload image={name}", victim.is_file() and victim.read_bytes() == original, "victim.png unchanged")
+        a.send(f"download image={name}", f"datastore/image?image={image_id}", 404, "GET")
+        a.send(f"delete image={name}", f"datastore/image?id={image_id}", 404, "DELETE")
+        a.check(f"delete image={name}", victim.is_file() and victim.read_bytes() == original, "victim.png still there")
+    a.send("upload evil.pt as ../<bundle>/models/model", f"datastore/?image={q('../isic/models/model', safe='')}",
+           422, "PUT", ("file", "evil.pt", b"not a model"))
+    a.send("PUT /model/<model>", f"model/{MODEL}", 405, "PUT", ("file", "evil.pt", b"not a model"))
+    a.send("DELETE /model/<model>", f"model/{MODEL}", 405, "DELETE")
+    a.check("model", model_pt.is_file() and model_pt.read_bytes() == model_bytes, "served model.pt byte-identical")
+    a.send("infer after the model attacks", f"infer/{MODEL}?image={srv['unlabelled'][0]}&output=json", 200)
+    a.send("upload x.json as the datastore's config", "datastore/image?image=datastore_v2", 422, "PUT",
+           ("file", "x.json", b"{}"))
+    a.check("datastore config", (studies / "datastore_v2.json").read_bytes() == config, "datastore_v2.json unchanged")
+
+    image_id = srv["labelled"][0]
+    image = studies / f"{image_id}.jpg"
+    picture = image.read_bytes()
+    label = (studies / "labels" / "final" / f"{image_id}.png").read_bytes()
+    for name, tag in [("encoded ../", q("../../outside/tag_rel", safe="")), ("plain ../", "../../outside/tag_rel"),
+                      ("absolute", q(str(base / "tag_abs"), safe="")), ("..", ".."), (".", ".")]:
+        a.send(f"label tag={name}", f"datastore/label?image={image_id}&tag={tag}", 422, "PUT",
+               ("label", f"{image_id}.jpg", png))
+    victim.write_bytes(original)
+    a.send("label image=../victim", f"datastore/label?image={q('../outside/victim', safe='')}&tag=final", 404, "PUT",
+           ("label", "x.png", png))
+    a.send("infer save_label with label_tag=../", f"infer/{MODEL}?image={image_id}&output=json", 422,
+           params={"save_label": True, "label_tag": "../../outside/tag_infer"})
+    created = sorted(p.name for p in [outside / "tag_rel", base / "tag_abs", outside / "tag_infer"] if p.exists())
+    a.check("label tags", not created, f"no folder created outside: {created}")
+    a.check("label tags", image.read_bytes() == picture, "the image is not overwritten by tag '..'")
+    a.check("label tags", (studies / "labels" / "final" / f"{image_id}.png").read_bytes() == label, "label unchanged")
+    a.check("label image", victim.is_file() and victim.read_bytes() == original, "victim.png unchanged")
+    a.send("session upload", "session/", 406, "PUT", ("files", "x.png", png))
+    a.check("session upload", not (base / "sessions").exists(), "nothing written to the session folder")
+    a.done()
+
+
+@pytest.mark.slow
+def test_attack_infer_reads_only_datastore_ids(attack_server):
+    """Issue 36.2: /infer segments datastore ids and this request's own upload only; every other name (absolute,
+    relative to the server's folder, through a symlink, in params, a session) gets the same 404 whatever exists."""
+    srv, a = attack_server, Attacks(attack_server)
+    q = urllib.parse.quote
+    picture = srv["outside"] / "picture.png"
+    a.send("infer a datastore id", f"infer/{MODEL}?image={srv['unlabelled'][0]}&output=json", 200)
+    for name, image in [("absolute path of a picture", q(str(picture), safe="")),
+                        ("/etc/shadow", q("/etc/shadow", safe="")),
+                        ("missing absolute path", q(str(picture.with_name("missing.png")), safe="")),
+                        ("path relative to the server's folder", "outside/picture.png"),
+                        ("symlinked picture", "link_picture"), ("the server's folder '.'", "."),
+                        ("encoded ../", q(f"../{srv['base'].name}/outside/picture.png", safe="")),
+                        ("NO_SUCH_ID", "NO_SUCH_ID")]:
+        a.send(f"infer image={name}", f"infer/{MODEL}?image={image}&output=image", 404)
+        a.send(f"download image={name}", f"datastore/image?image={image}", 404, "GET")
+    upload = srv["studies"] / f"{srv['unlabelled'][1]}.jpg"
+    a.send("upload with params naming another image", f"infer/{MODEL}?output=image", 422,
+           upload=("file", upload.name, upload.read_bytes()), params={"image": str(picture)})
+    a.send("infer session_id=../outside", f"infer/{MODEL}?session_id={q('../outside', safe='')}&output=json", 406)
+    a.done()
+
+
+@pytest.mark.slow
+def test_attack_uploads_are_removed_and_limited(attack_server):
+    """Issue 36.3: refused uploads leave nothing in the temporary folder, and bodies over ``max_upload_mb`` (1 MiB
+    here) get 413 without being stored."""
+    srv, a = attack_server, Attacks(attack_server)
+    junk = os.urandom(900 * 1024)
+    for i in range(3):
+        a.send(f"non-image upload {i + 1} (0.9 MiB)", f"infer/{MODEL}?output=image", 422,
+               upload=("file", f"junk{i}.png", junk))
+    body, headers = _multipart(None, {}, "file", "big.png", os.urandom(2 * 1024 * 1024))
+    a.send_raw("2 MiB upload to /infer", f"infer/{MODEL}?output=image", 413, "POST", body, headers)
+    a.send_raw("2 MiB chunked upload to the datastore", "datastore/image?image=big", 413, "PUT", body, headers,
+               chunked=True)
+    a.check("chunked upload", not list(srv["studies"].glob("big*")), "not stored")
+    upload = srv["studies"] / f"{srv['unlabelled'][1]}.jpg"
+    a.send("good upload", f"infer/{MODEL}?output=image", 200, upload=("file", upload.name, upload.read_bytes()))
+    # MONAI Label's POST /reload (no authentication) builds a new app: the same guards
+    a.send("POST /reload", "reload", 200, data=b"")
+    a.send("good upload after /reload", f"infer/{MODEL}?output=image", 200,
+           upload=("file", upload.name, upload.read_bytes()))
+    a.send_raw("2 MiB upload after /reload", f"infer/{MODEL}?output=image", 413, "POST", body, headers)
+    a.send("non-image upload after /reload", f"infer/{MODEL}?output=image", 422, upload=("file", "junk.png", junk))
+    a.send("upload image=../ after /reload", "datastore/image?image=..%2Foutside%2Fvictim", 422, "PUT",
+           ("file", "x.png", upload.read_bytes()))
+    a.done()
 
 
 # run by the label env's python: the Monte Carlo dropout task the epistemic scoring uses, and the plain one

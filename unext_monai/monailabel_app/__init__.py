@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextvars import ContextVar
 
-__all__ = ["APP_DIR", "copy_app"]
+__all__ = ["APP_DIR", "UPLOAD", "copy_app"]
 
 #: the folder MONAI Label's ``--app`` takes
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
+#: whether the ``/infer`` request being served brought the file it names (``lib/security.py``); kept here because
+#: MONAI Label imports the app's ``lib/`` anew on ``POST /reload`` while the wrappers it installed stay
+UPLOAD: ContextVar[bool] = ContextVar("unext_monailabel_upload", default=False)
 
 
 def copy_app(dest: str | os.PathLike, overwrite: bool = False) -> str:

@@ -14,7 +14,8 @@ Settings (``--conf KEY VALUE``):
 - ``preload``: load the network at start-up (``true``/``false``, default false);
 - ``train``: offer the train task (default true);
 - ``epistemic_dropout``: dropout probability of the Monte Carlo dropout used by the ``epistemic`` scoring method
-  (default 0.2); ``epistemic_samples``: forward passes per image (default 5).
+  (default 0.2); ``epistemic_samples``: forward passes per image (default 5);
+- ``max_upload_mb``: the largest request body, in MiB (default 64); larger ones get 413.
 
 ``STUDIES`` is a folder of images (PNG, JPEG, BMP, TIFF, DICOM); final labels go to
 ``STUDIES/labels/final/<image id>.png``. Label names and numbers come from the bundle's ``metadata.json``
@@ -23,18 +24,22 @@ Settings (``--conf KEY VALUE``):
 Requests MONAI Label would run on a wrong input are refused with a 4xx and a ``detail`` naming the problem: an
 unknown model, scoring method or strategy (404), an image id not in the datastore (404), a file that is not a
 readable 2D image (422), training without enough labelled images (422).
+
+Image ids and label tags are datastore names, confined to ``STUDIES`` (``lib/security.py``): ``/infer`` segments a
+datastore image or the request's own upload, nothing else; sessions and ``PUT``/``DELETE /model/<name>`` are off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any, Dict
 
 from fastapi import HTTPException
 from lib.infers import UNeXtDropoutInferTask, UNeXtInferTask, bundle_labels, read_bundle
+from lib.security import UPLOAD, StudiesDatastore, check_tag, guard_server
 from lib.trainers import UNeXtTrainTask
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -73,6 +78,17 @@ class UNeXtLabelApp(MONAILabelApp):
             labels=bundle_labels(metadata),
         )
         logger.info(f"UNeXt bundle {self.bundle_dir} as model {self.model_name!r}; labels {self.labels}")
+        guard_server(int(float(conf.get("max_upload_mb", "64")) * 2**20))
+
+    def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def sessions(self):
+        return None  # off: a session's upload is kept outside STUDIES, and `uncompress` unpacks archives unchecked
 
     def init_infers(self) -> Dict[str, InferTask]:
         return {self.model_name: UNeXtInferTask(self.bundle_dir, preload=strtobool(self.conf.get("preload", "false")))}
@@ -98,12 +114,15 @@ class UNeXtLabelApp(MONAILabelApp):
         image = request.get("image")
         if isinstance(image, str):
             datastore = datastore if datastore else self.datastore()
-            path = image if os.path.exists(image) else datastore.get_image_uri(image)
+            # MONAI Label reads any existing path first; here the request's own upload or a datastore id only
+            path = image if UPLOAD.get() else datastore.get_image_uri(image)
             if not path:  # MONAI Label would read "" as the current folder (a DICOM series there, if any)
                 raise HTTPException(404, f"no image {image!r} in the datastore")
             problem = check_image_file(path)
             if problem:
                 raise HTTPException(422, f"{_image_name(image)} cannot be segmented: {problem}")
+            if request.get("save_label"):
+                check_tag(request.get("label_tag", "original"))  # before inference: its label file would be left
         return _client_errors(super().infer, request, datastore)
 
     def train(self, request):
@@ -127,9 +146,7 @@ class UNeXtLabelApp(MONAILabelApp):
 
 def _image_name(image: str) -> str:
     """How the client knows ``image``: MONAI Label saves an upload as a temporary file named only by its suffix."""
-    if os.path.dirname(os.path.abspath(image)) == os.path.abspath(tempfile.gettempdir()):
-        return f"the uploaded {os.path.splitext(image)[1] or 'extension-less'} file"
-    return f"image {image!r}"
+    return f"the uploaded {os.path.splitext(image)[1] or 'extension-less'} file" if UPLOAD.get() else f"image {image!r}"
 
 
 def _known(what: str, name: Any, available: Dict[str, Any]) -> None:

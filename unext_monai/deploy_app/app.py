@@ -7,9 +7,9 @@ The graph, one input file per tick:
 ``MonaiBundleInferenceOperator``: the bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` without its
 load/save transforms) -> ``SegmentationWriterOperator``:
 
-- DICOM input: a DICOM Segmentation (``<stem>_seg.dcm``, highdicom, binary, one segment named after the bundle's
-  label) in the source's study, referencing the source series and instance, with the patient and study modules of the
-  source;
+- DICOM input: a DICOM Segmentation (``<stem>_seg.dcm``, highdicom, binary, one segment per class of the bundle's
+  ``channel_def``, named after it) in the source's study, referencing the source series and instance, with the
+  patient and study modules of the source;
 - NIfTI input and other pictures: what ``monai.bundle run`` writes (:func:`unext_monai.transforms.write_segmentation`).
 
 The output paths are those :func:`unext_monai.data.inputs.plan_inference` planned. An error on one input is recorded
@@ -149,21 +149,21 @@ class SegmentationWriterOperator(Operator):
     """Write each predicted mask to the paths planned for its input and record it in ``report``.
 
     Named input:
-        pred: ``Image`` (1, H, W) or (H, W) from the bundle operator, 0/1, aligned with the input picture; its
-        metadata names the input file.
+        pred: ``Image`` (1, H, W) or (H, W) from the bundle operator, a label map (0 background, 1..K the classes),
+        aligned with the input picture; its metadata names the input file.
 
     Args:
         items: ``{input path: {"mask_file", "overlay_file"?}}`` (:func:`unext_monai.data.inputs.plan_inference`).
         report: the run's report.
-        label: the segment's name (the bundle's ``channel_def``), for DICOM Segmentations.
+        labels: the class names, in class-number order (the bundle's ``channel_def``): the DICOM segments'.
         algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
     """
 
-    def __init__(self, fragment: Fragment, *args, items: dict[str, dict], report: InferenceReport, label: str,
+    def __init__(self, fragment: Fragment, *args, items: dict[str, dict], report: InferenceReport, labels: list[str],
                  algorithm: tuple[str, str], **kwargs) -> None:
         self.items = dict(items)
         self.report = report
-        self.label = label
+        self.labels = labels
         self.algorithm = algorithm
         super().__init__(fragment, *args, **kwargs)
 
@@ -176,7 +176,7 @@ class SegmentationWriterOperator(Operator):
         written: list[str] = []
         dicom = None
         try:
-            mask = np.squeeze(np.asarray(pred.asnumpy())) > 0
+            mask = np.rint(np.squeeze(np.asarray(pred.asnumpy()))).astype(np.uint8)
             if mask.ndim != 2:
                 raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
             item = self.items[source]
@@ -185,13 +185,15 @@ class SegmentationWriterOperator(Operator):
                 written.append(item["mask_file"])
             else:
                 affine = pred.metadata().get("original_affine")
-                written = write_segmentation(mask, source, item["mask_file"], item.get("overlay_file"), affine)
+                written = write_segmentation(mask, source, item["mask_file"], item.get("overlay_file"), affine,
+                                             len(self.labels))
         except Exception as e:
             logger.error(f"{source}: writing the result failed: {_error(e)}")
             self.report.failed(source, f"writing the result failed: {_error(e)}", written)
             return
-        logger.info(f"{source}: {int(mask.sum())} lesion pixels of {mask.size}; wrote {', '.join(written)}")
-        self.report.segmented(source, written, lesion_pixels=int(mask.sum()), **({"dicom": dicom} if dicom else {}))
+        lesion = int((mask > 0).sum())
+        logger.info(f"{source}: {lesion} lesion pixels of {mask.size}; wrote {', '.join(written)}")
+        self.report.segmented(source, written, lesion_pixels=lesion, **({"dicom": dicom} if dicom else {}))
 
     def _write_dicom_seg(self, source: str, mask: np.ndarray, path: str) -> dict:
         import highdicom as hd
@@ -205,20 +207,21 @@ class SegmentationWriterOperator(Operator):
         if mask.shape != (int(ds.Rows), int(ds.Columns)):
             raise ValueError(f"mask {mask.shape} does not match the DICOM image ({ds.Rows}, {ds.Columns})")
         name, version = self.algorithm
-        segment = hd.seg.SegmentDescription(
-            segment_number=1,
-            segment_label=self.label,
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=_long_string(name), family=codes.cid7162.ArtificialIntelligence, version=version)
+        segments = [hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=_long_string(label),
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=codes.SCT.Lesion,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name=_long_string(name), family=codes.cid7162.ArtificialIntelligence, version=version),
-        )
+            algorithm_identification=algorithm,
+        ) for number, label in enumerate(self.labels, start=1)]
         seg = hd.seg.Segmentation(
             source_images=[ds],
-            pixel_array=mask[None].astype(np.uint8),
+            pixel_array=mask[None],  # a label map: each value is its segment's number
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[segment],
+            segment_descriptions=segments,
             series_instance_uid=hd.UID(),
             series_number=int(getattr(ds, "SeriesNumber", 0) or 0) + 1000,
             sop_instance_uid=hd.UID(),
@@ -228,7 +231,7 @@ class SegmentationWriterOperator(Operator):
             software_versions=version,
             device_serial_number="0",
             omit_empty_frames=False,
-            series_description=_long_string(f"{self.label} segmentation ({name} {version})"),
+            series_description=_long_string(f"{', '.join(self.labels)} segmentation ({name} {version})"),
         )
         write_atomic(path, lambda p: seg.save_as(p))
         identifiers = {
@@ -260,7 +263,7 @@ class UNeXtSegmentationApp(Application):
         files = [it["image"] for it in self.report.items]
         metadata = get_bundle_config(str(bundle_path), ["metadata"])
         channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("channel_def", {})
-        label = next((v for k, v in sorted(channels.items()) if v.lower() != "background"), "lesion")
+        labels = [v for k, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
         logger.info(f"{len(files)} image(s); model {bundle_path}; output {output_path}")
 
         loader = ImageFilesLoaderOperator(self, CountCondition(self, len(files)), files=files,
@@ -275,7 +278,7 @@ class UNeXtSegmentationApp(Application):
             name="bundle_inference",
         )
         writer = SegmentationWriterOperator(
-            self, items={it["image"]: it for it in self.report.items}, report=self.report, label=label,
+            self, items={it["image"]: it for it in self.report.items}, report=self.report, labels=labels or ["lesion"],
             algorithm=(str(metadata.get("name", "UNeXt")), str(metadata.get("version", "0"))), name="writer")
         self.add_flow(loader, infer, {("image", "image")})
         self.add_flow(infer, writer, {("pred", "pred")})

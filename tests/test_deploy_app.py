@@ -117,7 +117,8 @@ def test_deploy_app_outputs(deploy_python, inputs, tmp_path):
     for message in UNACTIONABLE:
         assert message not in proc.stdout, f"the run printed {message!r}"
     report = json.loads((out / "report.json").read_text())
-    assert report["counts"] == {"total": 8, "segmented": 8, "skipped": 0, "failed": 0}
+    assert report["counts"] == {"total": 8, "segmented": 8, "skipped": 0, "failed": 0, "pending": 0}
+    assert report["status"] == "completed"
     entries = {Path(e["input"]).name: e for e in report["inputs"]}
     assert sorted(entries) == sorted(p.name for p in inputs.iterdir())
     written = [o for e in report["inputs"] for o in e["outputs"]]
@@ -137,7 +138,8 @@ def test_deploy_app_outputs(deploy_python, inputs, tmp_path):
         elif name.endswith(".nii.gz"):
             import nibabel as nib
 
-            (mask_file,) = outputs
+            mask_file, overlay_file = outputs
+            assert overlay_file.name.endswith("_overlay.png")
             img = nib.load(str(mask_file))
             assert np.allclose(img.affine, nib.load(str(source)).affine)
             ours = np.asarray(img.dataobj) > 0
@@ -231,9 +233,8 @@ def test_deploy_app_reports_what_it_left_out(deploy_python, inputs, tmp_path):
     report = json.loads((out / "report.json").read_text())
     status = {Path(e["input"]).name: (e["status"], e["error"] or "") for e in report["inputs"]}
     assert status["ISIC_0000000.jpg"] == ("segmented", "")
-    assert status["notes.txt"][0] == "skipped" and "unsupported file type" in status["notes.txt"][1]
-    assert status["cut.jpg"][0] == "skipped" and "truncated" in status["cut.jpg"][1]
-    assert status["old_mask.png"][0] == "skipped" and "named like an output" in status["old_mask.png"][1]
+    assert {name: s for name, (s, _) in status.items()} == {"ISIC_0000000.jpg": "segmented", "notes.txt": "skipped",
+                                                           "cut.jpg": "skipped", "old_mask.png": "skipped"}
     assert sorted(p.name for p in out.iterdir()) == ["ISIC_0000000_mask.png", "ISIC_0000000_overlay.png",
                                                     "report.json"]
 
@@ -294,14 +295,31 @@ def test_deploy_app_argument_errors(deploy_python, inputs, tmp_path):
     cases = [
         (["-i", inputs, "-o", tmp_path / "out", "-m", tmp_path / "nothing"], "no model.ts there"),
         (["-i", tmp_path / "nothing", "-o", tmp_path / "out", "-m", BUNDLE], "no such file or folder"),
-        (["-i", inputs, "-o", inputs, "-m", BUNDLE], "is the input folder"),
+        (["-i", inputs, "-o", inputs, "-m", BUNDLE], str(inputs)),
         (["-i", inputs, "-o", tmp_path / "out", "-m", BUNDLE, "-l", "LOUD"], "invalid choice"),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOLOSCAN_")}
     for args, words in cases:
         proc = run_app(deploy_python, ["-m", "unext_monai.deploy_app", *args], tmp_path, env)
-        assert proc.returncode == 2 and words in proc.stdout
+        assert proc.returncode == 2 and words in proc.stdout.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_deploy_app_never_replaces_a_file_it_did_not_write(deploy_python, inputs, tmp_path):
+    """An output folder holding a file where an output would go (a ground-truth mask): refused before any work,
+    naming the file, which is left as it was; --overwrite replaces it."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy2(inputs / "benign (1).png", src / "benign (1).png")
+    out.mkdir()
+    (out / "benign (1)_mask.png").write_bytes(b"ground truth")
+    proc = run_app(deploy_python, ["-m", "unext_monai.deploy_app", "-i", src, "-o", out, "-m", BUNDLE], tmp_path)
+    assert proc.returncode == 2 and str(out / "benign (1)_mask.png") in proc.stdout.strip().splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["benign (1)_mask.png"]
+    assert (out / "benign (1)_mask.png").read_bytes() == b"ground truth"
+    proc = run_app(deploy_python, ["-m", "unext_monai.deploy_app", "-i", src, "-o", out, "-m", BUNDLE, "--overwrite"],
+                   tmp_path)
+    assert proc.returncode == 0 and (out / "benign (1)_mask.png").read_bytes() != b"ground truth"
 
 
 @pytest.mark.xfail("not _lazy_package()", strict=True,

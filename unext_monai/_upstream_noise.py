@@ -31,4 +31,6 @@ def quiet_upstream_noise() -> None:
     warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable", category=UserWarning)
     warnings.filterwarnings("ignore", message=r".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"Parameter `min_size` is deprecated")
+    # a 2D picture in DICOM (secondary capture, ultrasound) has no patient orientation: nothing to act on
+    warnings.filterwarnings("ignore", message=r"PydicomReader: ImageOrientationPatient")
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropMessage("nvImageCodec is not available"))

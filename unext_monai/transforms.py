@@ -285,7 +285,7 @@ def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
         region = labels == value
         rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]
         rgb[region & ~binary_erosion(region, iterations=2)] = [255.0, 255.0, 0.0]
-    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    return Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
 
 
 def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,

@@ -188,10 +188,12 @@ class InferenceReport:
 
     def segmented(self, source: str, outputs: list[str], **extra: Any) -> None:
         with self._lock:
+            self._entries.setdefault(source, {"input": source})
             self._entries[source].update(status="segmented", outputs=list(outputs), error=None, **extra)
 
     def failed(self, source: str, error: str, outputs: list[str] | None = None) -> None:
         with self._lock:
+            self._entries.setdefault(source, {"input": source})
             self._entries[source].update(status="failed", outputs=list(outputs or []), error=error)
 
     def counts(self) -> dict[str, int]:

@@ -119,6 +119,18 @@ class UNeXt(nn.Module):
         if spatial_dims == 2:  # the weights in the maps' memory format: no convolution reorders them at every call
             self.to(memory_format=torch.channels_last)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        # the deep-supervision heads are training-only outputs: without them, a checkpoint's heads are ignored (the
+        # inference network of a model trained with them); with them, they keep their initial weights where the
+        # checkpoint has none (fine-tuning released weights with deep supervision)
+        heads = [k for k in state_dict if k.startswith(prefix + "heads.")]
+        if not self.deep_supervision:
+            for k in heads:
+                del state_dict[k]
+        elif not heads:
+            state_dict.update(self.heads.state_dict(prefix=prefix + "heads."))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             expected = "(B, " + str(self.in_channels) + ", " + ", ".join(["*"] * self.spatial_dims) + ")"

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -337,7 +338,12 @@ class AtomicDiskSaver(DiskSaver):
         self._to_remove.append(self.filename or filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
-        write_atomic(path, lambda tmp: func(checkpoint, tmp, **self.kwargs))
+        try:
+            write_atomic(path, lambda tmp: func(checkpoint, tmp, **self.kwargs))
+        except (OSError, RuntimeError) as e:  # a full disk fails inside torch.save: "unexpected pos 896 vs 790"
+            free = shutil.disk_usage(self.dirname).free // 2**20
+            raise OSError(f"{path}: the checkpoint could not be written ({type(e).__name__}: {e}); {free} MiB free on "
+                          "its disk (no space left?). The previous checkpoints are kept.") from e
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

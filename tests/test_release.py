@@ -353,6 +353,21 @@ def test_release_with_metrics_and_card_file_refuses_a_reused_version(released, t
     assert json.loads((out / "configs" / "metadata.json").read_text()) == meta  # the release refused stands
 
 
+def test_release_names_the_file_it_cannot_read(tmp_path, capsys):
+    (tmp_path / "weights").mkdir()
+    torch.save(unext_monai.UNeXt(2, 3, 1).state_dict(), tmp_path / "weights" / "model.pt")
+    (tmp_path / "files").mkdir()
+    passwd = tmp_path / "files" / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    base = ["--bundle_root", REPO, "--name", "x", "--output", tmp_path / "out", "--dataset", "demo",
+            "--train_dir", tmp_path / "none"]
+    message = _release_refused([*base, "--ckpt", tmp_path / "weights" / "model.pt", "--metrics", passwd], capsys)
+    assert str(passwd) in message.splitlines()[-1]
+    message = _release_refused([*base, "--ckpt", passwd], capsys)
+    assert f"{passwd}: not a PyTorch checkpoint" in message.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_training_record_names_the_released_epoch(tmp_path):
     """The card states the selection row of the weights released: the best row, or the epoch named at release."""
     from unext_monai.release import ReleaseError, _training_record

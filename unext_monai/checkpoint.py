@@ -30,7 +30,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.transforms import Randomizable, Transform
 
 from unext_monai.distributed import is_rank0
-from unext_monai.io import load_checkpoint_file, write_atomic
+from unext_monai.io import load_checkpoint_file as _load_weights_only
+from unext_monai.io import write_atomic
 from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
 
 __all__ = [
@@ -206,6 +207,19 @@ def check_model_state(
         f"{source}: a UNeXt checkpoint with the bundle's {_format(net_desc, shown)} whose tensors still do not fit "
         "(another version of the network?): " + "; ".join(_differences(state, expected, strict))
     )
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """:func:`unext_monai.io.load_checkpoint_file` (``weights_only=True``, errors that name the file), and a file that
+    is neither of ``torch.save``'s formats (a zip archive; a pickle in the legacy format) is refused as not a
+    checkpoint: PyTorch's weights-only unpickler reports a text or a picture as a pickle that holds code."""
+    name = os.fspath(path)
+    if os.path.isfile(name) and os.path.getsize(name):
+        with open(name, "rb") as f:
+            head = f.read(2)
+        if head != b"PK" and head[:1] != b"\x80":  # a zip archive; a pickle of protocol 2 or later
+            raise ValueError(f"{name}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)")
+    return _load_weights_only(name, map_location)
 
 
 def _zero_negligible_module_weights(modules: Iterable[Any], source: str) -> None:

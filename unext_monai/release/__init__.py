@@ -33,7 +33,8 @@ import sys
 from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
-from unext_monai.io import load_checkpoint_file, make_build_folder, replace_folder, tidy_build_leftovers
+from unext_monai.checkpoint import load_checkpoint_file
+from unext_monai.io import make_build_folder, replace_folder, tidy_build_leftovers
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,

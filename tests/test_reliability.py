@@ -244,6 +244,17 @@ def test_best_model_and_its_record_are_restored_together(demo, uninterrupted, tm
     assert _max_weight_difference(final["model"], reference["model"]) <= 1e-6
 
 
+def test_resume_with_a_new_max_epochs_follows_the_new_schedule_length(demo, tmp_path):
+    """The cosine schedule of a run resumed with another max_epochs ends at the new last epoch; before, it kept the
+    checkpoint's length and cycled back up (lr 1e-4, then 1e-5, then 1e-4 again)."""
+    root = tmp_path / "run"
+    train(root, dataset_dir=str(demo), max_epochs=1)
+    train(root, dataset_dir=str(demo), max_epochs=2, resume=True)
+    schedule = _checkpoint(root, 2)["lr_scheduler"]
+    assert schedule["T_max"] == 2
+    assert schedule["_last_lr"] == pytest.approx([1e-5])  # min_learning_rate at the end, not learning_rate again
+
+
 # --- 4. determinism ---------------------------------------------------------------------------------------------------
 
 

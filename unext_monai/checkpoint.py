@@ -249,7 +249,9 @@ class ModelCheckpointLoader(CheckpointLoader):
     ``optional``. Entries that are ``None`` (switched off in the config) are left out. ``strict_shape=False`` keeps
     MONAI's behaviour (layers of other shapes are skipped). The loaded networks' weight values too small to matter
     are set to 0 (:func:`unext_monai.networks.weights.zero_negligible_weights`): they make float32 CPU inference many
-    times slower.
+    times slower. A learning-rate scheduler keeps the length it was built with (``T_max``, from this run's
+    ``max_epochs``): a resume with another ``max_epochs`` carries the schedule on from where it is to its end at the
+    new last epoch, instead of cycling the checkpoint's schedule.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -291,7 +293,10 @@ class ModelCheckpointLoader(CheckpointLoader):
             if isinstance(obj, torch.nn.Module):
                 checkpoint[key] = check_model_state(obj, checkpoint[key], source=path, strict=self.strict)
         prior_max_epochs = engine.state.max_epochs
+        lengths = {k: obj.T_max for k, obj in load_dict.items() if hasattr(obj, "T_max")}
         Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
+        for key, t_max in lengths.items():
+            load_dict[key].T_max = t_max
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"{path}: the checkpoint is at epoch {engine.state.epoch}, past max_epochs={prior_max_epochs}; raise "

@@ -407,7 +407,7 @@ def test_a_refused_run_leaves_the_trained_model_in_place(demo, tmp_path):
     with pytest.raises(Exception) as err:
         train(root, dataset_dir=str(data), max_epochs=1)
     unchanged()
-    assert f"{damaged}: corrupt or truncated image file" in messages(err.value)
+    assert str(damaged) in messages(err.value)
     damaged.write_bytes((demo / "images" / damaged.name).read_bytes())
     from unext_monai import UNeXt
 

@@ -353,6 +353,47 @@ def test_release_with_metrics_and_card_file_refuses_a_reused_version(released, t
     assert json.loads((out / "configs" / "metadata.json").read_text()) == meta  # the release refused stands
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["the bundle root", "its parent", "the checkpoint's folder", "in the training folder",
+                                   "the bundle root's configs"])
+def test_release_refuses_an_output_over_what_it_is_made_from(tmp_path, capsys, where):
+    """--overwrite replaces the output whole: an output that is, holds or lies in the bundle root (but for its
+    bundle/ folder of releases), the training run or the checkpoint's folder would take them (in a repository: .git)
+    with it."""
+    root = _source_copy(tmp_path)
+    (root / "models").mkdir()
+    torch.save(unext_monai.UNeXt(2, 3, 1).state_dict(), root / "models" / "model.pt")
+    (root / "eval").mkdir()
+    (root / "eval" / "val_metrics.csv").write_text("epoch,val_mean_dice\n1,0.5\n")
+    (root / "bundle" / "earlier").mkdir(parents=True)
+    (root / "bundle" / "earlier" / "notes.txt").write_text("an earlier release")
+    output = {"the bundle root": root, "its parent": tmp_path, "the checkpoint's folder": root / "models",
+              "in the training folder": root / "eval" / "release", "the bundle root's configs": root / "configs"}[where]
+    before = _files(tmp_path)
+    message = _release_refused(["--bundle_root", root, "--name", "x", "--output", output, "--dataset", "demo",
+                                "--overwrite"], capsys)
+    assert f"--output {output}" in message.splitlines()[-1]
+    assert _files(tmp_path) == before
+
+
+def test_release_names_the_file_it_cannot_read(tmp_path, capsys):
+    (tmp_path / "weights").mkdir()
+    torch.save(unext_monai.UNeXt(2, 3, 1).state_dict(), tmp_path / "weights" / "model.pt")
+    (tmp_path / "files").mkdir()
+    passwd = tmp_path / "files" / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    base = ["--bundle_root", REPO, "--name", "x", "--output", tmp_path / "out", "--dataset", "demo",
+            "--train_dir", tmp_path / "none"]
+    message = _release_refused([*base, "--ckpt", tmp_path / "weights" / "model.pt", "--metrics", passwd], capsys)
+    assert str(passwd) in message.splitlines()[-1]
+    message = _release_refused([*base, "--ckpt", passwd], capsys)
+    assert f"{passwd}: not a PyTorch checkpoint" in message.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_training_record_names_the_released_epoch(tmp_path):
     """The card states the selection row of the weights released: the best row, or the epoch named at release."""
     from unext_monai.release import ReleaseError, _training_record

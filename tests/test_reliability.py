@@ -1,5 +1,6 @@
 """Reliability of the training bundle: bad data is named before training (or skipped on request), odd pictures train,
-a run killed with SIGKILL resumes to the same end state, and runs with the same seed give the same numbers."""
+a run killed with SIGKILL resumes to the same end state, runs with the same seed give the same numbers, and nothing a
+run made is lost (one training per folder, a refused run changes nothing)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from unext_monai.data.demo import make_demo_dataset
 from unext_monai.handlers import latest_checkpoint
+from unext_monai.runs import LOCK_FILE
 
 pytestmark = pytest.mark.slow  # real trainings and bundle runs
 
@@ -70,7 +72,7 @@ def test_bad_file_stops_training_before_any_epoch(bad_folder, tmp_path):
     bad = bad_folder / "images" / "truncated.png"
     assert "1 problem(s) in 1 of 9 datalist item(s); fix or remove these files, or pass skip_bad=True" in text
     assert f"{bad}: corrupt or truncated image file" in text
-    assert not (out / "models").exists() or not list((out / "models").iterdir()), "training started"
+    assert not list((out / "models").glob("*.pt")) if (out / "models").exists() else True, "training started"
     assert not (out / "eval" / "val_metrics.csv").exists()
 
 
@@ -217,7 +219,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, uninte
            f"{best['best_metric_epoch']}" in caplog.text
     assert torch.load(models / "model.pt", weights_only=True).keys() == resumed["model"].keys()
     # the checkpoint the run resumed from is superseded and removed, so a later --resume cannot pick an old one
-    assert sorted(f.name for f in models.iterdir()) == [f"checkpoint_epoch={EPOCHS}.pt", "model.pt"]
+    assert sorted(f.name for f in models.iterdir() if f.name != LOCK_FILE) == [f"checkpoint_epoch={EPOCHS}.pt",
+                                                                                 "model.pt"]
 
 
 def test_best_model_and_its_record_are_restored_together(demo, uninterrupted, tmp_path, caplog):
@@ -239,6 +242,17 @@ def test_best_model_and_its_record_are_restored_together(demo, uninterrupted, tm
     assert final["best_metric_epoch"] == reference["best_metric_epoch"]
     assert final["best_metric"] == pytest.approx(reference["best_metric"], abs=1e-6)
     assert _max_weight_difference(final["model"], reference["model"]) <= 1e-6
+
+
+def test_resume_with_a_new_max_epochs_follows_the_new_schedule_length(demo, tmp_path):
+    """The cosine schedule of a run resumed with another max_epochs ends at the new last epoch; before, it kept the
+    checkpoint's length and cycled back up (lr 1e-4, then 1e-5, then 1e-4 again)."""
+    root = tmp_path / "run"
+    train(root, dataset_dir=str(demo), max_epochs=1)
+    train(root, dataset_dir=str(demo), max_epochs=2, resume=True)
+    schedule = _checkpoint(root, 2)["lr_scheduler"]
+    assert schedule["T_max"] == 2
+    assert schedule["_last_lr"] == pytest.approx([1e-5])  # min_learning_rate at the end, not learning_rate again
 
 
 # --- 4. determinism ---------------------------------------------------------------------------------------------------
@@ -343,3 +357,70 @@ def test_outputs_have_normal_file_modes(demo, tmp_path):
     assert (root / "eval" / "demo_data").stat().st_mode & 0o777 == 0o755
     assert (root / "models" / "model.pt").stat().st_mode & 0o777 == 0o644
     assert not [p for p in (root / "eval").iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_training_on_a_folder_in_use_is_refused_and_changes_nothing(demo, tmp_path):
+    root = tmp_path / "run"
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:  # a long first run, stopped once the second was refused
+        first = subprocess.Popen(_cli(root, demo, max_epochs=300), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((root / "models").glob("checkpoint_epoch=*.pt")):
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        with pytest.raises(Exception) as err:
+            train(root, dataset_dir=str(demo), max_epochs=1)
+        assert first.poll() is None, "the first training ended before the second was refused"
+        assert f"in use by another training (process {first.pid}," in messages(err.value)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert not list(root.rglob("previous_runs")), "the second run moved the first's outputs aside"
+    assert list((root / "models").glob("checkpoint_epoch=*.pt")) and (root / "eval" / "val_metrics.csv").is_file()
+
+
+def test_a_refused_run_leaves_the_trained_model_in_place(demo, tmp_path):
+    """A new run that stops before it trains (a bad setting, a damaged picture) moves nothing aside: the trained model
+    stays where inference and --resume True look for it."""
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    root = tmp_path / "run"
+    train(root, dataset_dir=str(data), max_epochs=1)
+    trained = {p.name: p.read_bytes() for p in (root / "models").glob("*.pt")}
+    history = (root / "eval" / "val_metrics.csv").read_bytes()
+    assert "model.pt" in trained
+
+    def unchanged() -> None:
+        assert {p.name: p.read_bytes() for p in (root / "models").glob("*.pt")} == trained
+        assert (root / "eval" / "val_metrics.csv").read_bytes() == history
+        assert not list(root.rglob("previous_runs"))
+
+    with pytest.raises(Exception) as err:
+        train(root, dataset_dir=str(data), max_epochs="abc")
+    unchanged()
+    assert "--max_epochs 'abc'" in messages(err.value)
+    split = ConfigParser.load_config_file(str(root / "eval" / "split.json"))
+    damaged = Path(split["training"][0]["image"])
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    with pytest.raises(Exception) as err:
+        train(root, dataset_dir=str(data), max_epochs=1)
+    unchanged()
+    assert str(damaged) in messages(err.value)
+    damaged.write_bytes((demo / "images" / damaged.name).read_bytes())
+    from unext_monai import UNeXt
+
+    torch.save(UNeXt(2, 1, 1, features=(8, 16, 32, 64, 128)).state_dict(), tmp_path / "gray.pt")
+    with pytest.raises(Exception) as err:  # refused by its loader when the trainer starts
+        train(root, dataset_dir=str(data), max_epochs=1, pretrained_checkpoint=str(tmp_path / "gray.pt"))
+    unchanged()
+    assert f"{tmp_path / 'gray.pt'}: checkpoint is for a network with in_channels=1" in messages(err.value)
+
+
+def test_a_max_epochs_that_is_no_number_stops_the_run_before_anything_is_written(demo, tmp_path):
+    root = tmp_path / "run"
+    proc = subprocess.run(_cli(root, demo, max_epochs="abc"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ValueError: --max_epochs 'abc': give a whole number" in proc.stdout + proc.stderr  # MONAI's own error last
+    assert not root.exists() or not any(root.rglob("*")), sorted(root.rglob("*"))

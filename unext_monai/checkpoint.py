@@ -18,6 +18,7 @@ import math
 import os
 import random
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +30,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.transforms import Randomizable, Transform
 
 from unext_monai.distributed import is_rank0
-from unext_monai.io import load_checkpoint_file, write_atomic
+from unext_monai.io import load_checkpoint_file as _load_weights_only
+from unext_monai.io import write_atomic
 from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
 
 __all__ = [
@@ -207,6 +209,19 @@ def check_model_state(
     )
 
 
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """:func:`unext_monai.io.load_checkpoint_file` (``weights_only=True``, errors that name the file), and a file that
+    is neither of ``torch.save``'s formats (a zip archive; a pickle in the legacy format) is refused as not a
+    checkpoint: PyTorch's weights-only unpickler reports a text or a picture as a pickle that holds code."""
+    name = os.fspath(path)
+    if os.path.isfile(name) and os.path.getsize(name):
+        with open(name, "rb") as f:
+            head = f.read(2)
+        if head != b"PK" and head[:1] != b"\x80":  # a zip archive; a pickle of protocol 2 or later
+            raise ValueError(f"{name}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)")
+    return _load_weights_only(name, map_location)
+
+
 def _zero_negligible_module_weights(modules: Iterable[Any], source: str) -> None:
     """:func:`zero_negligible_weights` on the parameters and buffers of each ``torch.nn.Module`` of ``modules``."""
     for module in modules:
@@ -234,7 +249,9 @@ class ModelCheckpointLoader(CheckpointLoader):
     ``optional``. Entries that are ``None`` (switched off in the config) are left out. ``strict_shape=False`` keeps
     MONAI's behaviour (layers of other shapes are skipped). The loaded networks' weight values too small to matter
     are set to 0 (:func:`unext_monai.networks.weights.zero_negligible_weights`): they make float32 CPU inference many
-    times slower.
+    times slower. A learning-rate scheduler keeps the length it was built with (``T_max``, from this run's
+    ``max_epochs``): a resume with another ``max_epochs`` carries the schedule on from where it is to its end at the
+    new last epoch, instead of cycling the checkpoint's schedule.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -276,7 +293,10 @@ class ModelCheckpointLoader(CheckpointLoader):
             if isinstance(obj, torch.nn.Module):
                 checkpoint[key] = check_model_state(obj, checkpoint[key], source=path, strict=self.strict)
         prior_max_epochs = engine.state.max_epochs
+        lengths = {k: obj.T_max for k, obj in load_dict.items() if hasattr(obj, "T_max")}
         Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
+        for key, t_max in lengths.items():
+            load_dict[key].T_max = t_max
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"{path}: the checkpoint is at epoch {engine.state.epoch}, past max_epochs={prior_max_epochs}; raise "
@@ -337,7 +357,12 @@ class AtomicDiskSaver(DiskSaver):
         self._to_remove.append(self.filename or filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
-        write_atomic(path, lambda tmp: func(checkpoint, tmp, **self.kwargs))
+        try:
+            write_atomic(path, lambda tmp: func(checkpoint, tmp, **self.kwargs))
+        except (OSError, RuntimeError) as e:  # a full disk fails inside torch.save: "unexpected pos 896 vs 790"
+            free = shutil.disk_usage(self.dirname).free // 2**20
+            raise OSError(f"{path}: the checkpoint could not be written ({type(e).__name__}: {e}); {free} MiB free on "
+                          "its disk (no space left?). The previous checkpoints are kept.") from e
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

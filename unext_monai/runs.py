@@ -3,9 +3,12 @@
 - :func:`check_command_line`: every ``--key`` given to ``python -m monai.bundle run`` names an entry of the configs;
   MONAI adds unknown keys silently, so ``--max_epoch 2`` (for ``max_epochs``) would run the full schedule; and a
   true/false entry gets ``True`` or ``False``: ``--resume false`` would pass the text ``'false'``, which counts as true.
-- :func:`prepare_training_run`: the output folders are writable, and the outputs of an earlier run in the same
-  folders (its best model, resumable checkpoint, metric history, evaluation) are moved aside, never overwritten,
-  unless the run resumes it. Returns the run's name, which names its TensorBoard folder.
+- :func:`prepare_training_run`: ``max_epochs`` is a number of epochs, no other training uses the checkpoint folder
+  (a lock held until this process ends, however it ends), and the output folders are writable. Returns the run's
+  name, which names its TensorBoard folder.
+- :func:`move_earlier_run_aside`: at the trainer's start, once every input was read and every check passed, the
+  outputs of an earlier run in the same folders (its best model, resumable checkpoint, metric history, evaluation)
+  are moved aside, never overwritten, unless the run resumes it.
 - :func:`reuse_freed_memory`: glibc keeps freed memory for reuse (a CPU training speed setting).
 """
 
@@ -24,9 +27,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from unext_monai.distributed import on_rank0
+from unext_monai.distributed import is_rank0, on_rank0
 
-__all__ = ["check_command_line", "prepare_training_run", "reuse_freed_memory", "PREVIOUS_RUNS", "TENSORBOARD"]
+__all__ = ["check_command_line", "prepare_training_run", "move_earlier_run_aside", "reuse_freed_memory",
+           "PREVIOUS_RUNS", "TENSORBOARD", "LOCK_FILE"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -34,6 +38,9 @@ PREVIOUS_RUNS = "previous_runs"
 """Folder (inside the checkpoint and output folders) where the outputs of earlier runs are kept."""
 TENSORBOARD = "tensorboard"
 """Folder (inside the output folder) holding one TensorBoard folder per run."""
+LOCK_FILE = ".training.lock"
+"""File (inside the checkpoint folder) that the training using the folder holds locked; it names the process."""
+_held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) until this process ends
 
 
 def _command_line_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -184,70 +191,112 @@ def _new_run_name(output_dir: str) -> str:
     return name
 
 
-def _latest_run_name(output_dir: str) -> str | None:
+def _latest_run_name(output_dir: str, other_than: str = "") -> str | None:
     folder = os.path.join(output_dir, TENSORBOARD)
     runs = sorted(d for d in os.listdir(folder) if d.startswith("run-")) if os.path.isdir(folder) else []
+    runs = [r for r in runs if r != other_than]
     return runs[-1] if runs else None
 
 
-def prepare_training_run(
-    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None
-) -> str:
-    """Make a training run's output folders safe to write, and return the run's name.
+def _lock(ckpt_dir: str) -> None:
+    """Lock ``<ckpt_dir>/.training.lock`` for this process (``flock``: the system releases it when the process ends,
+    a kill included) and write the process id into it; refuse if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return
+    path = os.path.realpath(os.path.join(ckpt_dir, LOCK_FILE))
+    if path in _held_locks:  # an earlier run of this process
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RuntimeError(
+            f"{ckpt_dir} is in use by another training (process {holder}, which holds {path}): one training per "
+            "checkpoint folder at a time. Nothing was changed. Wait for it to end or stop it, or give this run another "
+            "--bundle_root (or ckpt_dir)."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[path] = fd
 
-    1. ``ckpt_dir`` and ``output_dir`` are created and checked writable, so a read-only or full folder stops the run
-       now, not at the first save after an epoch.
-    2. Unless ``resume``, the outputs of an earlier run there (``model.pt``, ``checkpoint_*.pt``, ``val_metrics.csv``,
-       ``evaluation/``) are moved to ``<folder>/previous_runs/<its run name>/`` with a warning that says where: a new
-       run never replaces a trained model.
-    3. The name is ``run-<date>-<time>`` for a new run; a resumed run keeps the name of the newest run under
+
+def prepare_training_run(
+    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None,
+    max_epochs: Any = 1,
+) -> str:
+    """Check a training run's settings and folders before anything is written, and return the run's name.
+
+    1. ``max_epochs`` is a whole number of at least 1 (``--max_epochs abc`` stops here, not in the trainer).
+    2. ``ckpt_dir`` and ``output_dir`` are created and checked writable, so a read-only or full folder stops the run
+       now, not at the first save after an epoch; and this process locks ``ckpt_dir`` (:data:`LOCK_FILE`) until it
+       ends: a second training on the same folder stops here, naming the first.
+    3. A ``pretrained_checkpoint`` that is one of the earlier outputs, which a new run moves aside, is refused.
+    4. The name is ``run-<date>-<time>`` for a new run; a resumed run keeps the name of the newest run under
        ``<output_dir>/tensorboard/``, so its curves continue in the same TensorBoard folder.
 
-    In a distributed run only rank 0 does this (it alone writes checkpoints and logs); every rank gets the name.
+    The earlier outputs are moved aside later, by :func:`move_earlier_run_aside` at the trainer's start. In a
+    distributed run only rank 0 does this (it alone writes checkpoints and logs); every rank gets the name.
 
     Raises:
+        ValueError: ``max_epochs`` is not a whole number of at least 1; ``pretrained_checkpoint`` is an earlier output.
         PermissionError: a folder is not writable.
-        ValueError: ``pretrained_checkpoint`` is one of the earlier outputs that would be moved.
+        RuntimeError: another process trains in ``ckpt_dir``.
     """
-    return on_rank0(_prepare_training_run, ckpt_dir, output_dir, resume, pretrained_checkpoint)
+    return on_rank0(_prepare_training_run, ckpt_dir, output_dir, resume, pretrained_checkpoint, max_epochs)
 
 
 def _prepare_training_run(
-    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None
+    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None,
+    max_epochs: Any = 1,
 ) -> str:
     """:func:`prepare_training_run` in one process."""
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"--max_epochs {max_epochs!r}: give a whole number of epochs, 1 or more. Nothing was run.")
     _check_writable(ckpt_dir, "checkpoint")
+    _lock(ckpt_dir)
     _check_writable(output_dir, "output")
     if resume:
         return _latest_run_name(output_dir) or _new_run_name(output_dir)
-    earlier = _earlier_outputs(ckpt_dir, output_dir)
     if pretrained_checkpoint and any(
         os.path.exists(pretrained_checkpoint) and os.path.samefile(pretrained_checkpoint, p)
-        for _, p in earlier if os.path.isfile(p)
+        for _, p in _earlier_outputs(ckpt_dir, output_dir) if os.path.isfile(p)
     ):
         raise ValueError(
             f"pretrained_checkpoint {pretrained_checkpoint} is the output of an earlier run in {ckpt_dir}, which a new "
             "run moves aside: copy it out of that folder first and point pretrained_checkpoint at the copy"
         )
-    name = _new_run_name(output_dir)
-    if earlier:
-        previous = _latest_run_name(output_dir) or f"before-{name[len('run-'):]}"
-        archive, n = previous, 1
-        while any(os.path.exists(os.path.join(folder, PREVIOUS_RUNS, archive)) for folder, _ in earlier):
-            n += 1
-            archive = f"{previous}-{n}"
-        moved = []
-        for folder, path in earlier:
-            target = os.path.join(folder, PREVIOUS_RUNS, archive)
-            os.makedirs(target, exist_ok=True)
-            shutil.move(path, os.path.join(target, os.path.basename(path)))
-            moved.append(os.path.join(target, os.path.basename(path)))
-        logger.warning(
-            f"this is a new run (resume false) in folders that hold an earlier run's outputs: moved {len(moved)} of "
-            f"them aside, to {sorted({os.path.dirname(m) for m in moved})} (to continue that run instead, move them "
-            "back and add --resume True; delete the folder when you no longer need it)"
-        )
-    return name
+    return _new_run_name(output_dir)
+
+
+def move_earlier_run_aside(engine: Any, ckpt_dir: str, output_dir: str, run_name: str) -> None:
+    """Move the outputs of an earlier run in these folders (``model.pt``, ``checkpoint_*.pt``, ``val_metrics.csv``,
+    ``evaluation/``) to ``<folder>/previous_runs/<its run name>/``, with a warning that says where: a new run never
+    replaces a trained model. An ``Events.STARTED`` handler of the trainer (``engine``), attached after the checkpoint
+    loaders: by then every input was read and every check passed, so a run refused before it trains moves nothing.
+    Only rank 0 of a distributed run moves; archives are never overwritten."""
+    earlier = _earlier_outputs(ckpt_dir, output_dir)
+    if not earlier or not is_rank0():
+        return
+    previous = _latest_run_name(output_dir, other_than=run_name) or f"before-{run_name[len('run-'):]}"
+    archive, n = previous, 1
+    while any(os.path.exists(os.path.join(folder, PREVIOUS_RUNS, archive)) for folder, _ in earlier):
+        n += 1
+        archive = f"{previous}-{n}"
+    moved = []
+    for folder, path in earlier:
+        target = os.path.join(folder, PREVIOUS_RUNS, archive)
+        os.makedirs(target, exist_ok=True)
+        shutil.move(path, os.path.join(target, os.path.basename(path)))
+        moved.append(os.path.join(target, os.path.basename(path)))
+    logger.warning(
+        f"this is a new run (resume false) in folders that hold an earlier run's outputs: moved {len(moved)} of "
+        f"them aside, to {sorted({os.path.dirname(m) for m in moved})} (to continue that run instead, move them "
+        "back and add --resume True; delete the folder when you no longer need it)"
+    )
 
 
 def reuse_freed_memory(enabled: bool = True) -> bool:

@@ -33,8 +33,8 @@ import sys
 from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
+from unext_monai.checkpoint import load_checkpoint_file
 from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
-from unext_monai.io import load_checkpoint_file
 from unext_monai.release.card import packaged_sections, render_card
 from unext_monai.release.checks import (
     ReleaseError,
@@ -134,6 +134,26 @@ def _same_weights(pt_file: str, weights: dict) -> bool:
         for k, v in weights.items())
 
 
+def _check_output_apart(output: str, bundle_root: str, train_dir: str, ckpt_dir: str) -> None:
+    """Refuse an output that is or contains the bundle root, the training folder or the checkpoint's folder, or lies
+    inside the bundle root (but for its ``bundle/`` folder of releases) or the training folder: replacing it would
+    delete what the release is made from (the repository and its ``.git``, the run, its checkpoints, earlier
+    releases). A release beside its checkpoint (``X/model.pt``, ``X/bundle/<name>``) is fine."""
+    def within(path: str, folder: str) -> bool:
+        return os.path.commonpath([path, folder]) == folder
+
+    output = os.path.realpath(output)
+    releases = os.path.realpath(os.path.join(bundle_root, "bundle"))
+    for what, folder, or_inside in (("the bundle root", bundle_root, True), ("the training folder", train_dir, True),
+                                     ("the checkpoint's folder", ckpt_dir, False)):
+        folder = os.path.realpath(folder)
+        inside = or_inside and within(output, folder) and not within(os.path.dirname(output), releases)
+        if within(folder, output) or inside:
+            raise ReleaseError(f"--output {output} is, contains or lies inside {what} {folder}: choose an output "
+                               "apart from it (default: <bundle_root>/bundle/<name>; copy a checkpoint out of the "
+                               "output first)")
+
+
 def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -160,7 +180,8 @@ def release(
         bundle_root: the repository (``configs/``, ``docs/README.md``, ``LICENSE``; ``models/model.pt`` unless
             ``ckpt`` is given).
         name: the release's folder name (letters, digits, ``.``, ``_``, ``-``).
-        output: the folder to create; default ``<bundle_root>/bundle/<name>``.
+        output: the folder to create; default ``<bundle_root>/bundle/<name>``. Never one that would delete what the
+            release is made from (see :func:`_check_output_apart`).
         ckpt: the trained checkpoint; default ``<bundle_root>/models/model.pt``.
         dataset: the training data set (a name of :data:`~unext_monai.release.datasets.DATASET_CARDS`); default the
             one in ``<train_dir>/split.json``.
@@ -202,6 +223,7 @@ def release(
     tidy_build_leftovers(output)  # a release whose replacement was killed midway is back before it is looked at
     if os.path.exists(output) and not overwrite:
         raise ReleaseError(f"{output} exists: pass --overwrite to replace it")
+    _check_output_apart(output, bundle_root, train_dir or os.path.join(bundle_root, "eval"), os.path.dirname(ckpt))
     previous_meta = None
     if os.path.isfile(os.path.join(output, "configs", "metadata.json")):
         with open(os.path.join(output, "configs", "metadata.json"), encoding="utf-8") as f:

@@ -78,23 +78,26 @@ def load_metrics(path: str | None) -> dict[str, float | int] | None:
     import json
     import math
 
-    if path.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = [r for r in csv.reader(f) if len(r) == 2]
-        values: dict = {}
-        for name, value in rows:
-            try:
-                values[name] = float(value)
-            except ValueError:
-                continue
-        per_image = os.path.join(os.path.dirname(path), "val_mean_dice_raw.csv")
-        if os.path.isfile(per_image):
-            with open(per_image, encoding="utf-8", newline="") as f:
-                values["n_images"] = sum(1 for _ in csv.DictReader(f))
-    else:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-    metrics = {k: v for k, v in values.items()
+    try:
+        if path.endswith(".csv"):
+            with open(path, encoding="utf-8", newline="") as f:
+                rows = [r for r in csv.reader(f) if len(r) == 2]
+            values: dict = {}
+            for name, value in rows:
+                try:
+                    values[name] = float(value)
+                except ValueError:
+                    continue
+            per_image = os.path.join(os.path.dirname(path), "val_mean_dice_raw.csv")
+            if os.path.isfile(per_image):
+                with open(per_image, encoding="utf-8", newline="") as f:
+                    values["n_images"] = sum(1 for _ in csv.DictReader(f))
+        else:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not an evaluation's metrics.csv nor a JSON file of metrics ({e})") from None
+    metrics = {k: v for k, v in (values.items() if isinstance(values, dict) else ())
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     if not metrics:
         raise ValueError(f"{path}: no numeric metrics")

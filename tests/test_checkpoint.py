@@ -12,21 +12,13 @@ import pytest
 import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigWorkflow
-from monai.handlers import CheckpointLoader
 
 from unext_monai import UNEXT_S_FEATURES, UNeXt
-from unext_monai.checkpoint import (
-    AtomicCheckpointSaver,
-    ModelCheckpointLoader,
-    check_model_state,
-    describe_unext_state,
-    load_checkpoint_file,
-)
+from unext_monai.checkpoint import AtomicCheckpointSaver, NamedCheckpointLoader, load_checkpoint_file
 from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-LOADER = "unext_monai.checkpoint.ModelCheckpointLoader"
 
 
 def messages(exc: BaseException) -> str:
@@ -38,7 +30,7 @@ def messages(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
-def load_into(net: torch.nn.Module, path: Path, loader_cls=ModelCheckpointLoader, **load_dict) -> None:
+def load_into(net: torch.nn.Module, path: Path, loader_cls=NamedCheckpointLoader, **load_dict) -> None:
     engine = Engine(lambda e, b: None)
     loader_cls(load_path=str(path), load_dict=load_dict or {"model": net}).attach(engine)
     engine.run([0], max_epochs=1)
@@ -46,19 +38,6 @@ def load_into(net: torch.nn.Module, path: Path, loader_cls=ModelCheckpointLoader
 
 def small(in_channels: int = 3, out_channels: int = 1, **kw) -> UNeXt:
     return UNeXt(2, in_channels, out_channels, features=UNEXT_S_FEATURES, **kw)
-
-
-def test_describe_and_load_matching_checkpoint(tmp_path):
-    src = small(1, 2, mlp_ratio=2.0)
-    assert describe_unext_state(src.state_dict()) == {
-        "spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": UNEXT_S_FEATURES, "mlp_ratio": 2.0,
-        "deep_supervision": False,
-    }
-    assert describe_unext_state({"weight": torch.zeros(3)}) is None
-    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "ddp.pt")  # DataParallel prefix
-    dst = small(1, 2, mlp_ratio=2.0)
-    load_into(dst, tmp_path / "ddp.pt")
-    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
 
 
 def test_zero_negligible_weights_clears_only_tiny_floats():
@@ -83,102 +62,59 @@ def test_zero_negligible_weights_in_a_process_that_flushes_subnormals():
     assert weights.view(torch.int32).tolist() == [0, 0, 0]
 
 
-def test_loaded_weights_lose_their_negligible_values_and_keep_their_outputs(tmp_path):
-    """Weight decay leaves units that stopped learning with weights far below 1e-30, which make float32 inference
-    on CPUs many times slower: the loader sets them to 0, and the network computes what it computed before."""
-    torch.manual_seed(0)
-    state = small().state_dict()
-    fc1 = state["down_4.block.mlp.fc1.weight"]
-    fc1[:4] = torch.randn_like(fc1[:4]).sign() * torch.logspace(-45, -31, fc1[:4].numel()).view_as(fc1[:4])
-    state["down_4.block.mlp.fc1.bias"][:4] = -3e-39  # four switched-off units
-    torch.save(state, tmp_path / "model.pt")
-    as_saved = small().eval()
-    as_saved.load_state_dict(state)
-    loaded = small().eval()
-    load_into(loaded, tmp_path / "model.pt")
-    assert zero_negligible_weights(loaded.state_dict().values()) == 0
-    assert not loaded.down_4.block.mlp.fc1.weight[:4].any() and not loaded.down_4.block.mlp.fc1.bias[:4].any()
-    assert torch.equal(loaded.down_4.block.mlp.fc1.weight[4:], fc1[4:])
-    x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), as_saved(x), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "ckpt_kw, net_kw, expected",
-    [
-        ({"in_channels": 1}, {"in_channels": 3},
-         "checkpoint is for a network with in_channels=1, out_channels=1, features=(8, 16, 32, 64, 128) but the "
-         "bundle's network_def has in_channels=3, out_channels=1, features=(8, 16, 32, 64, 128); set network_def to "
-         "match or use another checkpoint"),
-        ({"out_channels": 3}, {}, "out_channels=3"),
-        ({"features": (16, 32, 128, 160, 256)}, {},
-         "features=(16, 32, 128, 160, 256) but the bundle's network_def has in_channels=3, out_channels=1, "
-         "features=(8, 16, 32, 64, 128)"),
-        ({"in_channels": 1}, {"deep_supervision": True},
-         "in_channels=1, out_channels=1, features=(8, 16, 32, 64, 128), deep_supervision=False but the bundle's "
-         "network_def has in_channels=3, out_channels=1, features=(8, 16, 32, 64, 128), deep_supervision=True"),
-    ],
-)
-def test_other_architecture_is_named(tmp_path, ckpt_kw, net_kw, expected):
+@pytest.mark.parametrize("ckpt_kw, net_kw, names", [
+    ({"in_channels": 1}, {"in_channels": 3}, ["down_1.conv.weight"]),
+    ({"out_channels": 3}, {}, ["final_conv.weight"]),
+    ({"features": (16, 32, 128, 160, 256)}, {}, ["down_1.conv.weight"]),
+])
+def test_a_checkpoint_of_another_network_is_refused_naming_the_file_and_the_layers(tmp_path, ckpt_kw, net_kw, names):
     kw = {"features": UNEXT_S_FEATURES, **ckpt_kw}
     torch.save(UNeXt(2, kw.pop("in_channels", 3), kw.pop("out_channels", 1), **kw).state_dict(), tmp_path / "m.pt")
     with pytest.raises(ValueError) as err:
         load_into(small(**net_kw), tmp_path / "m.pt")
-    assert str(tmp_path / "m.pt") in str(err.value)
-    assert expected in str(err.value)
+    assert str(tmp_path / "m.pt") in str(err.value) and all(n in str(err.value) for n in names)
 
 
-def test_deep_supervision_heads_are_dropped_for_inference(tmp_path):
+def test_deep_supervision_heads_are_dropped_for_inference_and_started_afresh_for_fine_tuning(tmp_path):
     src = small(deep_supervision=True)
     torch.save({"model": src.state_dict(), "optimizer": {}}, tmp_path / "checkpoint_epoch=3.pt")
     dst = small()
     load_into(dst, tmp_path / "checkpoint_epoch=3.pt")  # a full training checkpoint serves inference too
     assert torch.equal(dst.final_conv.weight, src.final_conv.weight)
-
-
-def test_fine_tuning_with_deep_supervision_starts_the_heads_from_their_initial_weights(tmp_path):
-    src = small()  # released weights: the inference network, no heads
-    torch.save(src.state_dict(), tmp_path / "model.pt")
-    dst = small(deep_supervision=True)
-    heads = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("heads.")}
-    load_into(dst, tmp_path / "model.pt")
-    assert torch.equal(dst.final_conv.weight, src.final_conv.weight)
-    assert heads and all(torch.equal(dst.state_dict()[k], v) for k, v in heads.items())
+    torch.save(dst.state_dict(), tmp_path / "model.pt")  # released weights: the inference network, no heads
+    tuned = small(deep_supervision=True)
+    heads = {k: v.clone() for k, v in tuned.state_dict().items() if k.startswith("heads.")}
+    load_into(tuned, tmp_path / "model.pt")
+    assert torch.equal(tuned.final_conv.weight, src.final_conv.weight)
+    assert heads and all(torch.equal(tuned.state_dict()[k], v) for k, v in heads.items())
 
 
 def test_not_a_unext_checkpoint(tmp_path):
     torch.save(torch.nn.Conv2d(3, 8, 3).state_dict(), tmp_path / "conv.pt")
-    with pytest.raises(ValueError, match=r"conv\.pt: not a UNeXt checkpoint \(no down_1\.conv\.weight.*it holds 2 "
-                                         r"entries such as \['weight', 'bias'\]\)"):
+    with pytest.raises(ValueError, match=r"conv\.pt"):
         load_into(small(), tmp_path / "conv.pt")
-    reference = {"encoder1.weight": torch.zeros(16, 3, 3, 3), "patch_embed3.proj.weight": torch.zeros(1),
-                 "final.weight": torch.zeros(1, 16, 1, 1)}
+    reference = {"encoder1.weight": torch.zeros(16, 3, 3, 3), "final.weight": torch.zeros(1, 16, 1, 1)}
     torch.save(reference, tmp_path / "ref.pt")
-    with pytest.raises(ValueError, match=r"ref\.pt: a UNeXt-pytorch \(archs\.UNext\) checkpoint.*from_unext_pytorch"):
+    with pytest.raises(ValueError, match=r"ref\.pt.*from_unext_pytorch"):
         load_into(small(), tmp_path / "ref.pt")
-    with pytest.raises(ValueError, match="does not fit the bundle's network Linear: missing 2 key"):
-        check_model_state(torch.nn.Linear(2, 2), {"x": torch.zeros(1)}, "x.pt")
 
 
 def test_damaged_files_are_named(tmp_path):
     net = small()
-    with pytest.raises(FileNotFoundError, match=r"nothing\.pt: checkpoint file not found"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.pt"):
         load_checkpoint_file(tmp_path / "nothing.pt")
-    (tmp_path / "empty.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"empty\.pt: checkpoint file is empty \(0 bytes\)"):
-        load_into(net, tmp_path / "empty.pt")
     torch.save(net.state_dict(), tmp_path / "full.pt")
     data = (tmp_path / "full.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"cut\.pt: cannot be read as a PyTorch checkpoint \(truncated, corrupt"):
-        load_into(net, tmp_path / "cut.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(ValueError, match=r"text\.pt: not a PyTorch checkpoint"):
-        load_into(net, tmp_path / "text.pt")
-    torch.save(net.state_dict(), tmp_path / "model.pt")
-    with pytest.raises(ValueError, match=r"model\.pt: the checkpoint has no \['model', 'optimizer'\] \(it is a model-"
-                                         r"only state dict, as model\.pt\); resuming training needs"):
+    for name in ("empty.pt", "cut.pt", "text.pt"):
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            load_into(net, tmp_path / name)
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            load_checkpoint_file(tmp_path / name)
+    torch.save(net.state_dict(), tmp_path / "model.pt")  # resuming needs more than a model-only state dict
+    with pytest.raises(ValueError, match=r"model\.pt"):
         load_into(net, tmp_path / "model.pt", model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
 
 
@@ -192,56 +128,36 @@ class _Payload:
         return os.mkdir, (self.path,)
 
 
-@pytest.mark.parametrize("loader_cls", [ModelCheckpointLoader, CheckpointLoader], ids=["ours", "monai"])
-def test_malicious_pickle_is_refused_without_running(tmp_path, loader_cls):
+def test_malicious_pickle_is_refused_without_running(tmp_path):
     state = small().state_dict()
     probe = tmp_path / "probe_marker"
     torch.save({**state, "x": _Payload(str(probe))}, tmp_path / "probe.pt")
     torch.load(tmp_path / "probe.pt", weights_only=False)  # the payload really runs when unpickled unsafely
     assert probe.is_dir()
-
     marker = tmp_path / "marker"
     torch.save({**state, "x": _Payload(str(marker))}, tmp_path / "evil.pt")
-    with pytest.raises(Exception) as err:
-        load_into(small(), tmp_path / "evil.pt", loader_cls=loader_cls)
+    for load in (lambda: load_into(small(), tmp_path / "evil.pt"), lambda: load_checkpoint_file(tmp_path / "evil.pt")):
+        with pytest.raises(ValueError, match=r"evil\.pt"):
+            load()
     assert not marker.exists(), "loading the checkpoint ran code from it"
-    if loader_cls is ModelCheckpointLoader:
-        assert "evil.pt: refusing to load: the file holds Python objects other than tensors" in str(err.value)
 
 
-def _bundle_with_model(tmp_path: Path, net: torch.nn.Module) -> Path:
-    root = tmp_path / "bundle"
-    (root / "models").mkdir(parents=True)
-    torch.save(net.state_dict(), root / "models" / "model.pt")
+def test_inference_config_names_a_checkpoint_of_another_network(tmp_path):
     from PIL import Image
 
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    torch.save(UNeXt(2, 1, 1).state_dict(), root / "models" / "model.pt")
     (root / "in").mkdir()
     Image.new("RGB", (40, 30), (90, 120, 150)).save(root / "in" / "a.png")
-    return root
-
-
-def test_inference_config_with_the_loader(tmp_path):
-    """inference.json with ``handlers#0#_target_`` switched to the loader: a 1-channel checkpoint is refused, named."""
-    root = _bundle_with_model(tmp_path, UNeXt(2, 1, 1))
     wf = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"),
                         workflow_type="infer", bundle_root=str(root), input_path=str(root / "in"),
-                        output_dir=str(root / "out"), spatial_size=[64, 64], **{"handlers#0#_target_": LOADER})
+                        output_dir=str(root / "out"), spatial_size=[64, 64])
     wf.initialize()
     with pytest.raises(Exception) as err:
         wf.run()
-    text = messages(err.value)
-    assert f"{root / 'models' / 'model.pt'}: checkpoint is for a network with in_channels=1, out_channels=1, " \
-           "features=(16, 32, 128, 160, 256) but the bundle's network_def has in_channels=3" in text
+    assert str(root / "models" / "model.pt") in messages(err.value)
     assert not (root / "out" / "a_mask.png").exists()
-
-    root.joinpath("models", "model.pt").unlink()
-    torch.save(UNeXt(2, 3, 1).state_dict(), root / "models" / "model.pt")
-    wf = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"),
-                        workflow_type="infer", bundle_root=str(root), input_path=str(root / "in"),
-                        output_dir=str(root / "out"), spatial_size=[64, 64], **{"handlers#0#_target_": LOADER})
-    wf.initialize()
-    wf.run()
-    assert (root / "out" / "a_mask.png").is_file()
 
 
 # --- writing: a real SIGKILL in the middle of torch.save -------------------------------------------------------------
@@ -380,7 +296,7 @@ def test_a_failed_save_names_the_checkpoint_and_keeps_the_previous_one(tmp_path,
     monkeypatch.setattr(torch, "save", save)
     with pytest.raises(OSError) as err:
         engine.run([0], max_epochs=3)
-    assert str(tmp_path / "model_epoch=2.pt") in str(err.value) and "no space left" in str(err.value)
+    assert str(tmp_path / "model_epoch=2.pt") in str(err.value)
     assert [f.name for f in tmp_path.iterdir()] == ["model_epoch=1.pt"]  # kept, and no temporary file left
     torch.load(tmp_path / "model_epoch=1.pt", weights_only=True)
 
@@ -390,4 +306,4 @@ def test_a_file_that_is_no_pickle_is_not_called_a_pickle_that_holds_code(tmp_pat
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError) as err:
             load_into(small(), tmp_path / name)
-        assert f"{tmp_path / name}: not a PyTorch checkpoint" in str(err.value), str(err.value)
+        assert str(tmp_path / name) in str(err.value) and "code" not in str(err.value), str(err.value)

@@ -1,4 +1,4 @@
-"""Distributed training: one process prepares, CPU SyncBatchNorm, two nodes on loopback, a dead node, DDP metrics."""
+"""Distributed training: one process prepares, two nodes on loopback, a dead node, DDP metrics."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 import unext_monai.distributed
-from unext_monai.distributed import SyncBatchNorm, end_process_group, on_rank0, with_sync_batchnorm
+from unext_monai.distributed import end_process_group, on_rank0
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -56,49 +56,6 @@ def _run_in_two_processes(fn) -> dict:
     for p in procs:
         p.join(timeout=60)
     return results
-
-
-def _sync_bn_step(rank: int) -> dict:
-    torch.manual_seed(0)
-    x = torch.randn(4, 3, 5, 6)[rank * 2: rank * 2 + 2].clone().requires_grad_(True)
-    bn = with_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
-    bn[0].weight.data = torch.tensor([1.0, 2.0, 0.5])
-    y = bn(x)
-    (y * y).sum().backward()
-    return {"y": y.detach(), "dx": x.grad, "dw": bn[0].weight.grad, "db": bn[0].bias.grad,
-            "mean": bn[0].running_mean, "var": bn[0].running_var, "type": type(bn[0]).__name__}
-
-
-def test_sync_batchnorm_on_cpu_equals_batchnorm_over_the_whole_batch() -> None:
-    results = _run_in_two_processes(_sync_bn_step)
-    for r in results.values():
-        assert not isinstance(r, Exception), r
-    torch.manual_seed(0)
-    x = torch.randn(4, 3, 5, 6).requires_grad_(True)
-    bn = torch.nn.BatchNorm2d(3)
-    bn.weight.data = torch.tensor([1.0, 2.0, 0.5])
-    y = bn(x)
-    (y * y).sum().backward()
-    assert results[0]["type"] == "SyncBatchNorm"
-    assert torch.allclose(torch.cat([results[0]["y"], results[1]["y"]]), y.detach(), atol=1e-5)
-    assert torch.allclose(torch.cat([results[0]["dx"], results[1]["dx"]]), x.grad, atol=1e-4)
-    assert torch.allclose(results[0]["dw"] + results[1]["dw"], bn.weight.grad, atol=1e-4)  # DDP sums, then averages
-    assert torch.allclose(results[0]["db"] + results[1]["db"], bn.bias.grad, atol=1e-4)
-    assert torch.allclose(results[0]["mean"], bn.running_mean, atol=1e-6)
-    assert torch.allclose(results[1]["var"], bn.running_var, atol=1e-5)
-
-
-def test_sync_batchnorm_keeps_the_state_dict_and_is_plain_outside_a_group() -> None:
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
-    net[1].running_mean += 3
-    before = net.state_dict()
-    synced = with_sync_batchnorm(net)
-    assert isinstance(synced[1], SyncBatchNorm)
-    assert all(torch.equal(before[k], v) for k, v in synced.state_dict().items())
-    x = torch.rand(2, 1, 8, 8)
-    assert torch.allclose(synced(x), torch.nn.functional.batch_norm(
-        net[0](x), None, None, synced[1].weight, synced[1].bias, True), atol=1e-6)
-    assert with_sync_batchnorm(net, enabled=False) is net
 
 
 def _failing_step(rank: int) -> str:

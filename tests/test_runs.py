@@ -3,7 +3,6 @@ earlier runs kept."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ def test_known_overrides_pass() -> None:
                                    ["--flush_denormal", "no"]])
 def test_true_false_entries_take_only_true_or_false(given: list[str]) -> None:
     # python-fire passes `false` on as the text 'false', which counts as true: --resume false would resume
-    with pytest.raises(ValueError, match="write True or False. Nothing was run.") as err:
+    with pytest.raises(ValueError) as err:
         check_command_line(argv(*given))
     assert f"--{given[0].lstrip('-').partition('=')[0]} " in str(err.value)
 
@@ -41,16 +40,16 @@ def test_true_false_entries_take_only_true_or_false(given: list[str]) -> None:
 @pytest.mark.parametrize(
     "given, expected",
     [
-        (["--max_epoch", "2"], "--max_epoch (did you mean --max_epochs?)"),
-        (["--learning-rat=0.1"], "--learning_rat (did you mean --learning_rate?)"),
-        (["--train#trainer#max_epoch", "2"], "--train#trainer#max_epoch (did you mean --train#trainer#max_epochs?)"),
-        (["--no_such_thing"], "--no_such_thing. Nothing was run."),
+        (["--max_epoch", "2"], ["--max_epoch ", "--max_epochs?"]),
+        (["--learning-rat=0.1"], ["--learning_rat ", "--learning_rate?"]),
+        (["--train#trainer#max_epoch", "2"], ["--train#trainer#max_epoch ", "--train#trainer#max_epochs?"]),
+        (["--no_such_thing"], ["--no_such_thing "]),
     ],
 )
-def test_unknown_overrides_are_named_with_the_nearest_key(given: list[str], expected: str) -> None:
-    with pytest.raises(ValueError, match="unknown override") as err:
+def test_unknown_overrides_are_named_with_the_nearest_key(given: list[str], expected: list[str]) -> None:
+    with pytest.raises(ValueError) as err:
         check_command_line(argv(*given))
-    assert expected in str(err.value)
+    assert all(e in str(err.value) for e in expected)
 
 
 def test_other_command_lines_are_not_checked() -> None:
@@ -61,7 +60,7 @@ def test_other_command_lines_are_not_checked() -> None:
 def test_unwritable_folder_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(PermissionError, match="the output folder is not writable"):
+    with pytest.raises(PermissionError, match=str(blocker / "eval")):
         prepare_training_run(str(tmp_path / "models"), str(blocker / "eval"))
 
 
@@ -80,7 +79,7 @@ def test_one_training_per_checkpoint_folder_until_the_first_process_dies(tmp_pat
          str(models), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline() == "ready\n"
-        with pytest.raises(RuntimeError, match=f"in use by another training \\(process {first.pid},"):
+        with pytest.raises(RuntimeError, match=f"process {first.pid}"):
             prepare_training_run(str(models), str(out))
     finally:
         first.send_signal(signal.SIGKILL)
@@ -105,14 +104,12 @@ def test_earlier_outputs_are_moved_aside_at_the_start_and_resume_keeps_the_run_n
     assert prepare_training_run(str(models), str(out), resume=True) == first
     assert (models / "model.pt").read_bytes() == b"best"  # a resumed run keeps its files
 
-    with pytest.raises(ValueError, match="copy it out of that folder first"):
+    with pytest.raises(ValueError, match=str(models / "model.pt")):
         prepare_training_run(str(models), str(out), pretrained_checkpoint=str(models / "model.pt"))
     second = prepare_training_run(str(models), str(out))
     assert second != first and (models / "model.pt").read_bytes() == b"best"  # nothing moved before the start
-    with caplog.at_level(logging.WARNING, logger="unext_monai"):
-        (out / "tensorboard" / second).mkdir()
-        move_earlier_run_aside(None, str(models), str(out), second)
-    assert "moved 3 of them aside" in caplog.text
+    (out / "tensorboard" / second).mkdir()
+    move_earlier_run_aside(None, str(models), str(out), second)
     assert (models / PREVIOUS_RUNS / first / "model.pt").read_bytes() == b"best"
     assert (models / PREVIOUS_RUNS / first / "checkpoint_epoch=3.pt").read_bytes() == b"resumable"
     assert (out / PREVIOUS_RUNS / first / "val_metrics.csv").is_file()

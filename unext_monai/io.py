@@ -1,4 +1,4 @@
-"""The package's small file jobs: atomic writes, weights-only loading, file stems.
+"""The package's small file jobs: atomic writes and file stems.
 
 Every file the package writes (checkpoints, splits, metrics, masks, reports, exports) goes through
 :func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
@@ -14,17 +14,13 @@ import glob
 import json
 import logging
 import os
-import pickle
 import tempfile
 from typing import Any, Callable
-
-import torch
 
 __all__ = [
     "write_atomic",
     "write_json_atomic",
     "umask_mode",
-    "load_checkpoint_file",
     "NIFTI_SUFFIXES",
     "file_stem",
 ]
@@ -95,43 +91,6 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
-
-    Only tensors, numbers, strings and plain containers are unpickled: a file holding any other Python object is
-    refused before anything in it runs.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is empty, truncated, not a PyTorch file, or holds objects other than tensors and
-            plain containers.
-    """
-    name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise FileNotFoundError(f"{name}: checkpoint file not found")
-    if os.path.getsize(name) == 0:
-        raise ValueError(f"{name}: checkpoint file is empty (0 bytes)")
-    try:
-        return torch.load(name, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{name}: refusing to load: the file holds Python objects other than tensors and plain containers, and "
-            f"loading them could run code from the file ({_first_sentence(e)}). Load it only if you trust its source, "
-            "and re-save just the state dict (torch.save(model.state_dict(), path))."
-        ) from None
-    except Exception as e:
-        raise ValueError(
-            f"{name}: cannot be read as a PyTorch checkpoint (truncated, corrupt or not a .pt file): "
-            f"{_first_sentence(e)}"
-        ) from None
-
-
-def _first_sentence(e: BaseException) -> str:
-    """The exception's type and the first sentence of its message's first line, for a one-line error."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text.split('. ')[0]}" if text else type(e).__name__
 
 
 def file_stem(path: str | os.PathLike) -> str:

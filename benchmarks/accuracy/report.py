@@ -78,12 +78,11 @@ def overlays(title: str, weights: str, cases: list[dict], out_png: str) -> None:
     from scipy.ndimage import binary_erosion
 
     from unext_monai import UNeXt
-    from unext_monai.checkpoint import check_model_state
-    from unext_monai.io import load_checkpoint_file
+    from unext_monai.checkpoint import load_checkpoint_file
     from unext_monai.transforms import LoadMaskd
 
     net = UNeXt(2, 3, 1).eval()  # the inference network: a run's deep-supervision heads are left out
-    net.load_state_dict(check_model_state(net, load_checkpoint_file(weights, map_location="cpu"), weights))
+    net.load_state_dict(load_checkpoint_file(weights, map_location="cpu"))
     fig, axes = plt.subplots(1, len(cases), figsize=(3 * len(cases), 3.2))
     for ax, case in zip(np.atleast_1d(axes), cases):
         rgb = np.asarray(Image.open(case["image"]).convert("RGB"))

@@ -16,12 +16,13 @@ import torch
 from monai.bundle import ConfigParser
 
 from unext_monai.networks.nets import UNeXt
-from unext_monai.networks.nets.unext_conv_stages import ConvStagesUNeXt
 from unext_monai.runs import check_command_line
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import compare  # noqa: E402
+
+from benchmarks.compare_networks import ConvStagesUNeXt  # noqa: E402
 
 OVERLAYS = sorted(p.stem for p in (ROOT / "configs" / "compare").glob("*.json"))
 BUNDLE_MAIN = os.path.join(os.path.dirname(monai.__file__), "bundle", "__main__.py")

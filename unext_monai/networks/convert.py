@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import torch
 
-from unext_monai.io import load_checkpoint_file
+from unext_monai.checkpoint import load_checkpoint_file
 from unext_monai.networks.nets.unext import UNeXt
 
 __all__ = ["from_unext_pytorch", "convert_unext_pytorch_state_dict"]

@@ -334,7 +334,7 @@ def test_evaluation_and_inference_refuse_false_as_a_text(configs, args, tmp_path
            *args, "--tta", "false"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "--tta false" in result.stdout + result.stderr
+    assert "--tta false" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "eval").exists()
 
 

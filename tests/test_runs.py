@@ -79,7 +79,7 @@ def test_one_training_per_checkpoint_folder_until_the_first_process_dies(tmp_pat
          str(models), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline() == "ready\n"
-        with pytest.raises(RuntimeError, match=f"process {first.pid}"):
+        with pytest.raises(BlockingIOError, match=f"process {first.pid}"):
             prepare_training_run(str(models), str(out))
     finally:
         first.send_signal(signal.SIGKILL)

@@ -18,8 +18,8 @@ from typing import Any
 
 from unext_monai.distributed import is_rank0, on_rank0
 
-__all__ = ["check_command_line", "prepare_training_run", "move_earlier_run_aside", "latest_checkpoint",
-           "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
+__all__ = ["check_command_line", "plain_errors", "prepare_training_run", "move_earlier_run_aside",
+           "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -33,6 +33,22 @@ _held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) un
 def _keys(config: Any, prefix: str = "") -> list[str]:
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
     return [k for key, value in items for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}#"))]
+
+
+def plain_errors() -> None:
+    """End a run that fails on its input or settings (a ``ValueError`` or ``OSError`` anywhere in the chain) with that
+    message as the last lines it prints, not the tracebacks MONAI's config parser wraps it in ("Failed to evaluate
+    ConfigExpression"); any other error keeps its traceback. Python's ``sys.excepthook``, set for this process."""
+
+    def hook(kind: type, error: BaseException, tb: Any) -> None:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, (ValueError, OSError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return sys.__excepthook__(kind, error, tb)
+        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
+
+    sys.excepthook = hook
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:
@@ -109,9 +125,9 @@ def _lock(ckpt_dir: str) -> None:
     except OSError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise RuntimeError(f"{ckpt_dir} is in use by another training (process {holder}): one training per checkpoint "
-                           "folder. Nothing was changed; wait for it to end, or give this run another --bundle_root.") \
-            from None
+        raise BlockingIOError(f"{ckpt_dir} is in use by another training (process {holder}): one training per "
+                              "checkpoint folder. Nothing was changed; wait for it to end, or give this run another "
+                              "--bundle_root.") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held_locks[path] = fd
@@ -126,7 +142,7 @@ def prepare_training_run(ckpt_dir: str, output_dir: str, resume: bool = False, p
     alone does this in a distributed run; every rank gets the name.
 
     Raises:
-        ValueError, PermissionError, RuntimeError: naming the setting, folder or process.
+        ValueError, PermissionError, BlockingIOError: naming the setting, folder or process.
     """
     return on_rank0(_prepare, ckpt_dir, output_dir, resume, pretrained_checkpoint, max_epochs)
 

@@ -1,6 +1,6 @@
 """Sizes of the paper's UNeXt in 2D and of its 3D variant: parameters and multiply-adds, and one forward pass each.
 
-Run ``python -m unext_monai.demo``.
+Run ``python benchmarks/sizes.py``.
 """
 
 from __future__ import annotations

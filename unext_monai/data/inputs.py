@@ -218,9 +218,11 @@ class InferenceReport:
                         entry.update(status="failed", error="not segmented: the run stopped before this input")
         self.write(status, None if error is None else (error if isinstance(error, str) else _one_line(error)))
         counts = self.counts()
+        empty = sum(1 for e in self._entries.values() if e.get("lesion_pixels") == 0)
         log = logger.info if status == "completed" else logger.error
         log(f"inference {status}: {counts['segmented']} of {counts['total']} file(s) segmented into "
-            f"{self._head['output']}, {counts['skipped']} skipped, {counts['failed']} failed; report: {self.path}")
+            f"{self._head['output']} ({empty} with no lesion found), {counts['skipped']} skipped, {counts['failed']} "
+            f"failed; report: {self.path}")
         return counts
 
     def attach(self, engine: Any) -> None:

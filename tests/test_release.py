@@ -23,45 +23,60 @@ from unext_monai.release import main as release_main
 from unext_monai.release.card import SECTION, render_card
 from unext_monai.release.configs import packaged_configs, zoo_json
 from unext_monai.release.metadata import required_packages
-from unext_monai.release.vendor import rewrite_config, vendored_files
+from unext_monai.release.vendor import vendored_files
 
 ZOO_SECTIONS = ["# Model Overview", "## Data", "## Training configuration", "### Input", "### Output",
                 "## Performance", "## MONAI Bundle Commands", "## References", "## License"]
 
 
-def _json_configs(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "metadata.json"]
+def _config_texts(folder: Path) -> list[str]:
+    return [p.read_text() for p in sorted(folder.glob("*.json")) if p.name != "metadata.json"]
 
 
 # ---- fast: the pieces -------------------------------------------------------------------------------------------
 
 
-def test_packaged_train_config_merges_its_overlay_and_prepares_nothing_at_initialize():
-    configs = packaged_configs(str(REPO / "configs"), "isic2018", overlays=("isic2018", "busi", "demo"))
-    assert sorted(configs) == ["evaluate.json", "inference.json", "logging.conf", "multi_gpu_train.json",
-                               "train.json"]  # no overlay file of its own, nor the other data set's
-    train = configs["train.json"]
-    overlay = json.loads((REPO / "configs" / "isic2018.json").read_text())
-    assert train["dataset_name"] == "isic2018" and train["max_epochs"] == overlay["max_epochs"]
+def test_packaged_configs_merge_their_overlay_and_name_the_scripts_copy():
+    texts = packaged_configs(str(REPO / "configs"), "busi")
+    assert sorted(texts) == ["evaluate.json", "inference.json", "logging.conf", "multi_gpu_train.json",
+                             "train.json"]  # no overlay file of its own, nor the other data set's
+    train, inference = json.loads(texts["train.json"]), json.loads(texts["inference.json"])
+    overlay = json.loads((REPO / "configs" / "busi.json").read_text())
+    assert train["dataset_name"] == "busi" and train["max_epochs"] == overlay["max_epochs"]
     assert train["train"]["random_transforms"] == overlay["train#random_transforms"]
-    root = json.loads((REPO / "configs" / "train.json").read_text())
+    # inference.json takes the overlay's values of the entries it has (post-processing), and only those
+    repo_inference = json.loads((REPO / "configs" / "inference.json").read_text())
+    shared = [k for k in overlay if k in repo_inference]
+    assert "min_lesion_confidence" in shared and {k: inference[k] for k in shared} == {k: overlay[k] for k in shared}
+    assert "max_epochs" not in inference
+    root = json.loads((REPO / "configs" / "train.json").read_text().replace("unext_monai", "scripts"))
     split_steps = [s for s in root["initialize"] if "@split" in s]
     assert not [s for s in train["initialize"] if "@split" in s]
     assert train["run"][: len(split_steps)] == split_steps
-    packaged = rewrite_config(train)
-    assert "unext_monai" not in json.dumps(packaged) and "$import scripts" in packaged["imports"]
+    for name, text in texts.items():
+        if name.endswith(".json"):
+            assert "unext_monai" not in text and zoo_json(json.loads(text)) == text, name
+    assert "$import scripts" in train["imports"]
 
 
 def test_vendored_scripts_are_the_package_with_relative_imports():
-    files = vendored_files(_json_configs(REPO / "configs"), unext_monai.__version__)
+    files = vendored_files(t for f, t in packaged_configs(str(REPO / "configs"), "isic2018").items()
+                           if f.endswith(".json"))
     for module in ("__init__", "transforms", "data/inputs", "networks/nets/unext", "checkpoint", "handlers"):
         assert f"scripts/{module}.py" in files or f"scripts/{module}/__init__.py" in files, module
     assert not [p for p in files if "release" in p or "monailabel" in p or "deploy" in p]
     for path, text in files.items():
-        imported = [n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom) and n.module]
-        assert not [m for m in imported if m.startswith("unext_monai")], path
+        package = path.rpartition("/")[0].split("/")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                assert not [a.name for a in node.names if a.name.split(".")[0] in ("unext_monai", "scripts")], path
+            elif isinstance(node, ast.ImportFrom) and node.level:  # every relative import is in the copy
+                target = "/".join(package[: len(package) - node.level + 1] + (node.module or "").split("."))
+                assert {f"{target.rstrip('/')}.py", f"{target.rstrip('/')}/__init__.py"} & set(files), (path, node)
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module.split(".")[0] not in ("unext_monai", "scripts"), path
+        # the same file as the package's but for its first line and the import statements
         source = REPO / "unext_monai" / path[len("scripts/"):]
-        # the same file but for its first line and the import statements
         header, _, body = text.partition("\n")
         assert header.startswith("# Generated from unext_monai")
         src_lines, lines = source.read_text().splitlines(), body.splitlines()
@@ -144,7 +159,7 @@ def test_release_layout_and_metadata(released):
         assert path.name == "metadata.json" or "unext_monai" not in path.read_text(), path.name
     # the copy of the code is what the package gives today
     shipped = {str(p.relative_to(bundle)): p.read_text() for p in (bundle / "scripts").rglob("*.py")}
-    assert shipped == vendored_files(_json_configs(bundle / "configs"), unext_monai.__version__, named_as="scripts")
+    assert shipped == vendored_files(_config_texts(bundle / "configs"))
     # model.pt is a plain state dict that loads strictly into the packaged network_def
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     unext_monai.UNeXt(spatial_dims=2, in_channels=3, out_channels=1).load_state_dict(state, strict=True)

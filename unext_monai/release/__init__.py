@@ -43,10 +43,10 @@ from unext_monai.release.checks import (
     export_and_check_onnx,
     run_tool,
 )
-from unext_monai.release.configs import packaged_configs, packaged_texts, zoo_json
+from unext_monai.release.configs import CONFIG_FILES, packaged_configs, zoo_json
 from unext_monai.release.datasets import DATASET_CARDS, dataset_card
 from unext_monai.release.metadata import load_metrics, packaged_metadata, required_packages
-from unext_monai.release.vendor import rewrite_config, vendored_files
+from unext_monai.release.vendor import vendored_files
 
 __all__ = ["release", "main", "ReleaseError"]
 
@@ -213,7 +213,7 @@ def release(
     meta_file = os.path.join(configs_dir, "metadata.json")
     template_file = os.path.join(bundle_root, "docs", "README.md")
     licence_file = os.path.join(bundle_root, "LICENSE")
-    for required in (meta_file, os.path.join(configs_dir, "inference.json"), template_file, licence_file):
+    for required in (meta_file, *(os.path.join(configs_dir, f) for f in CONFIG_FILES), template_file, licence_file):
         if not os.path.isfile(required):
             raise ReleaseError(f"{required} not found: --bundle_root must be the repository's bundle folder")
     ckpt = os.path.abspath(ckpt or os.path.join(bundle_root, "models", "model.pt"))
@@ -257,23 +257,17 @@ def release(
         meta = json.load(f)
     version = version or (previous_meta or meta).get("version")
     log = _changelog(meta, previous_meta, version, changelog, name)
-    try:
-        configs = packaged_configs(configs_dir, dataset)
-    except ValueError as e:
-        raise ReleaseError(str(e)) from e
-    json_configs = {k: v for k, v in configs.items() if k.endswith(".json")}  # still naming unext_monai
+    configs = packaged_configs(configs_dir, dataset)
+    json_configs = {k: json.loads(v) for k, v in configs.items() if k.endswith(".json")}
     in_channels = int(json_configs["inference.json"].get("in_channels", 3))
     if "train.json" in json_configs and int(json_configs["train.json"].get("in_channels", 3)) != in_channels:
         raise ReleaseError("train.json and inference.json state different in_channels")
-    from unext_monai import __version__
-
     try:
         evaluation = load_metrics(metrics)
         if evaluation is None and same_weights:
             evaluation = previous_meta.get("eval_metrics") or None  # the same weights: their evaluation stands
             print(f"release: same weights as {output}: keeping its eval_metrics")
-        # the repository's configs name unext_monai: the copy follows them
-        scripts = vendored_files(json_configs.values(), __version__)
+        scripts = vendored_files(text for k, text in configs.items() if k.endswith(".json"))
         required = required_packages(list(meta.get("required_packages_version") or {}), scripts)
         meta = packaged_metadata(meta, card=card, version=version, changelog=log, in_channels=in_channels,
                                  required=required, metrics=evaluation)
@@ -284,7 +278,7 @@ def release(
     try:
         for rel, text in scripts.items():
             _write(os.path.join(tmp, rel), text)
-        for file_name, text in packaged_texts(configs).items():
+        for file_name, text in configs.items():
             _write(os.path.join(tmp, "configs", file_name), text)
         out_meta = os.path.join(tmp, "configs", "metadata.json")
         _write(out_meta, zoo_json(meta))
@@ -329,7 +323,7 @@ def release(
                   "date": datetime.date.today().isoformat()}
         with open(template_file, encoding="utf-8") as f:
             template = f.read()
-        train = rewrite_config(json_configs.get("train.json", {}))
+        train = json_configs["train.json"]
         sections = packaged_sections(meta, name=name, card=card, dataset=dataset, train=train, record=record,
                                      checks=checks, n_params=n_params)
         try:

@@ -12,8 +12,7 @@ import torch
 from packaged_bundle import bundle_on_path, negligible_values
 from PIL import Image
 
-from unext_monai.release.configs import packaged_configs, zoo_json
-from unext_monai.release.datasets import DATASET_CARDS
+from unext_monai.release.configs import DATASET_CARDS, packaged_configs, zoo_json
 from unext_monai.release.vendor import vendored_files
 from unext_monai.transforms import LoadMaskd
 
@@ -74,7 +73,7 @@ def test_released_metadata_and_configs_are_true(name):
     dataset = CASES[name][0]
     meta = _meta(name)
     card = DATASET_CARDS[dataset]
-    assert (meta["name"], meta["task"], meta["data_source"]) == (card.name, card.task, card.data_source)
+    assert (meta["name"], meta["task"], meta["data_source"]) == (card["name"], card["task"], card["data_source"])
     assert meta["version"] in meta["changelog"]
     assert "unext-monai" not in meta["required_packages_version"]
     for part in ("inputs", "outputs", "post_processed_outputs"):

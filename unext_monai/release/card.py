@@ -12,8 +12,6 @@ import json
 import re
 from typing import Any
 
-from unext_monai.release.datasets import DatasetCard
-
 __all__ = ["render_card", "packaged_sections", "recipe", "SECTION"]
 
 SECTION = re.compile(r"<!-- release:(?P<key>\w+) -->\n(?P<body>.*?)<!-- /release:(?P=key) -->\n", re.S)
@@ -75,7 +73,7 @@ def packaged_sections(
     meta: dict,
     *,
     name: str,
-    card: DatasetCard,
+    card: dict,
     dataset: str,
     train: dict,
     record: dict,
@@ -108,7 +106,7 @@ def packaged_sections(
         "",
         f"Images: {meta['image_classes']}. Labels: {meta['label_classes']}.",
         "",
-        f"Layout for training and evaluation: {card.layout} Every pair is opened and checked before training; the "
+        f"Layout for training and evaluation: {card['layout']} Every pair is opened and checked before training; the "
         "split into training, selection (picks the best epoch) and validation (held out, reported by evaluation) "
         "parts is written to `eval/split.json` and reused by later runs with the same settings.",
     ]
@@ -157,11 +155,11 @@ def packaged_sections(
     if not perf:
         perf = ["No metrics were recorded for these weights."]
     perf += ["", f"Checked at release ({checks['date']}): `monai.bundle verify_net_in_out` passed; `models/model.ts` "
-                 f"matches PyTorch within {checks['ts_max_abs_diff']:.1e}; `models/model.onnx` (opset "
-                 f"{checks['onnx_opset']}, dynamic batch and size) matches it within {checks['onnx_max_abs_diff']:.1e} "
+                 f"matches PyTorch within {checks['ts_diff']:.1e}; `models/model.onnx` (opset "
+                 f"{checks['opset']}, dynamic batch and size) matches it within {checks['onnx_diff']:.1e} "
                  f"in ONNX Runtime {checks['onnxruntime']}."]
-    if checks.get("negligible_zeroed"):
-        perf[-1] += (f" {checks['negligible_zeroed']} weight values below {checks['negligible_below']:g} (units that "
+    if checks["zeroed"]:
+        perf[-1] += (f" {checks['zeroed']} weight values below {checks['zeroed_below']:g} (units that "
                      "weight decay switched off) were set to 0 in all three files: float32 CPU arithmetic on them and "
                      "on their products (subnormal numbers) is many times slower, and they change no output.")
     data_dir = "/path/to/dataset"

@@ -22,7 +22,7 @@ import unext_monai
 from unext_monai.io import umask_mode
 from unext_monai.release import ReleaseError, training_record
 from unext_monai.release import main as release_main
-from unext_monai.release.card import SECTION, render_card
+from unext_monai.release.card import model_card
 from unext_monai.release.configs import DATASET_CARDS, packaged_configs, packaged_metadata, zoo_json
 from unext_monai.release.vendor import vendored_files
 
@@ -140,18 +140,45 @@ def test_packaged_metadata_states_installed_versions_and_the_data_set():
         packaged_metadata(meta, card=card, version="1.2", changelog={"1.2": "x"}, in_channels=3, metrics=None)
 
 
-def test_card_template_has_the_zoo_sections_and_renders_clean():
+def _card(template: str, record: dict, zeroed: int = 0, metrics: dict | None = None) -> tuple[str, dict, dict]:
+    meta = packaged_metadata(_repo_meta(), card=DATASET_CARDS["busi"], version="1.2.3", changelog={"1.2.3": "x"},
+                             in_channels=3, metrics=metrics)
+    train = json.loads(packaged_configs(str(REPO / "configs"), "busi")["train.json"])
+    checks = {"date": "2030-01-02", "ts_diff": 1e-6, "onnx_diff": 2e-5, "opset": 18, "onnxruntime": "9.9",
+              "zeroed": zeroed, "zeroed_below": 1e-30}
+    card = model_card(template, meta, name="x", card=DATASET_CARDS["busi"], dataset="busi", train=train,
+                      record=record, checks=checks, n_params=1234567)
+    return card, meta, train
+
+
+def test_model_card_has_the_zoo_sections_and_the_release_values():
     template = (REPO / "docs" / "README.md").read_text()
-    keys = [m.group("key") for m in SECTION.finditer(template)]
-    text = render_card(template, {k: f"text of {k}\n" for k in keys})
-    positions = [text.index(h + "\n") for h in ZOO_SECTIONS]
+    record = {"split": {"dataset": "busi", "seed": 0, "n_training": 417, "n_selection": 5, "n_validation": 6},
+              "epochs": 123, "best": {"epoch": 7, "val_mean_dice": 0.8123, "val_mean_iou": 0.7}}
+    card, meta, train = _card(template, record, zeroed=321, metrics={"val_mean_dice": 0.6543, "n_images": 6})
+    positions = [card.index(h + "\n") for h in ZOO_SECTIONS]
     assert positions == sorted(positions)
-    assert "<!--" not in text and "text of commands" in text
-    assert not [line for line in template.splitlines() if line != line.rstrip()]
-    with pytest.raises(ValueError, match="differ"):
-        render_card(template, {"overview": "x\n"})
-    with pytest.raises(ValueError, match="trailing whitespace"):
-        render_card(template, {k: "ends in a space \n" for k in keys})
+    assert "<!--" not in card and not re.search(r"{\w+[^}]*}", card)  # every field filled
+    assert not [line for line in card.splitlines() if line != line.rstrip()]
+    assert _section(card, "## Intended use and limits") == _section(template, "## Intended use and limits")
+    assert DATASET_CARDS["busi"]["layout"] in _section(card, "## Data")
+    assert "417" in _section(card, "## Data") and "123" in _section(card, "## Training configuration")
+    assert f"`{train['max_epochs']}`" in _section(card, "## Training configuration")
+    performance = _section(card, "## Performance")
+    for value in ("0.8123", "0.6543", "2030-01-02", "2.0e-05", "321", "9.9"):
+        assert value in performance, value
+    for reference in meta["references"]:
+        assert reference in _section(card, "## References")
+    assert "1,234,567" in _section(card, "# Model Overview")
+    commands = _section(card, "## MONAI Bundle Commands")
+    for command in ("configs/train.json --dataset_dir", "configs/multi_gpu_train.json", "configs/evaluate.json",
+                    "configs/inference.json --input_path", "ckpt_export network_def", "verify_net_in_out"):
+        assert command in commands, command
+    named, _, _ = _card(template, {"epochs": 123, "weights_epoch": {"epoch": 4, "val_mean_dice": 0.5555}})
+    assert "0.5555" in _section(named, "## Performance") and "0.8123" not in named
+    unmarked = template.replace("<!-- release:data -->\n", "", 1).replace("<!-- /release:data -->\n", "", 1)
+    with pytest.raises(ReleaseError):
+        _card(unmarked, record)
 
 
 def test_zoo_json_is_what_the_zoo_pre_commit_leaves():

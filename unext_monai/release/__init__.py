@@ -22,7 +22,7 @@ import sys
 from unext_monai.bundle_scripts import bundle_on_path
 from unext_monai.checkpoint import load_checkpoint_file
 from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
-from unext_monai.release.card import packaged_sections, render_card
+from unext_monai.release.card import model_card
 from unext_monai.release.configs import (
     CONFIG_FILES,
     DATASET_CARDS,
@@ -280,13 +280,9 @@ def release(
             n_params = sum(p.numel() for p in net.parameters())
         checks = {"date": datetime.date.today().isoformat(), "ts_diff": ts_diff, "onnx_diff": onnx_diff,
                   "opset": OPSET, "onnxruntime": ort.__version__, "zeroed": zeroed, "zeroed_below": NEGLIGIBLE_WEIGHT}
-        sections = packaged_sections(meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
-                                     train=json.loads(configs["train.json"]), n_params=n_params)
         with open(card_file, encoding="utf-8") as f:
-            try:
-                text = render_card(f.read(), sections)
-            except ValueError as e:
-                raise ReleaseError(str(e)) from e
+            text = model_card(f.read(), meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
+                              train=json.loads(configs["train.json"]), n_params=n_params)
         _write(os.path.join(tmp, "docs", "README.md"), text)
         try:
             replace_folder(tmp, output)

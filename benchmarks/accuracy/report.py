@@ -238,7 +238,7 @@ and once under bfloat16 autocast (the default on this CPU): final selection Dice
 
 def _evaluation(run: str) -> dict[str, float] | None:
     """The means of ``<run>/eval/evaluation/metrics.csv`` (MONAI's MetricsSaver), if the run was evaluated."""
-    from unext_monai.release.metadata import load_metrics
+    from unext_monai.release.configs import load_metrics
 
     path = os.path.join(run, "eval", "evaluation", "metrics.csv")
     return load_metrics(path) if os.path.isfile(path) else None

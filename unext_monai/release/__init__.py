@@ -1,23 +1,11 @@
-"""Package the bundle into a stand-alone, verified release folder that the MONAI model zoo's checks accept.
+"""Package the repository's bundle into a stand-alone model zoo bundle, verified before it appears.
 
-Run ``python -m unext_monai.release --name NAME [--dataset DATASET] [--version V --changelog TEXT]
-[--train_dir eval] [--metrics eval/evaluation/metrics.csv]`` (console script ``unext-release``). It builds, in a
-temporary folder beside the output (default ``bundle/NAME``):
-
-- ``configs/``: ``train.json`` with the data set's overlay merged in, ``evaluate.json``, ``inference.json``,
-  ``multi_gpu_train.json`` and ``logging.conf`` (:mod:`.configs`), every reference to ``unext_monai`` pointing to
-  ``scripts``; ``metadata.json`` for these weights (:mod:`.metadata`): version and changelog (an existing release's
-  older entries are kept), installed package versions, only packages from the package index, the data set's name,
-  task, description and source (:mod:`.datasets`), evaluation metrics;
-- ``scripts/``: the code of ``unext_monai`` those configs use (:mod:`.vendor`);
-- ``models/model.pt`` (a plain state dict that loads with ``strict=True``), ``models/model.ts`` (``monai.bundle
-  ckpt_export``, ``metadata.json`` and ``inference.json`` embedded), ``models/model.onnx``;
-- ``docs/README.md`` (the repository's model card as a template, :mod:`.card`), ``docs/data_license.txt``,
-  ``docs/training_record.json`` (what the card says of the training run: split sizes, epochs, the selection row of
-  the released weights) and the repository's ``LICENSE``;
-
-then checks it (``verify_net_in_out``, TorchScript and ONNX parity with PyTorch, the inference config's components
-instantiate) and only then moves it to the output. A failed step exits non-zero and leaves nothing behind.
+``python -m unext_monai.release --name NAME [--dataset D] [--version V --changelog TEXT] [--train_dir eval]
+[--metrics eval/evaluation/metrics.csv]`` (console script ``unext-release``); what the folder holds, the options and
+the checks: ``docs/integrations.md``, section 1. The folder is built beside the output under a temporary name, checked
+(the checkpoint loads strictly into ``network_def``, MONAI's ``verify_net_in_out``, TorchScript and ONNX Runtime match
+PyTorch, the inference config's components instantiate) and only then renamed into place. A refusal is one
+``release: refused: ...`` line and exit status 1, with nothing left behind.
 """
 
 from __future__ import annotations
@@ -30,85 +18,80 @@ import os
 import re
 import shutil
 import sys
-from typing import Any
 
 from unext_monai.bundle_scripts import bundle_on_path
 from unext_monai.checkpoint import load_checkpoint_file
 from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
-from unext_monai.release.card import packaged_sections, render_card
-from unext_monai.release.checks import (
+from unext_monai.release.card import model_card
+from unext_monai.release.configs import (
+    CONFIG_FILES,
+    DATASET_CARDS,
     ReleaseError,
-    check_inference_config,
-    check_torchscript,
-    export_and_check_onnx,
-    run_tool,
+    dataset_card,
+    load_metrics,
+    packaged_configs,
+    packaged_metadata,
+    zoo_json,
 )
-from unext_monai.release.configs import packaged_configs, packaged_texts, zoo_json
-from unext_monai.release.datasets import DATASET_CARDS, dataset_card
-from unext_monai.release.metadata import load_metrics, packaged_metadata, required_packages
-from unext_monai.release.vendor import rewrite_config, vendored_files
+from unext_monai.release.vendor import vendored_files
 
-__all__ = ["release", "main", "ReleaseError"]
+__all__ = ["release", "main", "training_record", "ReleaseError"]
 
-#: configs embedded in ``model.ts`` besides ``metadata.json`` (what MONAI Deploy and ``monai.bundle.load`` read)
-TS_CONFIG = "inference.json"
 #: the training run's record in a release: read back when the same weights are released again without their run
 RECORD_FILE = os.path.join("docs", "training_record.json")
+ATOL = 1e-4  # model.ts and model.onnx against PyTorch: where BatchNorm is folded, float rounding differs
+OPSET = 18
 
 
-def _state_dict(ckpt_file: str) -> dict:
-    """The network weights of a checkpoint written by training: a plain state dict, ``{"model": state_dict, ...}``
-    (ignite's layout), or a state dict carrying MONAI ``CheckpointSaver``'s ``checkpointer`` record; without the
-    deep-supervision heads (``heads.*``) of a network trained with them."""
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _weights(ckpt_file: str) -> dict:
+    """The network weights of a training checkpoint (a state dict, ``{"model": state_dict, ...}``, or a state dict
+    with MONAI ``CheckpointSaver``'s ``checkpointer`` record), without the deep-supervision heads (``heads.*``), which
+    only training uses."""
     import torch
 
     try:
         ckpt = load_checkpoint_file(ckpt_file, map_location="cpu")
     except (FileNotFoundError, ValueError) as e:
-        raise ReleaseError(str(e)) from e
-    if not isinstance(ckpt, dict):
-        raise ReleaseError(f"{ckpt_file}: expected a state dict, got {type(ckpt).__name__}")
-    if isinstance(ckpt.get("model"), dict):
+        raise ReleaseError(str(e)) from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
-    weights = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    weights = {k: v for k, v in (ckpt.items() if isinstance(ckpt, dict) else ())
+               if isinstance(v, torch.Tensor) and not k.startswith("heads.")}
     if not weights:
-        raise ReleaseError(f"{ckpt_file}: no tensors in the checkpoint")
-    dropped = sorted(set(ckpt) - set(weights))
-    if dropped:
-        print(f"release: dropping non-weight checkpoint entries {dropped}")
-    heads = [k for k in weights if k.startswith("heads.")]
-    if heads:  # the released weights are inference.json's network: its forward never uses the heads
-        print(f"release: dropping the deep-supervision heads ({len(heads)} tensors), which only training uses")
-        weights = {k: v for k, v in weights.items() if k not in heads}
+        raise ReleaseError(f"{ckpt_file}: no network weights in the checkpoint")
     return weights
 
 
-def _training_record(train_dir: str | None, key_metric: str = "val_mean_dice",
-                     weights_epoch: int | None = None) -> dict[str, Any]:
-    """What the training run left in its output folder: the split's meta and sizes, and the selection row of the
-    released weights: the best row, or the row of ``weights_epoch`` when given (``record["weights_epoch"]``)."""
-    record: dict[str, Any] = {}
-    split_file = os.path.join(train_dir, "split.json") if train_dir else ""
-    if split_file and os.path.isfile(split_file):
-        with open(split_file, encoding="utf-8") as f:
-            split = json.load(f)
-        record["split"] = {**split.get("meta", {}),
-                           **{f"n_{k}": len(split[k]) for k in ("training", "selection", "validation") if k in split}}
-    history_file = os.path.join(train_dir, "val_metrics.csv") if train_dir else ""
-    if history_file and os.path.isfile(history_file):
-        with open(history_file, newline="", encoding="utf-8") as f:
-            history = list(csv.DictReader(f))
-        if history:
-            record["epochs"] = max(int(r["epoch"]) for r in history)
-            if weights_epoch is not None:
-                rows = [r for r in history if int(r["epoch"]) == weights_epoch]
-                if not rows:
-                    raise ReleaseError(f"--weights_epoch {weights_epoch}: {history_file} has no such epoch")
-                record["weights_epoch"] = {k: (int(v) if k == "epoch" else float(v)) for k, v in rows[0].items()
-                                           if v != ""}
-            elif key_metric in history[0]:
-                best = max(history, key=lambda r: float(r[key_metric] or "nan"))
-                record["best"] = {k: (int(v) if k == "epoch" else float(v)) for k, v in best.items() if v != ""}
+def training_record(train_dir: str, weights_epoch: int | None = None, key: str = "val_mean_dice") -> dict:
+    """What the card says of the training run in ``train_dir``: the split's meta and sizes (``split.json``), the
+    epochs and the selection row of the released weights (``val_metrics.csv``): the best row, or with
+    ``weights_epoch`` that epoch's row (``record["weights_epoch"]``)."""
+    record: dict = {}
+    split = _read_json(os.path.join(train_dir, "split.json"))
+    if split is not None:
+        sizes = {f"n_{k}": len(split[k]) for k in ("training", "selection", "validation") if k in split}
+        record["split"] = {**split.get("meta", {}), **sizes}
+    history = os.path.join(train_dir, "val_metrics.csv")
+    if not os.path.isfile(history):
+        return record
+    with open(history, newline="", encoding="utf-8") as f:
+        rows = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    if rows:
+        record["epochs"] = max(r["epoch"] for r in rows)
+    if weights_epoch is not None:
+        named = [r for r in rows if r["epoch"] == weights_epoch]
+        if not named:
+            raise ReleaseError(f"--weights_epoch {weights_epoch}: {history} has no such epoch")
+        record["weights_epoch"] = named[0]
+    elif any(key in r for r in rows):
+        record["best"] = max((r for r in rows if key in r), key=lambda r: r[key])
     return record
 
 
@@ -129,9 +112,8 @@ def _same_weights(pt_file: str, weights: dict) -> bool:
         old = load_checkpoint_file(pt_file, map_location="cpu")
     except (FileNotFoundError, ValueError):
         return False
-    return isinstance(old, dict) and old.keys() == weights.keys() and all(
-        isinstance(old[k], torch.Tensor) and old[k].shape == v.shape and torch.equal(old[k], v)
-        for k, v in weights.items())
+    return isinstance(old, dict) and old.keys() == weights.keys() and all(torch.equal(old[k], v)
+                                                                          for k, v in weights.items())
 
 
 def _check_output_apart(output: str, bundle_root: str, train_dir: str, ckpt_dir: str) -> None:
@@ -160,6 +142,30 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
+def _tool(tool, **kwargs) -> None:
+    """Run one of MONAI's bundle tools in this process (inside ``bundle_on_path``, so the bundle's ``scripts``
+    import); its failure refuses the release, naming the tool."""
+    try:
+        tool(**kwargs)
+    except Exception as e:
+        raise ReleaseError(f"{tool.__name__} failed: {type(e).__name__}: {e}") from e
+
+
+def _max_diff(name: str, run, net, in_channels: int, shapes: list[tuple[int, int, int]], seed: int) -> float:
+    """The largest difference between ``run`` and ``net`` on random batches of ``shapes``; over ``ATOL`` refuses."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    diff = 0.0
+    with torch.no_grad():
+        for b, h, w in shapes:
+            x = torch.rand(b, in_channels, h, w, generator=g)
+            diff = max(diff, float((torch.as_tensor(run(x)) - net(x)).abs().max()))
+    if diff > ATOL:
+        raise ReleaseError(f"{name}: its output differs from PyTorch's by {diff:.2e} > {ATOL}")
+    return diff
+
+
 def release(
     bundle_root: str = ".",
     name: str = "unext",
@@ -174,171 +180,110 @@ def release(
     weights_epoch: int | None = None,
     overwrite: bool = False,
 ) -> str:
-    """Build the release folder of the bundle at ``bundle_root``; returns its path. See the module docstring.
-
-    Args:
-        bundle_root: the repository (``configs/``, ``docs/README.md``, ``LICENSE``; ``models/model.pt`` unless
-            ``ckpt`` is given).
-        name: the release's folder name (letters, digits, ``.``, ``_``, ``-``).
-        output: the folder to create; default ``<bundle_root>/bundle/<name>``. Never one that would delete what the
-            release is made from (see :func:`_check_output_apart`).
-        ckpt: the trained checkpoint; default ``<bundle_root>/models/model.pt``.
-        dataset: the training data set (a name of :data:`~unext_monai.release.datasets.DATASET_CARDS`); default the
-            one in ``<train_dir>/split.json``.
-        dataset_card_file: a JSON file with the data set's card, for data sets without a built-in one.
-        version: the release version; default the existing release's or the repository's.
-        changelog: the changelog entry for this version.
-        train_dir: the training run's output folder (``split.json``, ``val_metrics.csv``) for the model card;
-            default ``<bundle_root>/eval``, except when ``output`` is a release of the same weights: then its
-            ``docs/training_record.json`` is the record (the run's folder may be long gone; the weights have not
-            changed, so neither has how they were trained).
-        metrics: the evaluation's ``metrics.csv`` (MONAI's MetricsSaver; means and image count) or a flat JSON file,
-            for ``eval_metrics``; without it, an existing release's ``eval_metrics`` are kept when its ``model.pt``
-            holds the same weights.
-        weights_epoch: the epoch whose weights ``ckpt`` holds, when they are not the best row of
-            ``val_metrics.csv`` (a run resumed on a revision that restarted its best-model record); the card then
-            names that epoch and its selection scores.
-        overwrite: replace an existing output folder (only once the new one has passed its checks); its changelog's
-            older entries are kept.
+    """Build the release folder of the bundle at ``bundle_root`` and return its path. The arguments are the command
+    line's options (``docs/integrations.md``, section 1).
 
     Raises:
         ReleaseError: bad arguments, or a failed build step or check (nothing is left behind).
     """
     import torch
+    from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+
+    from unext_monai.networks.export import export_onnx
+    from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
         raise ReleaseError(f"name {name!r}: use letters, digits, '.', '_' and '-'")
     bundle_root = os.path.abspath(bundle_root)
     configs_dir = os.path.join(bundle_root, "configs")
-    meta_file = os.path.join(configs_dir, "metadata.json")
-    template_file = os.path.join(bundle_root, "docs", "README.md")
-    licence_file = os.path.join(bundle_root, "LICENSE")
-    for required in (meta_file, os.path.join(configs_dir, "inference.json"), template_file, licence_file):
-        if not os.path.isfile(required):
-            raise ReleaseError(f"{required} not found: --bundle_root must be the repository's bundle folder")
+    card_file, licence_file = os.path.join(bundle_root, "docs", "README.md"), os.path.join(bundle_root, "LICENSE")
+    required = [card_file, licence_file] + [os.path.join(configs_dir, f) for f in ("metadata.json", *CONFIG_FILES)]
+    for path in required:
+        if not os.path.isfile(path):
+            raise ReleaseError(f"{path} not found: --bundle_root must be the repository's bundle folder")
     ckpt = os.path.abspath(ckpt or os.path.join(bundle_root, "models", "model.pt"))
-    if not os.path.isfile(ckpt):
-        raise ReleaseError(f"checkpoint {ckpt} not found: train first or pass --ckpt")
     output = os.path.abspath(output or os.path.join(bundle_root, "bundle", name))
     tidy_build_leftovers(output)  # a release whose replacement was killed midway is back before it is looked at
     if os.path.exists(output) and not overwrite:
         raise ReleaseError(f"{output} exists: pass --overwrite to replace it")
     _check_output_apart(output, bundle_root, train_dir or os.path.join(bundle_root, "eval"), os.path.dirname(ckpt))
-    previous_meta = None
-    if os.path.isfile(os.path.join(output, "configs", "metadata.json")):
-        with open(os.path.join(output, "configs", "metadata.json"), encoding="utf-8") as f:
-            previous_meta = json.load(f)
-    weights = _state_dict(ckpt)
-    from unext_monai.networks.weights import NEGLIGIBLE_WEIGHT, zero_negligible_weights
+    weights = _weights(ckpt)
+    zeroed = zero_negligible_weights(weights.values())  # the packaged files run at full float32 speed
 
-    negligible = zero_negligible_weights(weights.values())  # the packaged files run at full float32 speed
-    if negligible:
-        print(f"release: {negligible} weight values below {NEGLIGIBLE_WEIGHT:g} set to 0")
-    same_weights = previous_meta is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
-    previous_record = os.path.join(output, RECORD_FILE)
-    if same_weights and not train_dir and weights_epoch is None and os.path.isfile(previous_record):
-        with open(previous_record, encoding="utf-8") as f:
-            record = json.load(f)
-        print(f"release: same weights as {output}: keeping its training record ({RECORD_FILE})")
+    previous = _read_json(os.path.join(output, "configs", "metadata.json"))
+    same_weights = previous is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
+    source = os.path.join(output, RECORD_FILE)  # the same weights' run may be long gone: its record stands
+    if same_weights and not train_dir and weights_epoch is None and os.path.isfile(source):
+        print(f"release: same weights as {output}: keeping its training record")
+        record = _read_json(source)
     else:
-        train_dir = os.path.abspath(train_dir) if train_dir else os.path.join(bundle_root, "eval")
-        record = _training_record(train_dir, weights_epoch=weights_epoch)
+        source = os.path.abspath(train_dir or os.path.join(bundle_root, "eval"))
+        record = training_record(source, weights_epoch)
     recorded = (record.get("split") or {}).get("dataset")
     if dataset and recorded and dataset != recorded:
-        raise ReleaseError(f"--dataset {dataset}, but the training record ({train_dir or previous_record}) says the "
-                           f"weights were trained on {recorded}")
-    dataset = dataset or recorded
+        raise ReleaseError(f"--dataset {dataset}, but {source} says the weights were trained on {recorded}")
+    card = dataset_card(dataset or recorded, dataset_card_file)
+    dataset = dataset or recorded or "custom"
+    meta = _read_json(os.path.join(configs_dir, "metadata.json"))
+    version = version or (previous or meta).get("version")
+    configs = packaged_configs(configs_dir, dataset)
+    in_channels = int(json.loads(configs["inference.json"]).get("in_channels", 3))
+    evaluation = load_metrics(metrics) if metrics else (previous.get("eval_metrics") if same_weights else None)
+    meta = packaged_metadata(meta, card=card, version=version, in_channels=in_channels, metrics=evaluation,
+                             changelog=_changelog(meta, previous, version, changelog, name))
+    files = {
+        **vendored_files(text for f, text in configs.items() if f.endswith(".json")),
+        **{f"configs/{f}": text for f, text in configs.items()},
+        "configs/metadata.json": zoo_json(meta),
+        RECORD_FILE: json.dumps(record, indent=2) + "\n",
+        "docs/data_license.txt": "Data licence of the model weights in models/ (model.pt, model.ts, model.onnx)\n\n"
+                                 f"Trained on: {dataset}\n\n{card['data_terms']}",
+    }
     try:
-        card = dataset_card(dataset, dataset_card_file)
-    except ValueError as e:
-        raise ReleaseError(str(e)) from e
-    dataset = dataset or "custom"
-    with open(meta_file, encoding="utf-8") as f:
-        meta = json.load(f)
-    version = version or (previous_meta or meta).get("version")
-    log = _changelog(meta, previous_meta, version, changelog, name)
-    try:
-        configs = packaged_configs(configs_dir, dataset)
-    except ValueError as e:
-        raise ReleaseError(str(e)) from e
-    json_configs = {k: v for k, v in configs.items() if k.endswith(".json")}  # still naming unext_monai
-    in_channels = int(json_configs["inference.json"].get("in_channels", 3))
-    if "train.json" in json_configs and int(json_configs["train.json"].get("in_channels", 3)) != in_channels:
-        raise ReleaseError("train.json and inference.json state different in_channels")
-    from unext_monai import __version__
-
-    try:
-        evaluation = load_metrics(metrics)
-        if evaluation is None and same_weights:
-            evaluation = previous_meta.get("eval_metrics") or None  # the same weights: their evaluation stands
-            print(f"release: same weights as {output}: keeping its eval_metrics")
-        # the repository's configs name unext_monai: the copy follows them
-        scripts = vendored_files(json_configs.values(), __version__)
-        required = required_packages(list(meta.get("required_packages_version") or {}), scripts)
-        meta = packaged_metadata(meta, card=card, version=version, changelog=log, in_channels=in_channels,
-                                 required=required, metrics=evaluation)
-    except ValueError as e:
-        raise ReleaseError(str(e)) from e
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ReleaseError("ONNX export needs onnx and onnxruntime: pip install 'unext-monai[onnx]'") from e
 
     tmp = make_build_folder(output)
     try:
-        for rel, text in scripts.items():
+        for rel, text in files.items():
             _write(os.path.join(tmp, rel), text)
-        for file_name, text in packaged_texts(configs).items():
-            _write(os.path.join(tmp, "configs", file_name), text)
-        out_meta = os.path.join(tmp, "configs", "metadata.json")
-        _write(out_meta, zoo_json(meta))
         shutil.copyfile(licence_file, os.path.join(tmp, "LICENSE"))
-
+        config_file, meta_file = (os.path.join(tmp, "configs", f) for f in ("inference.json", "metadata.json"))
+        pt_file, ts_file, onnx_file = (os.path.join(tmp, "models", f"model.{ext}") for ext in ("pt", "ts", "onnx"))
         with bundle_on_path(tmp):
-            from monai.bundle import ConfigParser
-
             parser = ConfigParser()
-            parser.read_config(os.path.join(tmp, "configs", "inference.json"))
-            parser.read_meta(out_meta)
+            parser.read_config(config_file)
+            parser.read_meta(meta_file)
             parser["bundle_root"] = tmp
-            net = parser.get_parsed_content("network_def", instantiate=True)
+            net = parser.get_parsed_content("network_def")
             try:
                 net.load_state_dict(weights, strict=True)
             except RuntimeError as e:
-                raise ReleaseError(f"{ckpt} does not fit inference.json's network_def: {e}") from e
-            net = net.eval()
-            pt_file = os.path.join(tmp, "models", "model.pt")
+                raise ReleaseError(f"{ckpt} does not fit inference.json's network_def: {e}") from None
+            net.eval()
             os.makedirs(os.path.dirname(pt_file))
             torch.save(weights, pt_file)
-            # the metadata's promise about shapes first: a network that breaks it is not worth exporting
-            run_tool("verify_net_in_out", tmp, net_id="network_def", meta_file=out_meta,
-                     config_file=os.path.join(tmp, "configs", "inference.json"))
-
-            ts_file = os.path.join(tmp, "models", "model.ts")
-            run_tool("ckpt_export", tmp, net_id="network_def", filepath=ts_file, ckpt_file=pt_file, meta_file=out_meta,
-                     config_file=os.path.join(tmp, "configs", TS_CONFIG))
-            ts_diff = check_torchscript(ts_file, net, in_channels, [TS_CONFIG])
-            onnx_diff, onnx_shapes, opset = export_and_check_onnx(net, os.path.join(tmp, "models", "model.onnx"),
-                                                                  in_channels)
-            check_inference_config(tmp)
+            tool_args = dict(net_id="network_def", meta_file=meta_file, config_file=config_file, bundle_root=tmp)
+            _tool(verify_net_in_out, **tool_args)  # the metadata's promise about shapes before any export
+            _tool(ckpt_export, filepath=ts_file, ckpt_file=pt_file, **tool_args)
+            ts = torch.jit.load(ts_file, map_location="cpu")
+            ts_diff = _max_diff("model.ts", ts, net, in_channels, [(1, 256, 256), (2, 192, 256)], seed=0)
+            export_onnx(net, onnx_file, in_channels=in_channels, spatial_dims=2, opset=OPSET)
+            session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+            onnx_diff = _max_diff("model.onnx", lambda x: session.run(None, {"image": x.numpy()})[0], net, in_channels,
+                                  [(1, 256, 256), (2, 192, 320)], seed=1)
+            for key in ("preprocessing", "postprocessing", "inferer"):
+                parser.get_parsed_content(key)
+            if not os.path.isfile(os.path.join(parser.get_parsed_content("ckpt_dir"), "model.pt")):
+                raise ReleaseError(f"inference.json's ckpt_dir does not hold the packaged model.pt ({pt_file})")
             n_params = sum(p.numel() for p in net.parameters())
-
-        _write(os.path.join(tmp, RECORD_FILE), json.dumps(record, indent=2) + "\n")
-        _write(os.path.join(tmp, "docs", "data_license.txt"),
-               "Data licence of the model weights in models/ (model.pt, model.ts, model.onnx)\n\n"
-               f"Trained on: {dataset}\n\n{card.data_terms}")
-        checks = {"ts_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff, "onnx_shapes": onnx_shapes,
-                  "onnx_opset": opset, "onnxruntime": _installed_version("onnxruntime"),
-                  "negligible_zeroed": negligible, "negligible_below": NEGLIGIBLE_WEIGHT,
-                  "date": datetime.date.today().isoformat()}
-        with open(template_file, encoding="utf-8") as f:
-            template = f.read()
-        train = rewrite_config(json_configs.get("train.json", {}))
-        sections = packaged_sections(meta, name=name, card=card, dataset=dataset, train=train, record=record,
-                                     checks=checks, n_params=n_params)
-        try:
-            _write(os.path.join(tmp, "docs", "README.md"), render_card(template, sections))
-        except ValueError as e:
-            raise ReleaseError(str(e)) from e
-
-        if os.path.exists(output) and not overwrite:
-            raise ReleaseError(f"{output} appeared while building: not replacing it")
+        checks = {"date": datetime.date.today().isoformat(), "ts_diff": ts_diff, "onnx_diff": onnx_diff,
+                  "opset": OPSET, "onnxruntime": ort.__version__, "zeroed": zeroed, "zeroed_below": NEGLIGIBLE_WEIGHT}
+        with open(card_file, encoding="utf-8") as f:
+            text = model_card(f.read(), meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
+                              train=json.loads(configs["train.json"]), n_params=n_params)
+        _write(os.path.join(tmp, "docs", "README.md"), text)
         try:
             replace_folder(tmp, output)
         except OSError as e:
@@ -347,15 +292,6 @@ def release(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output
-
-
-def _installed_version(dist: str) -> str | None:
-    from importlib import metadata as importlib_metadata
-
-    try:
-        return importlib_metadata.version(dist)
-    except importlib_metadata.PackageNotFoundError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = release(**vars(args))
     except ReleaseError as e:
-        print(f"release: refused: {e}", file=sys.stderr)
+        print("release: refused: " + re.sub(r"\s*\n\s*", " ", str(e)), file=sys.stderr)
         return 1
     print(f"release: wrote {out}")
     return 0

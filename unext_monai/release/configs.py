@@ -1,43 +1,51 @@
-"""The configs of a packaged bundle, generated from the repository's ``configs/``.
+"""What a packaged bundle says: its configs, its ``metadata.json`` and its data set's card (``datasets.json``).
 
-- ``train.json`` is the repository's ``train.json`` with the training data set's overlay (``configs/<dataset>.json``)
-  merged in, so that the packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; the other
-  configs take the overlay's values of the entries they define (input channels, post-processing); no overlay is
-  shipped.
-- ``initialize`` of the repository's ``train.json`` prepares nothing on disk (the run's folders and the split are made
-  at the start of ``run``), so that loading the bundle (``monai.bundle.load``, which initialises the train workflow)
-  writes nothing.
-- The release then points every reference to ``unext_monai`` to the bundle's own ``scripts`` copy
-  (:func:`.vendor.rewrite_config`).
-- JSON is written as the model zoo's pre-commit formats it (4-space indent, ASCII, keys in their order, final
-  newline).
+``train.json`` is the repository's with the data set's overlay (``configs/<dataset>.json``) merged in, so that the
+packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; the other configs take the overlay's
+values of the entries they define (input channels, post-processing). Every reference to ``unext_monai`` points to the
+bundle's ``scripts`` copy, and JSON is written as the model zoo's pre-commit formats it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import math
 import os
-from typing import Any
+import re
+from importlib import metadata as importlib_metadata
 
 from monai.bundle import ConfigParser
 
-from unext_monai.release.datasets import DATASET_CARDS
-from unext_monai.release.vendor import rewrite_config
+from unext_monai.bundle_scripts import SCRIPTS
 
-__all__ = ["zoo_json", "packaged_configs", "packaged_texts", "apply_known_entries", "CONFIG_FILES"]
+__all__ = ["ReleaseError", "CONFIG_FILES", "DATASET_CARDS", "zoo_json", "apply_known_entries", "packaged_configs",
+           "dataset_card", "packaged_metadata", "load_metrics"]
 
-#: the configs a packaged bundle carries (when the repository has them), besides metadata.json and logging.conf
-CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
+#: the repository's configs that a release packages besides ``metadata.json`` (:func:`packaged_metadata`)
+CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
+#: the fields of a data set's card that go into ``metadata.json``; all of them, and the model card's and licence's
+META_FIELDS = ("name", "task", "description", "data_source", "data_type", "image_classes", "label_classes")
+CARD_FIELDS = (*META_FIELDS, "layout", "data_terms")
+UNEXT_REFERENCE = ("Valanarasu, J. M. J. and Patel, V. M. UNeXt: MLP-based Rapid Medical Image Segmentation Network. "
+                   "MICCAI 2022. https://arxiv.org/abs/2203.04967")
+with open(os.path.join(os.path.dirname(__file__), "datasets.json"), encoding="utf-8") as _f:
+    #: the card of each built-in data set: CARD_FIELDS and ``references`` (besides UNeXt's)
+    DATASET_CARDS: dict[str, dict] = json.load(_f)
 
 
-def zoo_json(data: Any) -> str:
+class ReleaseError(RuntimeError):
+    """A release that cannot be built or fails one of its checks."""
+
+
+def zoo_json(data) -> str:
     """JSON text as the model zoo's ``pretty-format-json --no-sort-keys --indent=4`` hook leaves it."""
     return json.dumps(data, indent=4, ensure_ascii=True) + "\n"
 
 
 def apply_known_entries(config: dict, overlay: dict) -> dict:
-    """``config`` with the overlay's values for the entries it already defines (``keep_largest_component`` of a data
-    set's overlay reaches inference.json; its training entries do not)."""
+    """``config`` with the overlay's values for the entries it already defines."""
     parser = ConfigParser(config)
     for key, value in overlay.items():
         if key in parser:
@@ -45,46 +53,95 @@ def apply_known_entries(config: dict, overlay: dict) -> dict:
     return parser.get()
 
 
-def packaged_configs(configs_dir: str, dataset: str, overlays: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """``{file name: config}`` of the packaged bundle (JSON configs as objects, ``logging.conf`` as text).
-
-    Args:
-        configs_dir: the repository's ``configs/``.
-        dataset: the training data set; ``configs/<dataset>.json``, where it exists, is merged into ``train.json``.
-        overlays: names of the data set overlays in ``configs_dir`` (none of them is shipped as a file); default
-            the names of :data:`~unext_monai.release.datasets.DATASET_CARDS` and ``dataset``, as the release has it.
-    """
-    if overlays is None:
-        overlays = (*DATASET_CARDS, dataset)
-    out: dict[str, Any] = {}
-    train_file = os.path.join(configs_dir, "train.json")
+def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
+    """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``)."""
     overlay = os.path.join(configs_dir, f"{dataset}.json")
+    overlay = overlay if os.path.isfile(overlay) else None
+    out = {}
     for name in CONFIG_FILES:
         path = os.path.join(configs_dir, name)
-        if not os.path.isfile(path):
+        if name == "logging.conf":
+            with open(path, encoding="utf-8") as f:
+                out[name] = f.read()
             continue
         if name == "train.json":
-            files = [path, overlay] if os.path.isfile(overlay) else [path]
-            config = ConfigParser.load_config_files(files)
+            config = ConfigParser.load_config_files([path, overlay] if overlay else [path])
         else:
             config = ConfigParser.load_config_file(path)
-            if os.path.isfile(overlay):
+            if overlay:
                 config = apply_known_entries(config, ConfigParser.load_config_file(overlay))
-        out[name] = config
-    if "train.json" not in out and os.path.isfile(overlay):
-        raise ValueError(f"{overlay} exists but {train_file} does not: nothing to merge it into")
-    extra = sorted(
-        n for n in os.listdir(configs_dir)
-        if n.endswith(".json") and n not in (*CONFIG_FILES, "metadata.json") and n[: -len(".json")] not in overlays
-    )
-    if extra:
-        raise ValueError(f"{configs_dir}: configs {extra} are neither packaged nor data set overlays ({overlays})")
-    with open(os.path.join(configs_dir, "logging.conf"), encoding="utf-8") as f:
-        out["logging.conf"] = f.read()
+        out[name] = re.sub(r"\bunext_monai\b", SCRIPTS, zoo_json(config))
     return out
 
 
-def packaged_texts(configs: dict[str, Any]) -> dict[str, str]:
-    """The text of each file of :func:`packaged_configs`'s ``configs`` as the release writes it: the JSON configs
-    pointing to the bundle's ``scripts`` copy, in the zoo's JSON format; ``logging.conf`` as it is."""
-    return {name: c if isinstance(c, str) else zoo_json(rewrite_config(c)) for name, c in configs.items()}
+def dataset_card(dataset: str | None, card_file: str | None = None) -> dict:
+    """The card of ``dataset``, or the one in ``card_file`` (a JSON object of CARD_FIELDS and ``references``)."""
+    if not card_file:
+        if dataset not in DATASET_CARDS:
+            raise ReleaseError(f"no card for the training data ({dataset or 'unknown: no split.json in --train_dir'}):"
+                               f" pass --dataset {'|'.join(DATASET_CARDS)} or --dataset_card FILE")
+        return DATASET_CARDS[dataset]
+    with open(card_file, encoding="utf-8") as f:
+        card = json.load(f)
+    missing, unknown = set(CARD_FIELDS) - set(card), set(card) - {*CARD_FIELDS, "references"}
+    if missing or unknown:
+        raise ReleaseError(f"{card_file}: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}")
+    return card
+
+
+def load_metrics(path: str) -> dict[str, float]:
+    """The finite numbers of an evaluation: MONAI's ``MetricsSaver`` ``metrics.csv`` (``name,value`` lines; the image
+    count from ``val_mean_dice_raw.csv`` beside it) or a flat ``{name: value}`` JSON file."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if not path.endswith(".csv"):
+                values = json.load(f)
+            else:
+                values = {}
+                for row in csv.reader(f):
+                    if len(row) == 2:
+                        with contextlib.suppress(ValueError):
+                            values[row[0]] = float(row[1])
+        per_image = os.path.join(os.path.dirname(path), "val_mean_dice_raw.csv")
+        if path.endswith(".csv") and os.path.isfile(per_image):
+            with open(per_image, encoding="utf-8", newline="") as f:
+                values["n_images"] = len(list(csv.DictReader(f)))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise ReleaseError(f"{path}: not an evaluation's metrics.csv nor a JSON file of metrics ({e})") from None
+    metrics = {k: v for k, v in (values.items() if isinstance(values, dict) else ())
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if not metrics:
+        raise ReleaseError(f"{path}: no numeric metrics")
+    return metrics
+
+
+def packaged_metadata(meta: dict, *, card: dict, version: str, changelog: dict, in_channels: int,
+                      metrics: dict) -> dict:
+    """The repository's ``meta`` made true for this release: version, changelog, installed package versions (the
+    declared ones but ``unext-monai``, whose code travels in ``scripts/``), the data set's card, the input channels,
+    the metrics. Key order follows ``meta``."""
+    import monai
+    import numpy
+    import torch
+
+    if not re.fullmatch(r"\d+\.\d+\.\d+([.+-]\w+)*", version or ""):
+        raise ReleaseError(f"version {version!r}: give --version MAJOR.MINOR.PATCH")
+    try:
+        required = {d: importlib_metadata.version(d) for d in meta.get("required_packages_version") or {}
+                    if d.lower().replace("_", "-") != "unext-monai"}
+    except importlib_metadata.PackageNotFoundError as e:
+        raise ReleaseError(f"required package {e} is not installed: the release states installed versions") from None
+    (image_name, image), = meta["network_data_format"]["inputs"].items()
+    channels = {3: {"0": "R", "1": "G", "2": "B"}, 1: {"0": "gray"}}.get(
+        in_channels, {str(i): f"channel {i}" for i in range(in_channels)})
+    image = {**image, "num_channels": in_channels, "format": "RGB" if in_channels == 3 else "magnitude",
+             "channel_def": channels}
+    image_classes = card["image_classes"]
+    if in_channels == 1:
+        image_classes = image_classes.replace("three channel", "one channel")
+    return {**meta, "version": version, "changelog": changelog, "monai_version": monai.__version__,
+            "pytorch_version": torch.__version__.split("+")[0], "numpy_version": numpy.__version__,
+            "required_packages_version": required, **{k: card[k] for k in META_FIELDS},
+            "image_classes": image_classes, "eval_metrics": metrics or {},
+            "references": [UNEXT_REFERENCE, *card.get("references", ())],
+            "network_data_format": {**meta["network_data_format"], "inputs": {image_name: image}}}

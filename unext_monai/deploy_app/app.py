@@ -1,50 +1,38 @@
-"""The MONAI Deploy application and its operators (imported by :mod:`unext_monai.deploy_app.cli` to run it).
+"""The MONAI Deploy application (imported by :mod:`unext_monai.deploy_app.cli` to run it): one operator, the SDK's
+``MonaiBundleInferenceOperator`` on the release's ``model.ts``, ticked once per planned input. Each tick reads the
+input with the bundle's own ``LoadImaged`` (the arrays ``monai.bundle run`` sees), runs the bundle's ``preprocessing``,
+``inferer`` and ``postprocessing`` (the SDK, without the bundle's load and save transforms) and writes the outputs that
+:func:`unext_monai.data.inputs.plan_inference` planned:
 
-The graph, one input file per tick:
-
-``ImageFilesLoaderOperator`` (the bundle's own ``LoadImaged``, taken from the ``inference.json`` embedded in
-``model.ts``, so the arrays are those ``monai.bundle run`` sees) -> ``BundleSegmentationOperator`` (the SDK's
-``MonaiBundleInferenceOperator``: the bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` without its
-load/save transforms) -> ``SegmentationWriterOperator``:
-
-- DICOM input: a DICOM Segmentation (``<stem>_seg.dcm``, highdicom, binary, one segment per class of the bundle's
-  ``channel_def``, named after it) in the source's study, referencing the source series and instance, with the
-  patient and study modules of the source;
+- DICOM input: a binary DICOM Segmentation (highdicom), one segment per class of the bundle's ``channel_def``, in the
+  source's study and patient, referencing the source series and instance;
 - NIfTI input and other pictures: what ``monai.bundle run`` writes (:func:`unext_monai.transforms.write_segmentation`).
 
-The output paths are those :func:`unext_monai.data.inputs.plan_inference` planned. An error on one input is recorded
-in the run's report (:class:`unext_monai.data.inputs.InferenceReport`) and the next input goes on.
+An error on one input is recorded in the run's :class:`unext_monai.data.inputs.InferenceReport`; the next input goes on.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import torch
 from monai.deploy.conditions import CountCondition
-from monai.deploy.core import AppContext, Application, Fragment, Image, IOType, Operator, OperatorSpec
+from monai.deploy.core import AppContext, Application
 from monai.deploy.operators.monai_bundle_inference_operator import (
     DISALLOW_LOAD_SAVE,
-    IOMapping,
     MonaiBundleInferenceOperator,
+    filter_compose,
     get_bundle_config,
 )
+from monai.transforms import LoadImaged
 
 from unext_monai.data.inputs import InferenceReport
 from unext_monai.io import write_atomic
 from unext_monai.transforms import write_segmentation
 
-__all__ = ["UNeXtSegmentationApp", "ImageFilesLoaderOperator", "BundleSegmentationOperator",
-           "SegmentationWriterOperator"]
-
 logger = logging.getLogger("unext_monai.deploy_app")
-
-#: post-processing transforms that write files: the writer operator does the writing instead
-DISALLOWED_TRANSFORMS = [*DISALLOW_LOAD_SAVE, "SavePrediction"]
-
 
 #: Patient and General Study attributes of type 2 (present, possibly empty) that highdicom copies from the source
 _TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -52,148 +40,53 @@ _TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "Patient
 
 
 def _error(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _long_string(text: str) -> str:
-    """``text`` clipped to what a DICOM Long String (LO) holds: 64 characters."""
-    return text if len(text) <= 64 else text[:63] + "\u2026"
-
-
-def _bundle_loader(bundle_path: Path):
-    """The bundle's own image loader: the ``LoadImaged`` of ``inference.json``'s ``preprocessing``."""
-    from monai.transforms import LoadImaged
-
-    parser = get_bundle_config(str(bundle_path), ["inference"])
-    for t in parser.get_parsed_content("preprocessing").transforms:
-        if isinstance(t, LoadImaged):
-            return t._loader
-    raise ValueError(f"{bundle_path}: inference.json's preprocessing has no LoadImaged")
-
-
-class ImageFilesLoaderOperator(Operator):
-    """Emit one ``Image`` per file, in order: the array and metadata the bundle's ``LoadImaged`` makes. Give it a
-    ``CountCondition`` of ``len(files)``. A file that fails to load is recorded in ``report`` and nothing is emitted.
-
-    Named output:
-        image: ``Image`` with ``filename_or_obj`` in its metadata.
-    """
-
-    def __init__(self, fragment: Fragment, *args, files: list[str], loader, report: InferenceReport, **kwargs) -> None:
-        self.files = list(files)
-        self.loader = loader
-        self.report = report
-        self._next = 0
-        super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.output("image")
-
-    def compute(self, op_input, op_output, context) -> None:
-        path = self.files[self._next]
-        self._next += 1
-        try:
-            with warnings.catch_warnings():
-                # a 2D picture in DICOM (secondary capture, ultrasound) has no patient orientation: nothing to act on
-                warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
-                img = self.loader(path)
-            meta = dict(getattr(img, "meta", {}) or {})
-            meta["filename_or_obj"] = path
-            array = np.asarray(img)
-        except Exception as e:
-            logger.error(f"{path}: cannot be loaded: {_error(e)}")
-            self.report.failed(path, f"cannot be loaded: {_error(e)}")
-            return
-        logger.info(f"loaded {path}: {tuple(array.shape)}")
-        op_output.emit(Image(array, metadata=meta), "image")
-
-
-class _RecordingInput:
-    """``op_input`` that remembers what was received (to name the input in an error)."""
-
-    def __init__(self, op_input) -> None:
-        self._op_input = op_input
-        self.received: dict[str, Any] = {}
-
-    def receive(self, name: str):
-        value = self._op_input.receive(name)
-        self.received[name] = value
-        return value
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 class BundleSegmentationOperator(MonaiBundleInferenceOperator):
-    """The SDK's bundle operator, also leaving out the bundle's own file-writing post-processing transform
-    (``unext_monai.transforms.SavePredictiond``); an error on one input is recorded in ``report`` and the run goes
-    on with the next."""
-
-    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
-        self.report = report
-        super().__init__(*args, **kwargs)
-
-    def _get_compose(self, obj_name, disallowed_prefixes):
-        return super()._get_compose(obj_name, DISALLOWED_TRANSFORMS)
-
-    def compute(self, op_input, op_output, context) -> None:
-        recording = _RecordingInput(op_input)
-        try:
-            super().compute(recording, op_output, context)
-        except Exception as e:
-            image = next(iter(recording.received.values()), None)
-            source = str(image.metadata().get("filename_or_obj", "?")) if isinstance(image, Image) else "?"
-            logger.error(f"{source}: inference failed: {_error(e)}")
-            self.report.failed(source, f"inference failed: {_error(e)}")
-
-
-class SegmentationWriterOperator(Operator):
-    """Write each predicted mask to the paths planned for its input and record it in ``report``.
-
-    Named input:
-        pred: ``Image`` (1, H, W) or (H, W) from the bundle operator, a label map (0 background, 1..K the classes),
-        aligned with the input picture; its metadata names the input file.
+    """Segment the next input of ``report.items`` (``{"image", "mask_file"[, "overlay_file"]}``) on each tick; give it
+    a ``CountCondition`` of their number.
 
     Args:
-        items: ``{input path: {"mask_file", "overlay_file"?}}`` (:func:`unext_monai.data.inputs.plan_inference`).
-        report: the run's report.
-        labels: the class names, in class-number order (the bundle's ``channel_def``): the DICOM segments'.
+        report: the run's report, which each input's outcome goes to.
+        labels: the class names, in class-number order: the DICOM segments'.
         algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
     """
 
-    def __init__(self, fragment: Fragment, *args, items: dict[str, dict], report: InferenceReport, labels: list[str],
-                 algorithm: tuple[str, str], **kwargs) -> None:
-        self.items = dict(items)
-        self.report = report
-        self.labels = labels
-        self.algorithm = algorithm
-        super().__init__(fragment, *args, **kwargs)
+    def __init__(self, *args, report: InferenceReport, labels: list[str], algorithm: tuple[str, str], **kwargs) -> None:
+        self.report, self.labels, self.algorithm = report, labels, algorithm
+        self.items, self.item, self.loader = iter(report.items), {}, None
+        super().__init__(*args, input_mapping=[], output_mapping=[], **kwargs)
 
-    def setup(self, spec: OperatorSpec) -> None:
-        spec.input("pred")
+    def _get_compose(self, obj_name, disallowed_prefixes):
+        compose = super()._get_compose(obj_name, [])
+        self.loader = self.loader or next((t for t in compose.transforms if isinstance(t, LoadImaged)), None)
+        return filter_compose(compose, [*DISALLOW_LOAD_SAVE, "SavePrediction"])
 
     def compute(self, op_input, op_output, context) -> None:
-        pred = op_input.receive("pred")
-        source = str(pred.metadata().get("filename_or_obj", ""))
-        written: list[str] = []
-        dicom = None
+        self.item = next(self.items)
         try:
-            mask = np.rint(np.squeeze(np.asarray(pred.asnumpy()))).astype(np.uint8)
-            if mask.ndim != 2:
-                raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
-            item = self.items[source]
-            if item["mask_file"].endswith("_seg.dcm"):
-                dicom = self._write_dicom_seg(source, mask, item["mask_file"])
-                written.append(item["mask_file"])
-            else:
-                affine = pred.metadata().get("original_affine")
-                written = write_segmentation(mask, source, item["mask_file"], item.get("overlay_file"), affine,
-                                             len(self.labels))
+            super().compute(op_input, op_output, context)
         except Exception as e:
-            logger.error(f"{source}: writing the result failed: {_error(e)}")
-            self.report.failed(source, f"writing the result failed: {_error(e)}", written)
-            return
-        lesion = int((mask > 0).sum())
-        logger.info(f"{source}: {lesion} lesion pixels of {mask.size}; wrote {', '.join(written)}")
-        self.report.segmented(source, written, lesion_pixels=lesion, **({"dicom": dicom} if dicom else {}))
+            logger.error(f"{self.item['image']}: {_error(e)}")
+            self.report.failed(self.item["image"], _error(e))
+
+    def _receive_input(self, name, op_input, context):
+        image = self.loader({"image": self.item["image"]})["image"]
+        return np.asarray(image), dict(image.meta)
+
+    def _send_output(self, value, name, metadata, op_output, context) -> None:
+        """Write the label map (1, H, W) (0 background, 1..K the classes) as planned, and report it."""
+        source, mask_file = self.item["image"], self.item["mask_file"]
+        mask = np.asarray(torch.as_tensor(value).detach().cpu()).squeeze(0).round().astype(np.uint8)
+        if mask_file.endswith("_seg.dcm"):
+            written, extra = [mask_file], {"dicom": self._write_dicom_seg(source, mask, mask_file)}
+        else:
+            written, extra = write_segmentation(mask, source, mask_file, self.item.get("overlay_file"),
+                                                metadata.get("original_affine"), len(self.labels)), {}
+        logger.info(f"{source}: {int((mask > 0).sum())} lesion pixels of {mask.size}; wrote {', '.join(written)}")
+        self.report.segmented(source, written, lesion_pixels=int((mask > 0).sum()), **extra)
 
     def _write_dicom_seg(self, source: str, mask: np.ndarray, path: str) -> dict:
         import highdicom as hd
@@ -201,84 +94,40 @@ class SegmentationWriterOperator(Operator):
         from pydicom.sr.codedict import codes
 
         ds = pydicom.dcmread(source)
-        for keyword in _TYPE2_PATIENT_STUDY:  # required (possibly empty) in the source; some files leave them out
-            if keyword not in ds:
-                setattr(ds, keyword, None)
-        if mask.shape != (int(ds.Rows), int(ds.Columns)):
-            raise ValueError(f"mask {mask.shape} does not match the DICOM image ({ds.Rows}, {ds.Columns})")
-        name, version = self.algorithm
-        algorithm = hd.AlgorithmIdentificationSequence(
-            name=_long_string(name), family=codes.cid7162.ArtificialIntelligence, version=version)
+        for keyword in _TYPE2_PATIENT_STUDY:  # highdicom copies them; some sources leave them out
+            ds.setdefault(keyword, None)
+        name, version = self.algorithm[0][:64], self.algorithm[1]  # a Long String holds 64 characters
+        algorithm = hd.AlgorithmIdentificationSequence(name=name, family=codes.cid7162.ArtificialIntelligence,
+                                                       version=version)
         segments = [hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=_long_string(label),
+            segment_number=number, segment_label=label[:64],
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        ) for number, label in enumerate(self.labels, start=1)]
+            segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm) for number, label in enumerate(self.labels, start=1)]
         seg = hd.seg.Segmentation(
-            source_images=[ds],
-            pixel_array=mask[None],  # a label map: each value is its segment's number
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=segments,
-            series_instance_uid=hd.UID(),
-            series_number=int(getattr(ds, "SeriesNumber", 0) or 0) + 1000,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="unext-monai",
-            manufacturer_model_name=_long_string(name),
-            software_versions=version,
-            device_serial_number="0",
-            omit_empty_frames=False,
-            series_description=_long_string(f"{', '.join(self.labels)} segmentation ({name} {version})"),
-        )
+            source_images=[ds], pixel_array=mask[None], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segments, series_instance_uid=hd.UID(),
+            series_number=int(getattr(ds, "SeriesNumber", 0) or 0) + 1000, sop_instance_uid=hd.UID(),
+            instance_number=1, manufacturer="unext-monai", manufacturer_model_name=name, software_versions=version,
+            device_serial_number="0", omit_empty_frames=False)
         write_atomic(path, lambda p: seg.save_as(p))
-        identifiers = {
-            "StudyInstanceUID": str(ds.StudyInstanceUID),
-            "SeriesInstanceUID": str(ds.SeriesInstanceUID),
-            "SOPInstanceUID": str(ds.SOPInstanceUID),
-            "SegmentationSeriesInstanceUID": str(seg.SeriesInstanceUID),
-            "SegmentationSOPInstanceUID": str(seg.SOPInstanceUID),
-        }
-        return identifiers
+        return {"StudyInstanceUID": str(ds.StudyInstanceUID), "SeriesInstanceUID": str(ds.SeriesInstanceUID),
+                "SOPInstanceUID": str(ds.SOPInstanceUID), "SegmentationSeriesInstanceUID": str(seg.SeriesInstanceUID),
+                "SegmentationSOPInstanceUID": str(seg.SOPInstanceUID)}
 
 
 class UNeXtSegmentationApp(Application):
-    """Image files in (PNG/JPEG/BMP/TIFF, DICOM, NIfTI), segmentations out, with a released bundle's ``model.ts``.
+    """Segment ``report.items`` with the release's ``model`` (``model.ts``), recording each outcome in ``report``."""
 
-    Args:
-        report: the run's report; its ``inputs`` are the files segmented.
-        kwargs: passed to ``Application`` (``argv`` with ``-i``, ``-o``, ``-m``: the SDK's app context).
-    """
-
-    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
-        self.report = report
+    def __init__(self, *args, report: InferenceReport, model: Path, **kwargs) -> None:
+        self.report, self.model = report, model
         super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
-        app_context: AppContext = Application.init_app_context(self.argv)
-        output_path = Path(app_context.output_path)
-        bundle_path = Path(app_context.model_path)
-        files = [it["image"] for it in self.report.items]
-        metadata = get_bundle_config(str(bundle_path), ["metadata"])
-        channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("channel_def", {})
-        labels = [v for k, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
-        logger.info(f"{len(files)} image(s); model {bundle_path}; output {output_path}")
-
-        loader = ImageFilesLoaderOperator(self, CountCondition(self, len(files)), files=files,
-                                          loader=_bundle_loader(bundle_path), report=self.report, name="loader")
-        infer = BundleSegmentationOperator(
-            self,
-            input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
-            output_mapping=[IOMapping("pred", Image, IOType.IN_MEMORY)],
-            app_context=app_context,
-            bundle_path=bundle_path,
-            report=self.report,
-            name="bundle_inference",
-        )
-        writer = SegmentationWriterOperator(
-            self, items={it["image"]: it for it in self.report.items}, report=self.report, labels=labels or ["lesion"],
-            algorithm=(str(metadata.get("name", "UNeXt")), str(metadata.get("version", "0"))), name="writer")
-        self.add_flow(loader, infer, {("image", "image")})
-        self.add_flow(infer, writer, {("pred", "pred")})
+        metadata = get_bundle_config(str(self.model), ["metadata"])
+        channels = next(iter(metadata["network_data_format"]["outputs"].values()))["channel_def"]
+        labels = [v for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
+        self.add_operator(BundleSegmentationOperator(
+            self, CountCondition(self, len(self.report.items)), app_context=AppContext({"model": str(self.model)}),
+            bundle_path=self.model, report=self.report, labels=labels,
+            algorithm=(str(metadata["name"]), str(metadata["version"])), name="bundle_segmentation"))

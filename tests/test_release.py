@@ -377,10 +377,8 @@ def test_release_of_a_grayscale_network_trained_with_deep_supervision(tmp_path):
     assert not negligible_values(out)
     packaged = json.loads((out / "configs" / "train.json").read_text())
     assert packaged["deep_supervision"] is True and packaged["in_channels"] == 1
-    from unext_monai.checkpoint import check_model_state
-
-    fine_tune = unext_monai.UNeXt(2, 1, 1, deep_supervision=True)
-    fine_tune.load_state_dict(check_model_state(fine_tune, released, str(out / "models" / "model.pt")))
+    fine_tune = unext_monai.UNeXt(2, 1, 1, deep_supervision=True)  # fine-tuning starts the heads afresh
+    fine_tune.load_state_dict(released)
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ def test_not_a_unext_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pth"):
         from_unext_pytorch(tmp_path / "nothere.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"junk\.pth: (cannot be read|refusing to load)"):
+    with pytest.raises(ValueError, match=r"junk\.pth"):
         from_unext_pytorch(tmp_path / "junk.pth")
 
 
@@ -115,5 +115,5 @@ def test_checkpoint_file_is_loaded_without_executing_code(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"encoder1.weight": Evil()}, path)
-    with pytest.raises(ValueError, match="evil.pth: refusing to load"):
+    with pytest.raises(ValueError, match=r"evil\.pth"):
         from_unext_pytorch(path)

@@ -1,20 +1,7 @@
-"""Readers that turn each supported dataset layout into a MONAI datalist.
-
-Every reader returns a list of dicts sorted by ``"name"``::
-
-    {"image": "/abs/path/case.png", "label": ["/abs/path/case_mask.png", ...], "name": "case"}
-
-``"label"`` is always a list of one or more mask paths (several only for BUSI images with several lesions, to be merged
-by a union when loading). ``"name"`` is the image's file stem and identifies the case in outputs.
-
-Readers do not open any image. Files they cannot pair are returned too, so that
-:func:`unext_monai.data.checks.check_datalist` can name them: an image without a mask is an item whose ``"label"`` is
-an empty list, a mask without an image is an item whose ``"image"`` is ``None``. Run the readers' output through
-``check_datalist`` (or use :func:`unext_monai.data.split.read_all` / ``prepare_split``) before handing it to transforms.
-
-Missing roots raise ``FileNotFoundError``; a folder without a single image/mask pair raises ``ValueError``; both name
-the path.
-"""
+"""One reader per data set layout, each giving a MONAI datalist sorted by name: ``{"image": abs_path, "label":
+[abs_mask_path, ...], "name": stem}`` (several masks only for BUSI's images with several lesions, merged by a union).
+Readers open no image; files they cannot pair come back too (an image with no ``label``, masks with ``"image":
+None``), for :func:`unext_monai.data.checks.check_datalist` to name. Errors name the path."""
 
 from __future__ import annotations
 
@@ -40,8 +27,8 @@ __all__ = [
 
 logger = logging.getLogger("unext_monai")
 
+#: names :func:`read_dataset` takes (``demo``: the UNeXt-pytorch layout)
 DATASETS = ("demo", "isic2018", "busi", "unext", "datalist")
-"""Names accepted by :func:`read_dataset` (``"demo"`` is read with the UNeXt-pytorch layout)."""
 
 
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -104,16 +91,8 @@ def _split_word(folder_name: str, suffix: str) -> str:
 
 
 def read_isic2018(root: str) -> list[dict]:
-    """Read the ISIC 2018 Task 1 layout.
-
-    ``root`` holds a ``*_Input`` folder of images (``ISIC_xxxxxxx.jpg`` or ``.png``) and the matching ``*_GroundTruth``
-    folder of masks (``ISIC_xxxxxxx_segmentation.png``), as shipped: ``ISIC2018_Task1-2_Training_Input`` with
-    ``ISIC2018_Task1_Training_GroundTruth``, or the ``Validation`` / ``Test`` pair. Folders are matched by the word
-    before ``_Input`` / ``_GroundTruth``; with a single pair of folders any names are accepted. When ``root`` holds
-    several pairs, the ``Training`` pair is read (logged); a ``Task2`` ground truth folder (attribute masks) is never
-    used.
-    Files that are not images (``LICENSE.txt``, ``ATTRIBUTION.txt``) are ignored.
-    """
+    """ISIC 2018 Task 1: ``*_Input/ISIC_x.jpg`` with ``*_GroundTruth/ISIC_x_segmentation.png``, folders paired by
+    the word before ``_Input`` (the ``Training`` pair where several are shipped; never Task 2's attribute masks)."""
     root = _require_dir(root)
     subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     inputs = [d for d in subdirs if d.lower().endswith("_input")]
@@ -144,14 +123,8 @@ def read_isic2018(root: str) -> list[dict]:
 
 
 def read_busi(root: str, include_normal: bool = False) -> list[dict]:
-    """Read the BUSI layout: ``Dataset_BUSI_with_GT/<benign|malignant|normal>/<name>.png`` with ``<name>_mask.png``.
-
-    ``root`` is the folder containing ``Dataset_BUSI_with_GT`` or that folder itself. An image with several lesions has
-    ``<name>_mask.png``, ``<name>_mask_1.png``, ...; all of them are listed in ``"label"`` (in that order) to be merged
-    by a union. Items also get ``"class"``. ``normal`` images (all-zero masks) are read only with
-    ``include_normal=True``; the UNeXt paper trains on benign and malignant only. Names keep their spaces and
-    parentheses (``"benign (1)"``).
-    """
+    """BUSI: ``[Dataset_BUSI_with_GT/]<benign|malignant|normal>/<name>.png`` with ``<name>_mask.png`` (and
+    ``_mask_1.png``, ... for more lesions); items get their ``"class"``; ``normal`` only with ``include_normal``."""
     root = _require_dir(root)
     base = os.path.join(root, _BUSI_FOLDER) if os.path.isdir(os.path.join(root, _BUSI_FOLDER)) else root
     classes = BUSI_CLASSES if include_normal else BUSI_CLASSES[:2]
@@ -201,12 +174,8 @@ def _unext_root(root: str) -> str:
 
 
 def read_unext_pytorch(root: str) -> list[dict]:
-    """Read the UNeXt-pytorch layout: ``<root>/images/<name>.png|jpg`` with ``<root>/masks/0/<name>.png``.
-
-    ``root`` may be the dataset folder (``inputs/busi``) or a folder holding exactly one such dataset (``inputs``).
-    Images and masks are paired by file stem. Only the first class folder ``masks/0`` is read (binary segmentation);
-    a layout with the masks directly in ``masks/`` is accepted too.
-    """
+    """The UNeXt-pytorch layout: ``images/<name>.*`` with ``masks/0/<name>.*`` (or ``masks/<name>.*``), in ``root``
+    or in the one data set folder it holds."""
     root = _unext_root(_require_dir(root))
     image_dir = os.path.join(root, "images")
     mask_dir = os.path.join(root, "masks", "0")

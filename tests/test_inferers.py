@@ -165,6 +165,13 @@ def test_engine_that_disagrees_with_the_network_gives_way(engine_net: UNeXt, onn
         assert torch.equal(inferer(x, other), other(x))
         assert torch.equal(inferer(x, other), other(x))
     assert inferer.name == "PyTorch network" and "disagrees with the network" in caplog.text
+    tuned = UNeXt(2, 3, 1, features=(8, 16, 32, 64, 128)).eval()  # fine-tuned since the export: the same masks
+    tuned.load_state_dict(engine_net.state_dict())
+    with torch.no_grad():
+        tuned.final_conv.weight.mul_(1.01)
+    inferer = EngineInferer(onnx_file, "fp32")
+    with torch.no_grad():
+        assert torch.equal(inferer(x, tuned), tuned(x)) and inferer.run is None
 
 
 def test_flip_tta_runs_its_passes_through_an_engine(engine_net: UNeXt, onnx_file: str) -> None:

@@ -128,8 +128,9 @@ class EngineInferer(SimpleInferer):
     installed), the network's masks; ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512
     BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network itself. Where the engine or the file is missing it
     falls back (ONNX Runtime, then the network), and one log line says what runs and why. The first output is checked
-    against the network's: if the masks (logits > 0) disagree (Dice below 0.99), the network is used from then on,
-    with a warning. CUDA inputs, inputs of another size than ``spatial_size`` and calls with extra arguments go to the
+    against the network's (a ``model.onnx`` exported from other weights): if the masks (logits > 0) disagree (Dice
+    below 0.99) or, for float32, the logits differ beyond rounding, the network is used from then on, with a
+    warning. CUDA inputs, inputs of another size than ``spatial_size`` and calls with extra arguments go to the
     network.
 
     Args:
@@ -174,11 +175,13 @@ class EngineInferer(SimpleInferer):
         out = torch.from_numpy(np.asarray(self.run(x), dtype=np.float32))
         if not self.checked:
             self.checked = True
-            a, b = out > 0, torch.as_tensor(network(inputs)).detach().cpu() > 0
-            dice = 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
-            if dice < 0.99 and (a.any() or b.any()):
-                logger.warning(f"inference: {self.name} disagrees with the network (mask Dice {dice:.4f} on the "
-                               "first input): using the PyTorch network")
+            ref = torch.as_tensor(network(inputs)).detach().cpu().float()
+            a, b = out > 0, ref > 0
+            dice = 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum())) if a.any() or b.any() else 1.0
+            diff = float((out - ref).abs().max())  # float32 engines compute the network's function to rounding
+            if dice < 0.99 or ("bf16" not in self.name and diff > 1e-3 * (1 + float(ref.abs().max()))):
+                logger.warning(f"inference: {self.name} disagrees with the network on the first input (mask Dice "
+                               f"{dice:.4f}, logits up to {diff:.3g} apart): using the PyTorch network")
                 self.name, self.run = "PyTorch network", None
                 return network(inputs)
         if isinstance(inputs, MetaTensor):

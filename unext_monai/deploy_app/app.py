@@ -22,7 +22,9 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import monai.deploy.operators.monai_bundle_inference_operator as bundle_operator
 import numpy as np
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Fragment, Image, IOType, Operator, OperatorSpec
@@ -125,11 +127,24 @@ class _RecordingInput:
 class BundleSegmentationOperator(MonaiBundleInferenceOperator):
     """The SDK's bundle operator, also leaving out the bundle's own file-writing post-processing transform
     (``unext_monai.transforms.SavePredictiond``); an error on one input is recorded in ``report`` and the run goes
-    on with the next."""
+    on with the next. Bundles whose ``inference.json`` has the ``engine`` setting run the ``model.onnx`` beside
+    ``model.ts`` through its inference engine (:class:`unext_monai.inferers.EngineInferer`), with ``engine`` (when
+    given) in place of the bundle's setting."""
 
-    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
-        self.report = report
+    def __init__(self, *args, report: InferenceReport, engine: str | None = None, **kwargs) -> None:
+        self.report, self.engine = report, engine
         super().__init__(*args, **kwargs)
+
+    def _init_config(self, config_names):
+        def configured(path, names):  # the SDK parses the inferer inside _init_config: set the engine before
+            parser = get_bundle_config(path, names)
+            if parser.get("engine_inferer") is not None:
+                parser["ckpt_dir"] = str(Path(path).parent if Path(path).is_file() else Path(path) / "models")
+                parser["engine"] = self.engine or parser["engine"]
+            return parser
+
+        with mock.patch.object(bundle_operator, "get_bundle_config", configured):
+            super()._init_config(config_names)
 
     def _get_compose(self, obj_name, disallowed_prefixes):
         return super()._get_compose(obj_name, DISALLOWED_TRANSFORMS)
@@ -246,11 +261,12 @@ class UNeXtSegmentationApp(Application):
 
     Args:
         report: the run's report; its ``inputs`` are the files segmented.
+        engine: the bundle's ``engine`` setting to use instead of its own (``fp32``, ``bf16``, ``pytorch``).
         kwargs: passed to ``Application`` (``argv`` with ``-i``, ``-o``, ``-m``: the SDK's app context).
     """
 
-    def __init__(self, *args, report: InferenceReport, **kwargs) -> None:
-        self.report = report
+    def __init__(self, *args, report: InferenceReport, engine: str | None = None, **kwargs) -> None:
+        self.report, self.engine = report, engine
         super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
@@ -272,6 +288,7 @@ class UNeXtSegmentationApp(Application):
             app_context=app_context,
             bundle_path=bundle_path,
             report=self.report,
+            engine=self.engine,
             name="bundle_inference",
         )
         writer = SegmentationWriterOperator(

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-m", "--model", default=os.environ.get("HOLOSCAN_MODEL_PATH"),
                     help="release folder bundle/NAME, its models/ folder, or model.ts (default: $HOLOSCAN_MODEL_PATH)")
     ap.add_argument("--overwrite", action="store_true", help="replace output files that exist (refused otherwise)")
+    ap.add_argument("--engine", choices=["fp32", "bf16", "pytorch"], default=None,
+                    help="model.onnx on ONNX Runtime (fp32) or OpenVINO bfloat16 (bf16), or the TorchScript network "
+                         "(pytorch); default: the bundle's inference.json setting")
     ap.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=_LEVELS)
     return ap
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     "-o", str(Path(args.output).resolve()), "-m", str(model), "-l", sdk_level]
         try:
             with bundle_scripts(model):  # the code the bundle's configs name (``scripts.transforms...``)
-                UNeXtSegmentationApp(report=report, argv=app_argv).run()
+                UNeXtSegmentationApp(report=report, engine=args.engine, argv=app_argv).run()
         except BaseException as e:
             report.finish(e)
             raise

@@ -12,6 +12,9 @@ Settings (``--conf KEY VALUE``):
   ``APP_DIR/model/<model name>/runs/<run>/replaced_model.pt``), so serve a copy of the release;
 - ``model_name``: the model's name in MONAI Label (default: the bundle folder's name);
 - ``preload``: load the network at start-up (``true``/``false``, default false);
+- ``engine``: ``fp32`` (``model.onnx`` on ONNX Runtime), ``bf16`` (OpenVINO bfloat16 where the CPU computes it
+  natively) or ``pytorch`` (the network); default: the bundle's ``inference.json`` setting (the engines are the
+  ``unext-monai[engines]`` extra; without them the network runs);
 - ``train``: offer the train task (default true);
 - ``epistemic_dropout``: dropout probability of the Monte Carlo dropout used by the ``epistemic`` scoring method
   (default 0.2); ``epistemic_samples``: forward passes per image (default 5).
@@ -75,7 +78,8 @@ class UNeXtLabelApp(MONAILabelApp):
         logger.info(f"UNeXt bundle {self.bundle_dir} as model {self.model_name!r}; labels {self.labels}")
 
     def init_infers(self) -> Dict[str, InferTask]:
-        return {self.model_name: UNeXtInferTask(self.bundle_dir, preload=strtobool(self.conf.get("preload", "false")))}
+        return {self.model_name: UNeXtInferTask(self.bundle_dir, preload=strtobool(self.conf.get("preload", "false")),
+                                                engine=self.conf.get("engine"))}
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         if not strtobool(self.conf.get("train", "true")):

@@ -206,6 +206,11 @@ def packaged_sections(
         "as skipped. `--input_path` takes one file or folder instead. Outputs go to `--output_dir` (default "
         "`eval/predictions`), which must not be a folder holding inputs.",
         "",
+        "`--engine fp32` runs `models/model.onnx` through ONNX Runtime in float32 (the network's masks), `--engine bf16` "
+        "through OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512 BF16, AMX), `--engine pytorch` the "
+        "network itself; the default is this bundle's `engine` setting. The engines are optional (`pip install "
+        "onnxruntime openvino`): without them the network runs, and one log line says so.",
+        "",
         "#### Export checkpoint to TorchScript file",
         "",
         "```",

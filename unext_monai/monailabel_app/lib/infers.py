@@ -47,14 +47,19 @@ logger = logging.getLogger(__name__)
 FILE_WRITERS = (SaveImaged, SavePredictiond)
 
 
-def read_bundle(bundle_dir: str, dropout: float = 0.0) -> Tuple[ConfigParser, Dict[str, Any]]:
+def read_bundle(bundle_dir: str, dropout: float = 0.0, engine: str | None = None
+                ) -> Tuple[ConfigParser, Dict[str, Any]]:
     """The bundle's ``inference.json`` (``bundle_root`` set to ``bundle_dir``) and its ``metadata.json``.
 
-    ``dropout`` > 0 is passed to ``network_def`` (UNeXt's ``dropout``, inside its shifted MLPs).
+    ``dropout`` > 0 is passed to ``network_def`` (UNeXt's ``dropout``, inside its shifted MLPs), and runs the
+    network itself (``model.onnx`` has no dropout); ``engine`` replaces the bundle's ``engine`` setting, where it has
+    one.
     """
     parser = ConfigParser()
     parser.read_config(os.path.join(bundle_dir, "configs", "inference.json"))
     parser["bundle_root"] = bundle_dir
+    if "engine" in parser.config and (engine or dropout > 0):
+        parser["engine"] = "pytorch" if dropout > 0 else engine
     if dropout > 0:
         parser["network_def"]["dropout"] = dropout
     with open(os.path.join(bundle_dir, "configs", "metadata.json")) as f:
@@ -79,12 +84,15 @@ class UNeXtInferTask(BasicInferTask):
         bundle_dir: the release folder.
         preload: load the network at start-up.
         dropout: dropout probability inside the network's shifted MLPs (0: the network as trained).
+        engine: the bundle's ``engine`` setting to use instead of its own (``fp32``, ``bf16``, ``pytorch``). Once a
+            training run has replaced ``models/model.pt``, its ``model.onnx`` is stale and the network runs.
         kwargs: passed to ``BasicInferTask`` (e.g. ``skip_writer``).
     """
 
-    def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, engine: str | None = None,
+                 **kwargs: Any) -> None:
         self.bundle_dir = bundle_dir
-        self.parser, metadata = read_bundle(bundle_dir, dropout)
+        self.parser, metadata = read_bundle(bundle_dir, dropout, engine)
         spatial_shape = next(iter(metadata["network_data_format"]["inputs"].values())).get("spatial_shape", [])
         if len(spatial_shape) != 2:
             raise ValueError(f"{bundle_dir}: a 2D bundle is expected, metadata.json says {spatial_shape}")
@@ -118,6 +126,13 @@ class UNeXtInferTask(BasicInferTask):
 
     def inferer(self, data=None) -> Inferer:
         with bundle_on_path(self.bundle_dir):
+            weights = self.get_path(validate=False)
+            stamp = os.path.getmtime(weights) if weights and os.path.exists(weights) else None
+            if getattr(self, "_weights_stamp", stamp) != stamp and self.parser.get("engine") not in (None, "pytorch"):
+                self.parser["engine"] = "pytorch"  # model.pt retrained since model.onnx was exported
+                logger.info(f"{weights} replaced by training: inference runs the network, not model.onnx")
+                return self.parser.get_parsed_content("inferer", lazy=False)
+            self._weights_stamp = stamp
             return self.parser.get_parsed_content("inferer")
 
     def post_transforms(self, data=None) -> Sequence[Callable]:

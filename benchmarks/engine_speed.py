@@ -16,7 +16,11 @@ count and batch, ``--runs`` rounds after 3 warm-up rounds, median milliseconds p
   them, subnormal numbers computed as such), and through :class:`unext_monai.inferers.EngineInferer` ``fp32``
   (ONNX Runtime, subnormals as 0, the bundle's static size) and ``bf16`` (OpenVINO bfloat16 where the CPU computes
   it natively), and OpenVINO f32;
-- the released ``models/model.ts`` (TorchScript) in float32.
+- the released ``models/model.ts`` (TorchScript) in float32;
+- post-training int8 of ``model.onnx``, calibrated on ``--calibration`` pictures (the first 100 found, resized to
+  256x256): ONNX Runtime's static QDQ quantization (per-channel int8 weights, uint8 activations; VNNI/AMX kernels
+  where the CPU has them) and, where ``nncf`` is installed, OpenVINO's (NNCF ``quantize``; the other layers bf16
+  where native).
 
 Every result names the CPU and its bf16/int8 flags. Writes ``benchmarks/results/engine_speed_<cpu>.json`` and
 ``.md``: one file per CPU measured.
@@ -62,7 +66,50 @@ def paper_onnx(path: str) -> str:
     return path
 
 
-def paths(models: Path, threads: int, workdir: str) -> dict:
+def calibration(folder: Path, n: int = 100) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:n] if folder.is_dir() else []
+    return [(np.asarray(Image.open(f).convert("RGB").resize((256, 256), Image.BILINEAR), dtype=np.float32)
+             .transpose(2, 0, 1)[None] / 255).copy() for f in files]
+
+
+def int8_paths(onnx_file: str, pictures: list[np.ndarray], threads: int, workdir: str) -> dict:
+    """``model.onnx`` quantized after training to int8 by ONNX Runtime and, where nncf is installed, OpenVINO."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(pictures)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    path = os.path.join(workdir, f"int8_{threads}.onnx")
+    quantize_static(onnx_file, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = ort_session(path, threads)
+    fns = {"model.onnx, ONNX Runtime int8 (static QDQ)": lambda x: session.run(None, {"image": x})}
+    try:
+        import nncf
+        import openvino as ov
+        from openvino._offline_transformations import apply_moc_transformations
+    except ImportError:
+        return fns
+    core = ov.Core()
+    model = core.read_model(onnx_file)
+    model.reshape([-1, 3, 256, 256])
+    apply_moc_transformations(model, cf=True)  # folds the weights' reshapes, which NNCF needs constant
+    quantized = nncf.quantize(model, nncf.Dataset(pictures), subset_size=len(pictures))
+    hint = "bf16" if inferers.native_bf16("cpu") else "f32"
+    request = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                                                     "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    fns[f"model.onnx, OpenVINO int8 (NNCF, rest {hint})"] = lambda x: request.infer({0: x})
+    return fns
+
+
+def paths(models: Path, threads: int, workdir: str, pictures: list[np.ndarray]) -> dict:
     onnx_file, size = str(models / "model.onnx"), [256, 256]
     paper = ort_session(paper_onnx(os.path.join(workdir, "paper.onnx")), threads)
     plain = ort_session(onnx_file, threads)
@@ -82,6 +129,8 @@ def paths(models: Path, threads: int, workdir: str) -> dict:
             mock.patch.dict(sys.modules, {"onnxruntime": None}):
         inferer = inferers.EngineInferer(onnx_file, "fp32", size, threads)  # OpenVINO f32
     fns[f"model.onnx, {inferer.name}"] = lambda x, f=inferer.run: f(x)
+    if pictures:
+        fns.update(int8_paths(onnx_file, pictures, threads, workdir))
     ts = torch.jit.load(str(models / "model.ts"), map_location="cpu").eval()
     fns["model.ts, TorchScript fp32"] = lambda x: ts(torch.from_numpy(x))
     torch.set_flush_denormal(True)
@@ -94,6 +143,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--calibration", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input",
+                        help="pictures to calibrate int8 with (int8 is left out where there are none)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     cpu = cpu_line()
@@ -103,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            fns = paths(args.models, threads, workdir)
+            fns = paths(args.models, threads, workdir, calibration(args.calibration))
             for batch in args.batches:
                 x = np.random.default_rng(0).random((batch, 3, 256, 256), dtype=np.float32)
                 runs = max(5, args.runs // batch * 2) if batch > 1 else args.runs

@@ -52,12 +52,16 @@ def cpu_line() -> str:
     return f"{model}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
 
 
+def _no_onnxruntime(*args):
+    raise ImportError  # as where only OpenVINO is installed
+
+
 def paths(model_onnx: str, spatial_size: list[int]) -> dict[str, inferers.EngineInferer]:
-    out = {"onnxruntime fp32": inferers.EngineInferer(model_onnx, "onnxruntime", spatial_size)}
-    with mock.patch.object(inferers, "native_bf16", return_value=False):
-        out["openvino f32"] = inferers.EngineInferer(model_onnx, "openvino", spatial_size)
+    out = {"onnxruntime fp32": inferers.EngineInferer(model_onnx, "fp32", spatial_size)}
+    with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):  # fp32 where only OpenVINO is
+        out["openvino f32"] = inferers.EngineInferer(model_onnx, "fp32", spatial_size)
     if inferers.native_bf16("cpu"):
-        out["openvino bf16"] = inferers.EngineInferer(model_onnx, "openvino", spatial_size)
+        out["openvino bf16"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
     for inferer in out.values():
         inferer.checked = True  # compared on every image here
     return out

@@ -128,7 +128,7 @@ class EngineInferer(SimpleInferer):
     installed), the network's masks; ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512
     BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network itself. Where the engine or the file is missing it
     falls back (ONNX Runtime, then the network), and one log line says what runs and why. The first output is checked
-    against the network's (a ``model.onnx`` exported from other weights): if the masks (logits > 0) disagree (Dice
+    against the network's (a ``model.onnx`` exported from other weights): if the lesion masks disagree (Dice
     below 0.99) or, for float32, the logits differ beyond rounding, the network is used from then on, with a
     warning. CUDA inputs, inputs of another size than ``spatial_size`` and calls with extra arguments go to the
     network.
@@ -176,7 +176,7 @@ class EngineInferer(SimpleInferer):
         if not self.checked:
             self.checked = True
             ref = torch.as_tensor(network(inputs)).detach().cpu().float()
-            a, b = out > 0, ref > 0
+            a, b = (out > 0, ref > 0) if out.shape[1] == 1 else (out.argmax(1) > 0, ref.argmax(1) > 0)  # lesion
             dice = 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum())) if a.any() or b.any() else 1.0
             diff = float((out - ref).abs().max())  # float32 engines compute the network's function to rounding
             if dice < 0.99 or ("bf16" not in self.name and diff > 1e-3 * (1 + float(ref.abs().max()))):

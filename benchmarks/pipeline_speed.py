@@ -11,7 +11,8 @@ One thread (``torch.set_num_threads(1)``, the engine's threads). For each ``--en
 over ``--n`` pictures, ``--rounds`` times (outputs overwritten), per image; then, on the same pictures, each step
 alone: the dataset item (read with ``LoadImaged``, channels, resize), collation, the inferer, and every
 post-processing transform (sigmoid, ``Invertd`` back to the picture's size, threshold, writing the mask and the
-overlay). Median per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
+overlay), and the paper's code through ONNX Runtime (``benchmarks/engine_speed.py``'s reference) after each
+round. Median per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +125,11 @@ def main() -> None:
         for f in sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.n]:
             shutil.copy(f, images / f.name)
         flows = {e: workflow(args.models, images, tmp, e) for e in args.engines}
+        from engine_speed import ort_session, paper_onnx
+
+        paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), 1)
+        x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+        reference = []
         runs = {e: [] for e in flows}
         split = {e: [] for e in flows}
         load = [os.getloadavg()]
@@ -132,6 +139,10 @@ def main() -> None:
                 wf.run()
                 runs[e].append((time.perf_counter() - start) / args.n)
                 split[e].append(steps(wf))
+            for _ in range(args.n):  # the paper's code through ONNX Runtime, in the same rounds
+                start = time.perf_counter()
+                paper.run(None, {"image": x})
+                reference.append(time.perf_counter() - start)
         written = writing(images, tmp)
         load.append(os.getloadavg())
     rows = {}
@@ -139,7 +150,9 @@ def main() -> None:
         rows[e] = {"end_to_end_ms": statistics.median(runs[e]) * 1e3,
                    "steps_ms": {k: statistics.median(s[k] for s in split[e]) * 1e3 for k in split[e][0]},
                    "engine": flows[e].parser.get_parsed_content("engine_inferer").name}
-    result = {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
+    paper_ms = statistics.median(reference) * 1e3
+    result = {"paper_onnxruntime_ms": paper_ms}
+    result |= {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "images": args.n,
               "rounds": args.rounds, "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows,
               "write_segmentation_ms": written}
@@ -157,6 +170,8 @@ def main() -> None:
     lines.append("| sum of the steps | " + " | ".join(f"{sum(rows[e]['steps_ms'].values()):.2f}" for e in rows) + " |")
     lines.append("| **end to end (evaluator.run / images)** | "
                  + " | ".join(f"**{rows[e]['end_to_end_ms']:.2f}**" for e in rows) + " |")
+    lines.append(f"| end to end / the paper's code through ONNX Runtime ({paper_ms:.2f} ms, same rounds) | "
+                 + " | ".join(f"{rows[e]['end_to_end_ms'] / paper_ms:.2f}" for e in rows) + " |")
     lines.append("| end to end / model | " + " | ".join(
         f"{rows[e]['end_to_end_ms'] / rows[e]['steps_ms']['model (inferer)']:.2f}" for e in rows) + " |")
     lines += ["", f"Writing the mask and the overlay (`write_segmentation`, interleaved, per image): "

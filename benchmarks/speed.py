@@ -185,6 +185,15 @@ class StraightforwardUNeXt(nn.Module):
 # helpers
 
 
+#: the CPU features that decide the fast paths (bf16 and int8 arithmetic), named with every result
+CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+
+
+def cpu_text(info: dict) -> str:
+    flags = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in info.get("cpu_flags", {}).items())
+    return f"{info['cpu']} ({flags})" if flags else info["cpu"]
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -194,8 +203,14 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+                    .split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
     info = {
         "cpu": cpu,
+        "cpu_flags": {f: f in flags for f in CPU_FLAGS},
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -389,7 +404,8 @@ def run_inference(args, workdir: str, old) -> dict:
                     fns[name] = lambda s=m["ort"][threads], xn=xn: s.run(None, {"image": xn})
                 else:
                     fns[name] = lambda f=m["call"], x=x: f(x)
-            print(f"[inference] {size}x{size}, {threads} thread(s), load {load_average()}", flush=True)
+            print(f"[inference] {cpu_text(machine_info())}: {size}x{size}, {threads} thread(s), load {load_average()}",
+                  flush=True)
             with torch.inference_mode():
                 times = round_robin(fns, args.runs, args.warmup)
             for name, t in times.items():
@@ -441,7 +457,8 @@ def run_training(args, old) -> list[dict]:
         x = torch.rand(args.train_batch, 3, 256, 256)
         y = (torch.rand(args.train_batch, 1, 256, 256) > 0.5).float()
         steps = {(name, p): training_step(net, x, y, p) for p in args.precisions for name, net in nets.items()}
-        print(f"[training] batch {args.train_batch}, {threads} thread(s), load {load_average()}", flush=True)
+        print(f"[training] {cpu_text(machine_info())}: batch {args.train_batch}, {threads} thread(s), "
+              f"load {load_average()}", flush=True)
         times = round_robin({f"{n}|{p}": s for (n, p), s in steps.items()}, args.train_steps, args.train_warmup)
         for key, t in times.items():
             name, precision = key.split("|")
@@ -516,7 +533,7 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
     lines = [
         "# UNeXt CPU speed",
         "",
-        f"- CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs, "
+        f"- CPU: {cpu_text(info)} ({info['logical_cpus']} logical CPUs, "
         f"PyTorch CPU capability {info['torch_cpu_capability']})",
         f"- torch {info['torch']}, MONAI {info.get('monai', '-')}, ONNX Runtime {info.get('onnxruntime', '-')}, "
         f"Python {info['python']}",

@@ -37,8 +37,10 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~umask
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
-    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``.
+def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: bool = True) -> str:
+    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``; with ``durable``
+    the file and the rename are flushed to disk (``fsync``) first, so that they also survive a power loss (outputs
+    that a run can write again leave it out: it is the slowest part of writing a small file).
 
     The temporary file is ``.<name>.<random>.part``, never under the destination's suffix (a folder's ``*.pt`` or
     ``*.png`` never lists it), except for NIfTI, whose writer picks the compression from the name:
@@ -53,14 +55,16 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, umask_mode())  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    _fsync_dir(folder)
+    if durable:
+        _fsync_dir(folder)
     # temporary files of this path left by a process killed while writing it
     for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")):
         with contextlib.suppress(OSError):

@@ -292,20 +292,21 @@ def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_
                        affine: np.ndarray | None = None, num_classes: int = 1) -> list[str]:
     """Write the label map (H, W) of the input ``source``, atomically: a PNG (binary 0/255, K classes as their
     numbers), or NIfTI with ``affine`` for a ``.nii(.gz)`` ``mask_path``; and with ``overlay_path`` the input with the
-    labels drawn on it (PNG). Returns the paths written; the overlay is left out when the picture's size differs."""
+    labels drawn on it (PNG). Returns the paths written; the overlay is left out when the picture's size differs.
+    Not flushed to disk (``fsync``): a run writes them again; the run's ``report.json`` is."""
     labels = np.asarray(labels).astype(np.uint8)
     if mask_path.lower().endswith(NIFTI_SUFFIXES):
         import nibabel as nib
 
         image = nib.Nifti1Image(labels, np.eye(4) if affine is None else np.asarray(affine))
-        write_atomic(mask_path, lambda p: nib.save(image, p))
+        write_atomic(mask_path, lambda p: nib.save(image, p), durable=False)
     else:
         picture = Image.fromarray(labels * 255 if num_classes == 1 else labels)
-        write_atomic(mask_path, lambda p: picture.save(p, format="PNG", compress_level=1))
+        write_atomic(mask_path, lambda p: picture.save(p, format="PNG", compress_level=1), durable=False)
     written = [mask_path]
     overlay = _overlay(source, labels) if overlay_path else None
     if overlay is not None:
-        write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG", compress_level=1))
+        write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG", compress_level=1), durable=False)
         written.append(overlay_path)
     return written
 

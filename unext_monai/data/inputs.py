@@ -14,7 +14,8 @@
                  "outputs": [paths], "error": str | null, ...}]}
 
   It is written when the run starts (``running``: a report left by an earlier run never stands beside new outputs),
-  and when it ends, fails or is stopped by SIGTERM (``interrupted``: the inputs not reached stay ``pending``).
+  and when it ends, fails or is stopped by SIGTERM (``interrupted``, once the input being segmented has its files
+  written and recorded: the inputs not reached stay ``pending``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class InferenceReport:
         self._entries = dict(sorted(self._entries.items()))
         self._lock = threading.Lock()
         self.interrupted = False
+        self._in_input, self._stop_signal = False, 0
         self.write("running")
 
     @property
@@ -231,18 +233,25 @@ class InferenceReport:
 
         by_mask = {it["mask_file"]: it["image"] for it in self.items}
 
+        def started(engine: Any) -> None:
+            self._in_input = True
+
         def record(engine: Any) -> None:
             for out in engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]:
                 files = list(out.get("pred_files") or []) if isinstance(out, dict) else []
                 if files and files[0] in by_mask:
                     lesion = int((out["pred"] > 0).sum()) if "pred" in out else None
                     self.segmented(by_mask[files[0]], files, lesion_pixels=lesion)
+            self._in_input = False
+            if self._stop_signal:  # SIGTERM came while this input was being segmented: its files are recorded now
+                self._terminated(self._stop_signal, None)
 
         def failed(engine: Any, e: BaseException) -> None:
             if not self.interrupted:
                 self.finish(e)
             raise e
 
+        engine.add_event_handler(Events.ITERATION_STARTED, started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, record)
         engine.add_event_handler(Events.COMPLETED, lambda _: self.finish())
         engine.add_event_handler(Events.EXCEPTION_RAISED, failed)
@@ -250,6 +259,9 @@ class InferenceReport:
             signal.signal(signal.SIGTERM, self._terminated)
 
     def _terminated(self, signum: int, frame: Any) -> None:
+        if self._in_input:  # the files of the input being segmented may be half written: stop once it is recorded
+            self._stop_signal = signum
+            return
         self.interrupted = True
         self.finish("stopped by SIGTERM before every input was segmented", status="interrupted")
         sys.exit(128 + signum)

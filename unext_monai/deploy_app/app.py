@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from unittest import mock
 
+import monai.deploy.operators.monai_bundle_inference_operator as bundle_operator
 import numpy as np
 import torch
 from monai.deploy.conditions import CountCondition
@@ -54,10 +56,23 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
         algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
     """
 
-    def __init__(self, *args, report: InferenceReport, labels: list[str], algorithm: tuple[str, str], **kwargs) -> None:
-        self.report, self.labels, self.algorithm = report, labels, algorithm
+    def __init__(self, *args, report: InferenceReport, labels: list[str], algorithm: tuple[str, str],
+                 engine: str | None = None, **kwargs) -> None:
+        self.report, self.labels, self.algorithm, self.engine = report, labels, algorithm, engine
         self.items, self.item, self.loader = iter(report.items), {}, None
         super().__init__(*args, input_mapping=[], output_mapping=[], **kwargs)
+
+    def _init_config(self, config_names):
+        # the SDK builds the inferer inside _init_config: the bundle's engine finds model.onnx beside model.ts
+        def configured(path, names):
+            parser = get_bundle_config(path, names)
+            if parser.get("engine") is not None:
+                parser["ckpt_dir"] = str(Path(path).parent)
+                parser["engine"] = self.engine or parser["engine"]
+            return parser
+
+        with mock.patch.object(bundle_operator, "get_bundle_config", configured):
+            super()._init_config(config_names)
 
     def _get_compose(self, obj_name, disallowed_prefixes):
         compose = super()._get_compose(obj_name, [])
@@ -119,8 +134,8 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
 class UNeXtSegmentationApp(Application):
     """Segment ``report.items`` with the release's ``model`` (``model.ts``), recording each outcome in ``report``."""
 
-    def __init__(self, *args, report: InferenceReport, model: Path, **kwargs) -> None:
-        self.report, self.model = report, model
+    def __init__(self, *args, report: InferenceReport, model: Path, engine: str | None = None, **kwargs) -> None:
+        self.report, self.model, self.engine = report, model, engine
         super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
@@ -129,5 +144,5 @@ class UNeXtSegmentationApp(Application):
         labels = [v for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
         self.add_operator(BundleSegmentationOperator(
             self, CountCondition(self, len(self.report.items)), app_context=AppContext({"model": str(self.model)}),
-            bundle_path=self.model, report=self.report, labels=labels,
+            bundle_path=self.model, report=self.report, labels=labels, engine=self.engine,
             algorithm=(str(metadata["name"]), str(metadata["version"])), name="bundle_segmentation"))

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         variable = f"HOLOSCAN_{name.upper()}_PATH"
         ap.add_argument(flag, f"--{name}", default=os.environ.get(variable), help=f"{what} (default ${variable})")
     ap.add_argument("--overwrite", action="store_true", help="replace output files that exist (refused otherwise)")
+    ap.add_argument("--engine", choices=["fp32", "bf16", "pytorch"], default=None,
+                    help="model.onnx beside model.ts on ONNX Runtime (fp32) or OpenVINO bfloat16 (bf16), or the "
+                         "network (pytorch); default: the bundle's inference.json setting")
     ap.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = ap.parse_args(argv)
     missing = [f"--{k}" for k in ("input", "output", "model") if not getattr(args, k)]
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             with bundle_scripts(model):  # the code the bundle's configs name (``scripts.transforms...``)
-                UNeXtSegmentationApp(report=report, model=model).run()
+                UNeXtSegmentationApp(report=report, model=model, engine=args.engine).run()
         except BaseException as e:
             report.finish(e)
             raise

@@ -5,7 +5,8 @@
 
 ``--conf`` settings: ``bundle`` (required, or ``UNEXT_BUNDLE``: the release folder, whose ``models/model.pt`` training
 replaces: serve a copy), ``model_name`` (default: the bundle folder's name), ``preload`` (false), ``train`` (true),
-``epistemic_dropout`` (0.2), ``epistemic_samples`` (5), ``max_upload_mb`` (64). Final labels go to
+``epistemic_dropout`` (0.2), ``epistemic_samples`` (5), ``max_upload_mb`` (64), ``engine`` (the bundle's inference
+engine setting: ``fp32``, ``bf16`` or ``pytorch``). Final labels go to
 ``STUDIES/labels/final/<image id>.png``.
 
 A request MONAI Label would answer with 500 or run on a wrong input gets a 4xx naming the problem; ids and tags are
@@ -39,7 +40,8 @@ class UNeXtLabelApp(MONAILabelApp):
             raise ValueError("no bundle: start with --conf bundle <release folder, e.g. bundle/NAME>")
         self.bundle_dir = os.path.realpath(os.path.expanduser(bundle))
         self.model_name = conf.get("model_name") or os.path.basename(self.bundle_dir)
-        self.infer_task = UNeXtInferTask(self.bundle_dir, preload=strtobool(conf.get("preload", "false")))
+        self.infer_task = UNeXtInferTask(self.bundle_dir, preload=strtobool(conf.get("preload", "false")),
+                                         engine=conf.get("engine"))
         meta = self.infer_task.metadata
         super().__init__(app_dir, studies, conf, name=f"UNeXt - {meta['name']}", description=meta["description"],
                          version=meta["version"], labels=self.infer_task.labels)

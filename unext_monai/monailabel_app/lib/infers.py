@@ -3,7 +3,8 @@
 Not MONAI Label's ``BundleInferTask``: its module imports torchvision, which does not load beside the CPU torch
 (``.ci/label_env.sh``). The bundle's ``postprocessing`` runs without its file writer and already returns the picture's
 size (MONAI Label's ``Restored`` would transpose non-square pictures); the label is a PNG of label indices in the
-picture's row/column order. Only ``models/model.pt`` is served.
+picture's row/column order. Only ``models/model.pt`` is served; the bundle's ``engine`` runs ``model.onnx``
+until a training replaces it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class UNeXtInferTask(BasicInferTask):
         kwargs: passed to ``BasicInferTask`` (e.g. ``skip_writer``).
     """
 
-    def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, engine: str | None = None,
+                 **kwargs: Any) -> None:
         self.bundle_dir = bundle_dir
         with open(os.path.join(bundle_dir, "configs", "metadata.json")) as f:
             self.metadata = json.load(f)
@@ -44,6 +46,8 @@ class UNeXtInferTask(BasicInferTask):
         self.parser["bundle_root"] = bundle_dir
         if dropout > 0:
             self.parser["network_def"]["dropout"] = dropout
+        if "engine" in self.parser.config and (engine or dropout > 0):  # model.onnx has no dropout
+            self.parser["engine"] = "pytorch" if dropout > 0 else engine
         # label values: the output's channel_def in order, background left out (a one-channel output marks 1)
         channels = next(iter(self.metadata["network_data_format"]["outputs"].values()))["channel_def"]
         names = [v.lower() for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
@@ -67,6 +71,10 @@ class UNeXtInferTask(BasicInferTask):
         return list(self._parsed("preprocessing").transforms)
 
     def inferer(self, data=None) -> Inferer:
+        onnx = os.path.join(self.bundle_dir, "models", "model.onnx")
+        if "engine" in self.parser.config and os.path.isfile(onnx) and os.path.getmtime(self.path[0]) > \
+                os.path.getmtime(onnx):  # a training replaced model.pt: model.onnx is stale
+            self.parser["engine"] = "pytorch"
         return self._parsed("inferer")
 
     def post_transforms(self, data=None) -> Sequence[Callable]:

@@ -1,0 +1,165 @@
+"""Same answers from the fast inference paths: masks of every engine path against the float32 network's, on the
+validation split of each released bundle's data set.
+
+Run from the repository root (real data beside the checkout)::
+
+    .venv/bin/python benchmarks/engine_accuracy.py --data_dir ../shared/data
+
+For each bundle (``bundle/unext_isic2018``, ``bundle/unext_busi``), the configs of the repository (``train.json`` +
+``evaluate.json`` + the data set's overlay) give the validation split (the seeded split recorded in the bundle's
+``docs/training_record.json``), the preprocessing and the post-processing of ``evaluate.json`` (sigmoid, back to
+the original size, the data set's gating, threshold 0.5, its connected-component rule). Every image is preprocessed
+once; its logits come from each path; each path's mask goes through the same post-processing. Recorded per path:
+the mean per-image Dice between its mask and the float32 network's (two empty masks agree: 1), the pixels that
+differ, and the data set's mean Dice against the ground truth as ``evaluate.json`` computes it (MONAI's
+``DiceMetric``, images without ground-truth lesion left out), beside the float32 network's.
+
+Paths: ``pytorch fp32`` (the released ``model.pt`` in ``unext_monai.UNeXt``: the reference), and ``model.onnx``
+through :class:`unext_monai.inferers.EngineInferer`: ONNX Runtime fp32, OpenVINO f32 and, on CPUs with native
+bfloat16, OpenVINO bf16. Writes ``benchmarks/results/engine_accuracy.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monai.bundle import ConfigParser  # noqa: E402
+from monai.metrics import DiceMetric  # noqa: E402
+
+from unext_monai import inferers  # noqa: E402
+
+BUNDLES = {"unext_isic2018": ("isic2018", "isic2018"), "unext_busi": ("busi", "busi")}
+
+
+def cpu_line() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+                .split(":", 1)[1].split())
+    wanted = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+    return f"{model}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
+
+
+def _no_onnxruntime(*args):
+    raise ImportError  # as where only OpenVINO is installed
+
+
+def paths(model_onnx: str, spatial_size: list[int]) -> dict[str, inferers.EngineInferer]:
+    out = {"onnxruntime fp32": inferers.EngineInferer(model_onnx, "fp32", spatial_size)}
+    with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):  # fp32 where only OpenVINO is
+        out["openvino f32"] = inferers.EngineInferer(model_onnx, "fp32", spatial_size)
+    if inferers.native_bf16("cpu"):
+        out["openvino bf16"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
+    for inferer in out.values():
+        inferer.checked = True  # compared on every image here
+    return out
+
+
+def mask_dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a > 0, b > 0
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2 * float((a & b).sum()) / total
+
+
+def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int | None) -> dict:
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / f) for f in ("train.json", "evaluate.json", f"{overlay}.json")])
+    parser["dataset_dir"] = str(data_dir / dataset)
+    parser["bundle_root"] = str(ROOT / "bundle" / name)
+    parser["deep_supervision"] = False  # the released weights have no heads; eval mode returns the logits only
+    record = json.loads((ROOT / "bundle" / name / "docs" / "training_record.json").read_text())["split"]
+    for key in ("seed", "val_fraction", "selection_fraction", "include_normal"):
+        parser[key] = record[key]
+    items = parser.get_parsed_content("eval_datalist")
+    n_split = len(items)  # may differ from the record's where the checks now drop a repeated image
+    items = items[:limit] if limit else items
+    pre = parser.get_parsed_content("validate#preprocessing")
+    post = parser.get_parsed_content("validate#postprocessing")
+    net = parser.get_parsed_content("network_def").eval()
+    net.load_state_dict(torch.load(ROOT / "bundle" / name / "models" / "model.pt", map_location="cpu",
+                                   weights_only=True))
+    engines = paths(str(ROOT / "bundle" / name / "models" / "model.onnx"), parser["spatial_size"])
+    names = ["pytorch fp32", *engines]
+    dice_gt = {n: DiceMetric(include_background=True, get_not_nans=True) for n in names}
+    agree = {n: [] for n in names[1:]}
+    differ = {n: 0 for n in names[1:]}
+    for item in items:
+        d = pre(copy.deepcopy(item))
+        x = d["image"][None]
+        masks = {}
+        with torch.inference_mode():
+            for n in names:
+                logits = net(x) if n == "pytorch fp32" else engines[n](x, net)
+                out = post({"image": d["image"], "label": d["label"], "pred": logits[0]})
+                masks[n] = torch.as_tensor(out["pred"]).float()
+                dice_gt[n](y_pred=[masks[n]], y=[torch.as_tensor(d["label"]).float()])
+        for n in names[1:]:
+            agree[n].append(mask_dice(masks[n], masks["pytorch fp32"]))
+            differ[n] += int((masks[n] != masks["pytorch fp32"]).sum())
+    rows = {}
+    for n in names:
+        value, not_nans = dice_gt[n].aggregate()
+        rows[n] = {"dice_vs_ground_truth": float(value), "images_scored": int(not_nans)}
+        if n in agree:
+            rows[n].update(mean_dice_vs_fp32=sum(agree[n]) / len(agree[n]), min_dice_vs_fp32=min(agree[n]),
+                           images_identical=sum(a == 1.0 for a in agree[n]), pixels_differing=differ[n])
+    reference = rows["pytorch fp32"]["dice_vs_ground_truth"]
+    for n in names[1:]:
+        rows[n]["dice_change"] = rows[n]["dice_vs_ground_truth"] - reference
+        rows[n]["passes"] = rows[n]["mean_dice_vs_fp32"] >= 0.999 and abs(rows[n]["dice_change"]) <= 0.001
+    return {"bundle": name, "images": len(items), "validation_split_now": n_split, "split": record,
+            "engines": {n: e.name for n, e in engines.items()}, "paths": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--limit", type=int, default=None, help="first N validation images only (a smoke run)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.time()
+    results = {"command": "python benchmarks/engine_accuracy.py" + (f" --limit {args.limit}" if args.limit else ""),
+               "date": time.strftime("%Y-%m-%d"), "cpu": cpu_line(), "torch": torch.__version__,
+               "bundles": [run_bundle(n, d, o, args.data_dir, args.limit) for n, (d, o) in BUNDLES.items()]}
+    results["wall_s"] = round(time.time() - start, 1)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "engine_accuracy.json").write_text(json.dumps(results, indent=1) + "\n")
+    lines = ["# Same answers: fast inference paths against the float32 network", "",
+             f"`{results['command']}` ({results['date']}); CPU: {results['cpu']}; torch {results['torch']}. "
+             "Validation split of each bundle (its training record's seeded split as the repository's checks give "
+             "it today: BUSI 124 images where the record says 125, one image being a repeat now used once), "
+             "evaluate.json's preprocessing "
+             "and post-processing; Dice vs fp32: mean per-image Dice between the path's mask and the fp32 "
+             "network's; Dice vs ground truth: the data set's mean Dice as evaluate.json computes it.", "",
+             "| bundle | images | path | engine | mean Dice vs fp32 (min) | images identical | pixels differing | "
+             "Dice vs ground truth | change | targets met |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for b in results["bundles"]:
+        for n, r in b["paths"].items():
+            if n == "pytorch fp32":
+                lines.append(f"| {b['bundle']} | {b['images']} | {n} | PyTorch | - | - | - | "
+                             f"{r['dice_vs_ground_truth']:.4f} | - | - |")
+            else:
+                lines.append(f"| {b['bundle']} | {b['images']} | {n} | {b['engines'][n]} | "
+                             f"{r['mean_dice_vs_fp32']:.5f} ({r['min_dice_vs_fp32']:.4f}) | {r['images_identical']} | "
+                             f"{r['pixels_differing']} | {r['dice_vs_ground_truth']:.4f} | {r['dice_change']:+.5f} | "
+                             f"{'yes' if r['passes'] else 'NO'} |")
+    lines += ["", "Targets: mean Dice vs fp32 >= 0.999 and |change of Dice vs ground truth| <= 0.001.", ""]
+    (args.out_dir / "engine_accuracy.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""CPU speed of the released model through each inference path, as ratios to the paper's code through ONNX Runtime in
+the same rounds: the targets of the fast CPU inference issue.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/engine_speed.py                  # 1 and 2 threads, batch 1 and 8
+    .venv/bin/python benchmarks/engine_speed.py --runs 5         # a smoke run
+
+Paths, all on one input of 256x256 (random, seeded), interleaved round-robin (one call each, in turn) per thread
+count and batch, ``--runs`` rounds after 3 warm-up rounds: median milliseconds per call, and the median over the
+rounds of each path's time divided by the reference's in the same round (robust to the load of a shared machine,
+which drifts slower than a round):
+
+- the paper's code through ONNX Runtime (the reference, 1.00): the straightforward UNeXt of ``benchmarks/speed.py``
+  (the paper's code structure: token layout, pad/chunk/roll shift, its module names) with its BatchNorm statistics
+  set by a few training passes, exported with ``torch.onnx.export``;
+- the released ``models/model.onnx`` through ONNX Runtime as a plain session (the released files as a user ran
+  them, subnormal numbers computed as such), and through :class:`unext_monai.inferers.EngineInferer` ``fp32``
+  (ONNX Runtime, subnormals as 0, the bundle's static size) and ``bf16`` (OpenVINO bfloat16 where the CPU computes
+  it natively), and OpenVINO f32;
+- the released ``models/model.ts`` (TorchScript) in float32;
+- post-training int8 of ``model.onnx``, calibrated on ``--calibration`` pictures (the first 100 found, resized to
+  256x256): ONNX Runtime's static QDQ quantization (per-channel int8 weights, uint8 activations; VNNI/AMX kernels
+  where the CPU has them) and, where ``nncf`` is installed, OpenVINO's (NNCF ``quantize``; the other layers bf16
+  where native).
+
+Every result names the CPU and its bf16/int8 flags. Writes ``benchmarks/results/engine_speed_<cpu>.json`` and
+``.md``: one file per CPU measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from unittest import mock
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from engine_accuracy import cpu_line  # noqa: E402
+from speed import StraightforwardUNeXt, ort_session, trained_bn  # noqa: E402
+
+from unext_monai import inferers  # noqa: E402
+
+REFERENCE = "paper's code, ONNX Runtime"
+
+
+def paper_onnx(path: str) -> str:
+    torch.manual_seed(0)
+    net = trained_bn(StraightforwardUNeXt(), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.rand(2, 3, 256, 256), path, input_names=["image"], output_names=["pred"],
+                          dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}}, opset_version=18, dynamo=False)
+    return path
+
+
+def calibration(folder: Path, n: int = 100) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:n] if folder.is_dir() else []
+    return [(np.asarray(Image.open(f).convert("RGB").resize((256, 256), Image.BILINEAR), dtype=np.float32)
+             .transpose(2, 0, 1)[None] / 255).copy() for f in files]
+
+
+def int8_paths(onnx_file: str, pictures: list[np.ndarray], threads: int, workdir: str) -> dict:
+    """``model.onnx`` quantized after training to int8 by ONNX Runtime and, where nncf is installed, OpenVINO."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(pictures)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    path = os.path.join(workdir, f"int8_{threads}.onnx")
+    quantize_static(onnx_file, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = ort_session(path, threads)
+    fns = {"model.onnx, ONNX Runtime int8 (static QDQ)": lambda x: session.run(None, {"image": x})}
+    try:
+        import nncf
+        import openvino as ov
+        from openvino._offline_transformations import apply_moc_transformations
+    except ImportError:
+        return fns
+    core = ov.Core()
+    model = core.read_model(onnx_file)
+    model.reshape([-1, 3, 256, 256])
+    apply_moc_transformations(model, cf=True)  # folds the weights' reshapes, which NNCF needs constant
+    quantized = nncf.quantize(model, nncf.Dataset(pictures), subset_size=len(pictures))
+    hint = "bf16" if inferers.native_bf16("cpu") else "f32"
+    request = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                                                     "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    fns[f"model.onnx, OpenVINO int8 (NNCF, rest {hint})"] = lambda x: request.infer({0: x})
+    return fns
+
+
+def _no_onnxruntime(*args):
+    raise ImportError  # as where only OpenVINO is installed
+
+
+def paths(models: Path, threads: int, workdir: str, pictures: list[np.ndarray]) -> dict:
+    onnx_file, size = str(models / "model.onnx"), [256, 256]
+    paper = ort_session(paper_onnx(os.path.join(workdir, "paper.onnx")), threads)
+    plain = ort_session(onnx_file, threads)
+
+    def as_released(x: np.ndarray):  # subnormals computed as such, as before the engine inferer
+        torch.set_flush_denormal(False)
+        try:
+            return plain.run(None, {"image": x})
+        finally:
+            torch.set_flush_denormal(True)
+
+    fns = {REFERENCE: lambda x: paper.run(None, {"image": x}), "model.onnx, ONNX Runtime (plain session)": as_released}
+    for engine in ("fp32", "bf16"):
+        inferer = inferers.EngineInferer(onnx_file, engine, size, threads)
+        fns[f"model.onnx, EngineInferer {engine}: {inferer.name}"] = lambda x, f=inferer.run: f(x)
+    with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):
+        inferer = inferers.EngineInferer(onnx_file, "fp32", size, threads)  # OpenVINO f32
+    fns[f"model.onnx, {inferer.name}"] = lambda x, f=inferer.run: f(x)
+    if pictures:
+        fns.update(int8_paths(onnx_file, pictures, threads, workdir))
+    ts = torch.jit.load(str(models / "model.ts"), map_location="cpu").eval()
+    fns["model.ts, TorchScript fp32"] = lambda x: ts(torch.from_numpy(x))
+    torch.set_flush_denormal(True)
+    return fns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "bundle" / "unext_isic2018" / "models")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--calibration", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input",
+                        help="pictures to calibrate int8 with (int8 is left out where there are none)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    cpu = cpu_line()
+    import tempfile
+
+    rows, load = [], [os.getloadavg()]
+    with tempfile.TemporaryDirectory() as workdir:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            fns = paths(args.models, threads, workdir, calibration(args.calibration))
+            for batch in args.batches:
+                x = np.random.default_rng(0).random((batch, 3, 256, 256), dtype=np.float32)
+                runs = max(5, args.runs // batch * 2) if batch > 1 else args.runs
+                times = {n: [] for n in fns}
+                with torch.inference_mode():
+                    for r in range(3 + runs):
+                        for n, f in fns.items():
+                            start = time.perf_counter()
+                            f(x)
+                            if r >= 3:
+                                times[n].append(time.perf_counter() - start)
+                ref = statistics.median(times[REFERENCE])
+                print(f"[{cpu}] {threads} thread(s), batch {batch}, load {os.getloadavg()}", flush=True)
+                for n, t in times.items():
+                    med = statistics.median(t)
+                    per_round = statistics.median(a / b for a, b in zip(t, times[REFERENCE]))  # load drifts slowly
+                    rows.append({"path": n, "threads": threads, "batch": batch, "median_ms": med * 1e3,
+                                 "images_per_s": batch / med, "ratio": per_round, "ratio_of_medians": med / ref,
+                                 "runs": len(t)})
+                    print(f"  {n:70s} {med * 1e3:8.2f} ms  {per_round:5.2f}", flush=True)
+    load.append(os.getloadavg())
+    slug = re.sub(r"\W+", "_", cpu.split(";")[0]).strip("_").lower()
+    result = {"command": "python benchmarks/engine_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu,
+              "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "logical_cpus": os.cpu_count(),
+              "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"engine_speed_{slug}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    cells = sorted({(r["threads"], r["batch"]) for r in rows})
+    lines = ["# Inference paths on this CPU, as ratios to the paper's code through ONNX Runtime", "",
+             f"`{result['command']}` ({result['date']}); CPU: {cpu}; {result['logical_cpus']} logical CPUs; torch "
+             f"{result['torch']}; load average before {result['load_average'][0]}, after {result['load_average'][1]}. "
+             "256x256; paths interleaved round-robin; median ms per call (median over the rounds of the ratio to "
+             "the reference's time in the same round).", "",
+             "| path | " + " | ".join(f"{t} thread{'s' * (t > 1)}, batch {b}" for t, b in cells) + " |",
+             "|---|" + "---|" * len(cells)]
+    for name in dict.fromkeys(r["path"] for r in rows):
+        row = {(r["threads"], r["batch"]): r for r in rows if r["path"] == name}
+        lines.append(f"| {name} | " + " | ".join(
+            f"{row[c]['median_ms']:.1f} ({row[c]['ratio']:.2f})" if c in row else "-" for c in cells) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

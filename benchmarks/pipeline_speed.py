@@ -1,0 +1,185 @@
+"""Where the time of an inference run goes: ``configs/inference.json`` end to end per image (read, preprocess, model,
+post-process, write mask and overlay) and the same steps timed one by one, beside the model alone.
+
+Run from the repository root, with a folder holding a released ``models/model.pt`` and ``models/model.onnx`` (the
+packaged bundles' ``scripts/`` are an older copy of the package, so the repository's configs run with their models)::
+
+    .venv/bin/python benchmarks/pipeline_speed.py --models bundle/unext_isic2018/models \\
+        --images ../shared/data/isic2018/ISIC2018_Task1-2_Training_Input --n 40
+
+One thread (``torch.set_num_threads(1)``, the engine's threads). For each ``--engine``: the whole ``evaluator.run()``
+over ``--n`` pictures, ``--rounds`` times (outputs overwritten), per image; then, on the same pictures, each step
+alone: the dataset item (read with ``LoadImaged``, channels, resize), collation, the inferer, and every
+post-processing transform (sigmoid, ``Invertd`` back to the picture's size, threshold, writing the mask and the
+overlay), and the paper's code through ONNX Runtime (``benchmarks/engine_speed.py``'s reference) after each
+round. Median per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from engine_accuracy import cpu_line  # noqa: E402
+from monai.bundle import ConfigWorkflow  # noqa: E402
+from monai.data import decollate_batch, list_data_collate  # noqa: E402
+
+
+def workflow(models: Path, images: Path, out: Path, engine: str) -> ConfigWorkflow:
+    root = out / "bundle"
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "model.onnx"):
+        if not (root / "models" / name).exists():
+            os.symlink((models / name).resolve(), root / "models" / name)
+    wf = ConfigWorkflow(config_file=str(ROOT / "configs" / "inference.json"), workflow_type="inference",
+                        bundle_root=str(root), input_path=str(images), output_dir=str(out / f"out_{engine}"),
+                        engine=engine, overwrite=True)
+    wf.initialize()
+    return wf
+
+
+def steps(wf: ConfigWorkflow) -> dict[str, float]:
+    """Seconds per image of each step, over the run's pictures."""
+    p = wf.parser.get_parsed_content
+    dataset, inferer, network, post = p("dataset"), p("inferer"), p("network"), p("postprocessing")
+    network.eval()
+    names = ["read + preprocess", "collate", "model (inferer)", "decollate"]
+    names += [type(t).__name__ for t in post.transforms]
+    times = {n: 0.0 for n in names}
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            t0 = time.perf_counter()
+            item = dataset[i]
+            t1 = time.perf_counter()
+            batch = list_data_collate([item])
+            t2 = time.perf_counter()
+            batch["pred"] = inferer(batch["image"], network)
+            t3 = time.perf_counter()
+            d = decollate_batch(batch)[0]
+            t4 = time.perf_counter()
+            for n, dt in zip(names[:4], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[n] += dt
+            for t in post.transforms:
+                s = time.perf_counter()
+                d = t(d)
+                times[type(t).__name__] += time.perf_counter() - s
+    return {n: v / len(dataset) for n, v in times.items()}
+
+
+def writing(images: Path, out: Path, rounds: int = 5) -> dict[str, float]:
+    """Median ms per image of ``write_segmentation`` (mask and overlay) with its files flushed to disk (``fsync``, as
+    before) and without (as the bundle writes them now), interleaved image by image."""
+    from unittest import mock
+
+    import numpy as np
+
+    from unext_monai import io, transforms
+
+    times = {"fsync": [], "no fsync": []}
+    files = sorted(images.iterdir())
+    for _ in range(rounds):
+        for f in files:
+            labels = np.zeros(transforms.read_picture(str(f)).shape[1:], dtype=np.uint8)
+            labels[labels.shape[0] // 4: labels.shape[0] // 2, labels.shape[1] // 4: labels.shape[1] // 2] = 1
+            for name in times:
+                durable = name == "fsync"
+                with mock.patch.object(transforms, "write_atomic", lambda p, w, durable=False, d=durable:
+                                       io.write_atomic(p, w, durable=d)):
+                    start = time.perf_counter()
+                    transforms.write_segmentation(labels, str(f), str(out / "m.png"), str(out / "o.png"))
+                    times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=ROOT / "bundle" / "unext_isic2018" / "models")
+    parser.add_argument("--images", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input")
+    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engines", nargs="+", default=["pytorch", "fp32", "bf16"])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_speed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images = tmp / "images"
+        images.mkdir()
+        for f in sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.n]:
+            shutil.copy(f, images / f.name)
+        flows = {e: workflow(args.models, images, tmp, e) for e in args.engines}
+        from engine_speed import ort_session, paper_onnx
+
+        paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), 1)
+        x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+        reference = []
+        runs = {e: [] for e in flows}
+        split = {e: [] for e in flows}
+        load = [os.getloadavg()]
+        for _ in range(args.rounds):
+            for e, wf in flows.items():
+                start = time.perf_counter()
+                wf.run()
+                runs[e].append((time.perf_counter() - start) / args.n)
+                split[e].append(steps(wf))
+            for _ in range(args.n):  # the paper's code through ONNX Runtime, in the same rounds
+                start = time.perf_counter()
+                paper.run(None, {"image": x})
+                reference.append(time.perf_counter() - start)
+        written = writing(images, tmp)
+        load.append(os.getloadavg())
+    rows = {}
+    for e in flows:
+        rows[e] = {"end_to_end_ms": statistics.median(runs[e]) * 1e3,
+                   "steps_ms": {k: statistics.median(s[k] for s in split[e]) * 1e3 for k in split[e][0]},
+                   "engine": flows[e].parser.get_parsed_content("engine_inferer").name}
+    paper_ms = statistics.median(reference) * 1e3
+    result = {"paper_onnxruntime_ms": paper_ms}
+    result |= {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "images": args.n,
+              "rounds": args.rounds, "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows,
+              "write_segmentation_ms": written}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    names = list(next(iter(rows.values()))["steps_ms"])
+    lines = ["# inference.json per image: end to end and its steps", "",
+             f"`{result['command']}` ({result['date']}); CPU: {result['cpu']}; torch {result['torch']}; one thread; "
+             f"{args.n} pictures, median of {args.rounds} rounds; load average before {result['load_average'][0]}, "
+             f"after {result['load_average'][1]}. Milliseconds per image.", "",
+             "| step | " + " | ".join(f"`--engine {e}` ({rows[e]['engine']})" for e in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(f"{rows[e]['steps_ms'][n]:.2f}" for e in rows) + " |")
+    lines.append("| sum of the steps | " + " | ".join(f"{sum(rows[e]['steps_ms'].values()):.2f}" for e in rows) + " |")
+    lines.append("| **end to end (evaluator.run / images)** | "
+                 + " | ".join(f"**{rows[e]['end_to_end_ms']:.2f}**" for e in rows) + " |")
+    lines.append(f"| end to end / the paper's code through ONNX Runtime ({paper_ms:.2f} ms, same rounds) | "
+                 + " | ".join(f"{rows[e]['end_to_end_ms'] / paper_ms:.2f}" for e in rows) + " |")
+    lines.append("| end to end / model | " + " | ".join(
+        f"{rows[e]['end_to_end_ms'] / rows[e]['steps_ms']['model (inferer)']:.2f}" for e in rows) + " |")
+    lines += ["", f"Writing the mask and the overlay (`write_segmentation`, interleaved, per image): "
+              f"{written['fsync']:.2f} ms with each file flushed to disk (`fsync`, as before), "
+              f"{written['no fsync']:.2f} ms without (as the bundle writes them now)."]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

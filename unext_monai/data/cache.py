@@ -77,10 +77,10 @@ class BudgetCacheDataset(PersistentDataset):
         for item in rest:
             self._cachecheck(item)
         n_disk = len(self.data) - len(self.memory)
-        where = f"on disk in {self.cache_dir}" if cache_dir is not None else "not cached (cache_dir null)"
-        logger.info(f"{name} cache: {len(self.memory)} items in memory ({_size(used)} of the {_size(budget)} "
-                    f"budget), {n_disk} {where} ({len(rest)} written, "
-                    f"{n_disk - len(rest)} reused), in {time.perf_counter() - start:.1f} s")
+        where = (f"on disk in {self.cache_dir} ({len(rest)} written, {n_disk - len(rest)} reused)" if cache_dir
+                 else "computed at every use (cache_dir null)")
+        logger.info(f"{name} cache: {len(self.memory)} items in memory ({_size(used)} of the {_size(budget)} budget), "
+                    f"{n_disk} {where}, in {time.perf_counter() - start:.1f} s")
 
     def _on_disk(self, item: dict) -> bool:
         return (self.cache_dir / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt").is_file()
@@ -96,5 +96,6 @@ class BudgetCacheDataset(PersistentDataset):
         return item
 
     def _transform(self, index: int):
+        index %= len(self.data)
         cached = deepcopy(self.memory[index]) if index < len(self.memory) else self._cachecheck(self.data[index])
         return self._post_transform(cached)

@@ -8,7 +8,6 @@ import shutil
 import time
 from copy import deepcopy
 
-import numpy as np
 import torch
 from monai.data import MetaTensor, PersistentDataset
 from monai.data.utils import pickle_hashing
@@ -86,13 +85,13 @@ class BudgetCacheDataset(PersistentDataset):
         return (self.cache_dir / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt").is_file()
 
     def _pre_transform(self, item: dict) -> dict:
-        """Contiguous (as CacheDataset keeps them: the same tensors after it) and its metadata's NumPy values as
-        tensors (``torch.load(weights_only=True)`` refuses NumPy arrays)."""
+        """Contiguous, as CacheDataset keeps them (the same tensors after it), with the file name alone as metadata:
+        what the transforms after the cache read (``ToModelChannelsd`` names the file); the rest (affine, NumPy
+        shapes) would take more memory and loading time than the pixels of a small picture."""
         item = convert_to_contiguous(super()._pre_transform(item), memory_format=torch.contiguous_format)
         for value in item.values():
             if isinstance(value, MetaTensor):
-                value.meta = {k: torch.as_tensor(v) if isinstance(v, (np.ndarray, np.generic)) else v
-                              for k, v in value.meta.items()}
+                value.meta = {k: v for k, v in value.meta.items() if k == "filename_or_obj"}
         return item
 
     def _transform(self, index: int):

@@ -55,8 +55,7 @@ class BudgetCacheDataset(PersistentDataset):
     """
 
     def __init__(self, data, transform, cache_dir: str | None, memory_gb: float, name: str = "training") -> None:
-        super().__init__(data, transform, cache_dir, hash_func=_item_hash, hash_transform=pickle_hashing,
-                         track_meta=True)
+        super().__init__(data, transform, cache_dir, hash_func=_item_hash, hash_transform=pickle_hashing)
         start, budget, used, size = time.perf_counter(), memory_gb * GB, 0, 0
         self.memory: list[dict] = []
         for item in self.data:
@@ -85,16 +84,17 @@ class BudgetCacheDataset(PersistentDataset):
         return (self.cache_dir / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt").is_file()
 
     def _pre_transform(self, item: dict) -> dict:
-        """Contiguous, as CacheDataset keeps them (the same tensors after it), with the file name alone as metadata:
-        what the transforms after the cache read (``ToModelChannelsd`` names the file); the rest (affine, NumPy
-        shapes) would take more memory and loading time than the pixels of a small picture."""
+        """Contiguous, as CacheDataset keeps them (the same tensors after it), and plain tensors: a MetaTensor's
+        metadata takes more memory and loading time than the pixels of a small picture."""
         item = convert_to_contiguous(super()._pre_transform(item), memory_format=torch.contiguous_format)
-        for value in item.values():
-            if isinstance(value, MetaTensor):
-                value.meta = {k: v for k, v in value.meta.items() if k == "filename_or_obj"}
-        return item
+        return {k: v.as_tensor() if isinstance(v, MetaTensor) else v for k, v in item.items()}
 
     def _transform(self, index: int):
         index %= len(self.data)
         cached = deepcopy(self.memory[index]) if index < len(self.memory) else self._cachecheck(self.data[index])
+        for key, value in cached.items():  # the file name, all the transforms after the cache read (ToModelChannelsd)
+            path = self.data[index].get(key)
+            path = path[0] if isinstance(path, (list, tuple)) and path else path
+            if isinstance(value, torch.Tensor) and isinstance(path, str):
+                cached[key] = MetaTensor(value, meta={"filename_or_obj": path})
         return self._post_transform(cached)

@@ -118,7 +118,7 @@ def summarise(result: dict, epochs: int, spatial_size: int, num_workers: int) ->
     return {
         "benchmark": "resident memory per epoch of configs/train.json on the demo set",
         "settings": {"epochs": epochs, "spatial_size": [spatial_size, spatial_size], "num_workers": num_workers,
-                     "batch_size": 8, "train_images": result["n_train"], "cache_rate": 1.0,
+                     "batch_size": 8, "train_images": result["n_train"], "cache": "train.json's default",
                      "network": "UNeXt features (16, 32, 128, 160, 256)", "device": "cpu"},
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "torch": __import__("torch").__version__,

@@ -138,6 +138,8 @@ def test_masks_are_merged_by_union_and_sizes_checked(tmp_path):
         LoadMaskd("label")({"label": [str(tmp_path / "m.png"), str(tmp_path / "other.png")]})
     with pytest.raises(ValueError, match="m.png"):  # another size than its image
         LoadMaskd("label")({"label": str(tmp_path / "m.png"), "image": torch.zeros(3, H, W + 2)})
+    # an RGB DICOM as read, before ToModelChannelsd moves its colour axis first (train.json caches it so)
+    assert LoadMaskd("label")({"label": str(tmp_path / "m.png"), "image": torch.zeros(1, H, W, 3)})["label"].any()
 
 
 def test_label_maps_of_several_classes(tmp_path):

@@ -194,7 +194,7 @@ class LoadMaskd(MapTransform):
                     raise ValueError(f"{paths[0]}: a lesion in an image of class {name!r} ({self.class_names})")
                 union = union * value
             image = d.get(self.image_key)
-            size = tuple(image.shape[-2:]) if isinstance(image, torch.Tensor) else union.shape
+            size = tuple(image.shape[1:3]) if isinstance(image, torch.Tensor) else union.shape  # (C, H, W[, RGB])
             if size != union.shape:
                 raise ValueError(f"{paths[0]}: mask size {union.shape} differs from its image's {size}")
             d[key] = MetaTensor(torch.from_numpy(union)[None], meta=getattr(first, "meta", None))

@@ -1,12 +1,5 @@
-"""Inferers: the network in a chosen floating-point precision (CPU as GPU), the exported network through a CPU
-inference engine, and flip test-time augmentation.
-
-MONAI's engines take ``amp=True`` for mixed precision, but they autocast on CUDA only (``torch.autocast("cuda")``), so
-on a CPU they run in float32 whatever the setting. :class:`AutocastInferer` is MONAI's ``SimpleInferer`` under
-``torch.autocast`` on the input's own device type: bfloat16 doubles the training throughput of UNeXt on CPUs with
-native bfloat16 arithmetic (``benchmarks/results/train_speed.md``), and the returned logits are float32 so that losses,
-activations and metrics run in full precision.
-"""
+"""Inferers MONAI lacks: the network under autocast on any device, the exported network through a CPU inference
+engine, and flip test-time augmentation."""
 
 from __future__ import annotations
 
@@ -30,8 +23,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes in bfloat16 natively: a CPU with AVX-512 BF16 or AMX (oneDNN's bf16 kernels), or a
-    CUDA device that supports bf16."""
+    """Whether ``device`` computes bfloat16 natively (a CPU with AVX-512 BF16 or AMX; a CUDA device with bf16)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -43,9 +35,7 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def default_precision(device: torch.device | str) -> str:
-    """``"bf16"`` on CPUs with native bfloat16 arithmetic, where it was measured to train UNeXt about twice as fast to
-    the same accuracy; ``"fp32"`` elsewhere (CPUs without it emulate bf16 slowly; on GPUs choose it yourself, or use
-    MONAI's ``amp``)."""
+    """``"bf16"`` on CPUs that compute it natively (``benchmarks/results/train_speed.md``), else ``"fp32"``."""
     device = torch.device(device)
     return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
 
@@ -59,15 +49,8 @@ def _to_float32(output: Any) -> Any:
 
 
 class AutocastInferer(SimpleInferer):
-    """``SimpleInferer`` that runs the network under ``torch.autocast`` in ``precision`` on the input's device type.
-
-    Use as the ``inferer`` of MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator``: the backward pass follows the
-    autocast forward, and the output (a tensor, or the deep-supervision list) is returned in float32. With
-    ``precision="fp32"`` it is exactly ``SimpleInferer``.
-
-    Args:
-        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS` and :func:`default_precision`).
-    """
+    """``SimpleInferer`` under ``torch.autocast`` in ``precision`` (``"fp32"``: none; ``"bf16"``) on the input's device
+    type, returning float32 (a tensor or the deep-supervision list): MONAI's engines autocast on CUDA only."""
 
     def __init__(self, precision: str = "fp32") -> None:
         super().__init__()
@@ -190,18 +173,12 @@ class EngineInferer(SimpleInferer):
 
 
 class FlipTTAInferer(SimpleInferer):
-    """Test-time augmentation with flips: the mean of the network's logits over flipped copies of the input, each
-    flipped back. Deterministic and invertible, so it slots in wherever ``SimpleInferer`` does (evaluation,
-    inference); MONAI's ``TestTimeAugmentation`` draws random transforms per item through its own DataLoader to
-    estimate uncertainty, which is another job.
+    """The mean of the logits over flipped copies of the input (B, C, *spatial), each flipped back: deterministic, so
+    it slots in where ``SimpleInferer`` does (MONAI's ``TestTimeAugmentation`` draws random transforms, another job).
 
     Args:
-        flips: the spatial axes to flip, one tuple per pass; ``()`` is the input as is. The default, no flip, each
-            axis, and both, costs four forward passes for 2D inputs.
+        flips: the spatial axes flipped in each pass (``()``: as is); default four passes in 2D.
         inferer: runs each pass (default ``SimpleInferer``: the network).
-
-    Shapes: ``inputs`` (B, C, *spatial) -> the network's output shape (a list for deep supervision is not supported:
-    use the network in eval mode).
     """
 
     def __init__(self, flips: Sequence[Sequence[int]] = ((), (0,), (1,), (0, 1)), inferer: Any = None) -> None:

@@ -1,10 +1,6 @@
-"""A small synthetic lesion segmentation set, so that training and evaluation run without downloading anything.
-
-Each image is a skin-toned background with smooth shading and grain, and one or two darker, irregular, soft-edged
-blobs; the mask is the blobs (0/255). The lesions are clearly darker than the skin, so a small network learns them in a
-few epochs. The set is written in the UNeXt-pytorch layout (``images/demo_000.png``, ``masks/0/demo_000.png``) and is
-read with :func:`unext_monai.data.layouts.read_unext_pytorch`.
-"""
+"""The built-in synthetic demo set: skin-toned pictures with one or two darker, irregular blobs, the mask the blobs, in
+the UNeXt-pytorch layout (``images/demo_000.png``, ``masks/0/demo_000.png``); a small network learns it in a few
+epochs, with nothing downloaded."""
 
 from __future__ import annotations
 

@@ -1,21 +1,13 @@
-"""What an inference run reads and writes, sorted out before the first image: for ``inference.json`` and the Deploy app.
+"""What an inference run (``inference.json``, the Deploy app) reads and writes, sorted out before the first image:
+:func:`find_inputs` (every file found is an input or skipped with why), :func:`plan_inference` (each input's output
+files; refusals before anything is written) and :class:`InferenceReport`, ``report.json``::
 
-- :func:`find_inputs`: every file of one path (a file, or a folder and its subfolders, symlinked ones followed once):
-  each is either an input (checked readable by :func:`unext_monai.transforms.check_image_file`) or skipped with why.
-- :func:`plan_inference`: the inputs and, for each, the files it gives (``<stem>_mask.png`` or ``.nii.gz``,
-  ``<stem>_overlay.png``, in the input's subfolder of ``output_dir``); refuses, before anything is written, an output
-  folder inside the input folder, an unwritable one, and any output file that already exists (unless ``overwrite``).
-- :class:`InferenceReport`: ``report.json``, one schema for every run::
-
-    {"status": "running" | "completed" | "failed" | "interrupted", "error": str | null,
-     "input": path, "output": folder, "model": path | null,
+    {"status": "running" | "completed" | "failed" | "interrupted", "error", "input", "output", "model",
      "counts": {"total", "segmented", "skipped", "failed", "pending"},
-     "inputs": [{"input": path, "status": "segmented" | "skipped" | "failed" | "pending",
-                 "outputs": [paths], "error": str | null, ...}]}
+     "inputs": [{"input", "status": "segmented" | "skipped" | "failed" | "pending", "outputs": [...], "error", ...}]}
 
-  It is written when the run starts (``running``: a report left by an earlier run never stands beside new outputs),
-  and when it ends, fails or is stopped by SIGTERM (``interrupted``, once the input being segmented has its files
-  written and recorded: the inputs not reached stay ``pending``).
+written when the run starts (a report of an earlier run never stands beside new outputs), and when it ends, fails or
+is stopped by SIGTERM (once the input being segmented is recorded; the inputs not reached stay ``pending``).
 """
 
 from __future__ import annotations

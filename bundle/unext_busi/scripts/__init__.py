@@ -14,12 +14,14 @@ __version__ = "0.1.0"
 __all__ = ["UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES", "from_unext_pytorch", "__version__"]
 
 if TYPE_CHECKING:
-    from .networks import UNEXT_FEATURES, UNEXT_S_FEATURES, UNeXt, from_unext_pytorch
+    from .networks import UNEXT_FEATURES, UNEXT_S_FEATURES, UNeXt
 
 
 def __getattr__(name: str) -> Any:
     # the network (torch, MONAI) is imported on first use: command lines such as `python -m unext_monai.deploy_app`
     # check their arguments before torch, MONAI (and, beside the Deploy SDK, holoscan) are imported
-    if name in ("UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES", "from_unext_pytorch"):
+    if name in ("UNeXt", "UNEXT_FEATURES", "UNEXT_S_FEATURES"):
         return getattr(importlib.import_module(".networks", __name__), name)  # relative: also in a bundle's copy
+    if name == "from_unext_pytorch":
+        return importlib.import_module(".networks.convert", __name__).from_unext_pytorch
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,6 @@
 # Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""Start-up checks of a training run, before anything is written.
-
-- :func:`check_command_line`: every ``--key`` given to ``python -m monai.bundle run`` names an entry of the configs;
-  MONAI adds unknown keys silently, so ``--max_epoch 2`` (for ``max_epochs``) would run the full schedule; and a
-  true/false entry gets ``True`` or ``False``: ``--resume false`` would pass the text ``'false'``, which counts as true.
-- :func:`prepare_training_run`: the output folders are writable, and the outputs of an earlier run in the same
-  folders (its best model, resumable checkpoint, metric history, evaluation) are moved aside, never overwritten,
-  unless the run resumes it. Returns the run's name, which names its TensorBoard folder.
-- :func:`reuse_freed_memory`: glibc keeps freed memory for reuse (a CPU training speed setting).
-"""
+"""The start of a training run: its settings and folders checked before anything is written, one training per folder,
+and an earlier run's outputs moved aside (never overwritten) only once training really starts."""
 
 from __future__ import annotations
 
@@ -25,252 +17,199 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .distributed import on_rank0
+from .distributed import is_rank0, on_rank0
 
-__all__ = ["check_command_line", "prepare_training_run", "reuse_freed_memory", "PREVIOUS_RUNS", "TENSORBOARD"]
+__all__ = ["check_command_line", "plain_errors", "prepare_training_run", "move_earlier_run_aside",
+           "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
 
 logger = logging.getLogger("unext_monai")
 
+#: folder (inside the checkpoint and output folders) keeping the outputs of earlier runs
 PREVIOUS_RUNS = "previous_runs"
-"""Folder (inside the checkpoint and output folders) where the outputs of earlier runs are kept."""
-TENSORBOARD = "tensorboard"
-"""Folder (inside the output folder) holding one TensorBoard folder per run."""
+#: file (inside the checkpoint folder) that the training using the folder holds locked; it names the process
+LOCK_FILE = ".training.lock"
+_held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) until this process ends
 
 
-def _command_line_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``(run arguments, overrides)`` of a ``python -m monai.bundle run ...`` command line, else ``None``."""
-    if len(argv) < 2 or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle", "__main__.py")):
-        return None
-    if argv[1] != "run":
-        return None
-    from monai.bundle import ConfigWorkflow
-    from monai.bundle.scripts import run
-
-    own = set(inspect.signature(run).parameters) | set(inspect.signature(ConfigWorkflow.__init__).parameters)
-    own -= {"self", "override"}
-    values: dict[str, Any] = {}
-    tokens = list(argv[2:])
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        i += 1
-        if not token.startswith("--"):
-            continue  # the positional run_id
-        key, eq, value = token[2:].partition("=")
-        if not eq:
-            if i < len(tokens) and not tokens[i].startswith("--"):
-                value = tokens[i]
-                i += 1
-            else:
-                value = "True"
-        values[key.replace("-", "_")] = value  # as fire, which runs monai.bundle, reads flags
-    if "args_file" in values:
-        from monai.bundle import ConfigParser
-
-        values = {**ConfigParser.load_config_file(values["args_file"]), **values}
-    run_args = {k: v for k, v in values.items() if k in own}
-    overrides = {k: v for k, v in values.items() if k not in own}
-    return run_args, overrides
+def _keys(config: Any, prefix: str = "") -> list[str]:
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
+    return [k for key, value in items for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}#"))]
 
 
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        value = parsed
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v]
-    return [str(v) for v in value]
+def plain_errors() -> None:
+    """End a run that fails on its input or settings (a ``ValueError`` or ``OSError`` anywhere in the chain) with that
+    message as the last lines it prints, not the tracebacks MONAI's config parser wraps it in ("Failed to evaluate
+    ConfigExpression"); any other error keeps its traceback. Python's ``sys.excepthook``, set for this process."""
 
+    def hook(kind: type, error: BaseException, tb: Any) -> None:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, (ValueError, OSError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return sys.__excepthook__(kind, error, tb)
+        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
 
-def _all_keys(config: Any, prefix: str = "") -> list[str]:
-    keys = []
-    if isinstance(config, dict):
-        items = config.items()
-    elif isinstance(config, list):
-        items = ((str(i), v) for i, v in enumerate(config))
-    else:
-        return keys
-    for k, v in items:
-        key = f"{prefix}{k}"
-        keys.append(key)
-        keys += _all_keys(v, key + "#")
-    return keys
-
-
-def _command_line_value(token: Any) -> Any:
-    """The value ``monai.bundle run`` (python-fire) makes of a ``--key value`` token; ``--args_file`` values are
-    already typed."""
-    if not isinstance(token, str):
-        return token
-    try:
-        from fire.parser import DefaultParseValue
-    except ImportError:  # monai.bundle's command line needs fire; without it nothing here runs
-        return token
-    return DefaultParseValue(token)
+    sys.excepthook = hook
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Refuse ``--key`` overrides that name no entry of the run's configs, and texts given to true/false entries,
-    before anything runs or is written.
-
-    Applies to ``python -m monai.bundle run ...`` (``argv`` defaults to ``sys.argv``); other callers (scripts,
-    ``ConfigWorkflow`` in Python) pass their overrides as they mean them and are not checked. Keys of nested entries
-    use MONAI's ``#`` paths (``--train#trainer#max_epochs``); ``monai.bundle run``'s own arguments are allowed.
-    The command line reads only ``True`` and ``False`` as booleans: ``--resume false`` passes the text ``'false'``,
-    which counts as true (it would resume, ``--tta false`` would run TTA), so such values are refused.
+    """Refuse, before anything runs, the ``--key value`` overrides of ``python -m monai.bundle run`` that name no
+    config entry (MONAI adds them silently: ``--max_epoch 2`` would run the whole schedule), and a true/false entry
+    given anything but ``True`` or ``False`` (the command line passes ``false`` on as a text, which counts as true).
+    Other callers pass overrides as they mean them and are not checked.
 
     Raises:
-        ValueError: naming each unknown key and the nearest known keys, or each true/false entry given a text.
+        ValueError: naming each such override (and the nearest known key).
     """
-    parsed = _command_line_overrides(sys.argv if argv is None else argv)
-    if parsed is None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] != "run" or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle",
+                                                                                                   "__main__.py")):
         return
-    run_args, overrides = parsed
-    if not overrides or "config_file" not in run_args:
+    from fire.parser import DefaultParseValue  # how monai.bundle's command line (fire) reads a value
+    from monai.bundle import ConfigParser, ConfigWorkflow
+    from monai.bundle.scripts import run
+
+    values, tokens = {}, argv[2:]
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else "--"
+            values[key.replace("-", "_")] = value if eq else ("True" if nxt.startswith("--") else nxt)
+    if "args_file" in values:
+        values = {**ConfigParser.load_config_file(values["args_file"]), **values}
+    own = {*inspect.signature(ConfigWorkflow.__init__).parameters, *inspect.signature(run).parameters} - {"override"}
+    if "config_file" not in values:
         return
-    from monai.bundle import ConfigParser
-
-    config = ConfigParser.load_config_files(_as_list(run_args["config_file"]))
-    files = ", ".join(_as_list(run_args["config_file"]))
-    known = set(_all_keys(config))
-    unknown = [k for k in overrides if k not in known]
-    if unknown:
-        top_level = sorted(k for k in known if "#" not in k)
-        lines = []
-        for key in unknown:
-            near = difflib.get_close_matches(key, top_level if "#" not in key else sorted(known), n=1, cutoff=0.6)
-            lines.append(f"--{key}" + (f" (did you mean --{near[0]}?)" if near else ""))
-        raise ValueError(f"unknown override(s) on the command line, not an entry of {files}: {'; '.join(lines)}. "
-                         "Nothing was run.")
-    entries = ConfigParser(config)
-    not_bool = [f"--{key} {token}" for key, token in overrides.items()
-                if isinstance(entries[key], bool) and not isinstance(_command_line_value(token), bool)]
-    if not_bool:
-        raise ValueError(
-            f"{'; '.join(not_bool)}: true/false entries of {files}, and the command line reads only True and False "
-            "as booleans (anything else is passed on as a text or number, and the text 'false' counts as true): "
-            "write True or False. Nothing was run."
-        )
+    files = values["config_file"]
+    files = ast.literal_eval(files) if isinstance(files, str) and files.startswith("[") else files
+    files = files.split(",") if isinstance(files, str) else list(files)
+    config = ConfigParser(ConfigParser.load_config_files(files))
+    known = set(_keys(config.get()))
+    problems = []
+    for key, token in values.items():
+        if key in own:
+            continue
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            problems.append(f"--{key} is no entry of {', '.join(files)}" + (f" (did you mean --{near[0]}?)" if near
+                                                                             else ""))
+        elif isinstance(config[key], bool) and not isinstance(DefaultParseValue(token) if isinstance(token, str)
+                                                                  else token, bool):
+            problems.append(f"--{key} {token}: a true/false entry takes True or False")
+    if problems:
+        raise ValueError("; ".join(problems) + ". Nothing was run.")
 
 
-def _check_writable(folder: str, what: str) -> None:
+def _earlier_outputs(ckpt_dir: str, output_dir: str) -> list[str]:
+    checkpoints = sorted(glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_*")))
+    found = [os.path.join(ckpt_dir, "model.pt"), *checkpoints]
+    return [p for p in found + [os.path.join(output_dir, n) for n in ("val_metrics.csv", "evaluation")]
+            if os.path.exists(p)]
+
+
+def _runs(output_dir: str) -> list[str]:
+    folder = os.path.join(output_dir, "tensorboard")
+    return sorted(d for d in os.listdir(folder) if d.startswith("run-")) if os.path.isdir(folder) else []
+
+
+def _lock(ckpt_dir: str) -> None:
+    """Hold ``<ckpt_dir>/.training.lock`` (``flock``: released when this process ends, however it ends) naming this
+    process; refuse if another process holds it."""
+    import fcntl
+
+    path = os.path.realpath(os.path.join(ckpt_dir, LOCK_FILE))
+    if path in _held_locks:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise PermissionError(
-            f"{folder}: the {what} folder is not writable ({e.strerror or e}); the run would fail at its first save. "
-            "Choose another --bundle_root (or ckpt_dir / output_dir), or fix the folder's permissions."
-        ) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise BlockingIOError(f"{ckpt_dir} is in use by another training (process {holder}): one training per "
+                              "checkpoint folder. Nothing was changed; wait for it to end, or give this run another "
+                              "--bundle_root.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[path] = fd
 
 
-def _earlier_outputs(ckpt_dir: str, output_dir: str) -> list[tuple[str, str]]:
-    """``(folder, path)`` of the files and folders of an earlier training run in these folders."""
-    found = [(ckpt_dir, os.path.join(ckpt_dir, "model.pt"))]
-    found += [(ckpt_dir, p) for p in sorted(glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_*.pt")))]
-    found += [(output_dir, os.path.join(output_dir, name)) for name in ("val_metrics.csv", "evaluation")]
-    return [(folder, p) for folder, p in found if os.path.exists(p)]
-
-
-def _new_run_name(output_dir: str) -> str:
-    base = "run-" + time.strftime("%Y%m%d-%H%M%S")
-    name, n = base, 1
-    while os.path.exists(os.path.join(output_dir, TENSORBOARD, name)):
-        n += 1
-        name = f"{base}-{n}"
-    return name
-
-
-def _latest_run_name(output_dir: str) -> str | None:
-    folder = os.path.join(output_dir, TENSORBOARD)
-    runs = sorted(d for d in os.listdir(folder) if d.startswith("run-")) if os.path.isdir(folder) else []
-    return runs[-1] if runs else None
-
-
-def prepare_training_run(
-    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None
-) -> str:
-    """Make a training run's output folders safe to write, and return the run's name.
-
-    1. ``ckpt_dir`` and ``output_dir`` are created and checked writable, so a read-only or full folder stops the run
-       now, not at the first save after an epoch.
-    2. Unless ``resume``, the outputs of an earlier run there (``model.pt``, ``checkpoint_*.pt``, ``val_metrics.csv``,
-       ``evaluation/``) are moved to ``<folder>/previous_runs/<its run name>/`` with a warning that says where: a new
-       run never replaces a trained model.
-    3. The name is ``run-<date>-<time>`` for a new run; a resumed run keeps the name of the newest run under
-       ``<output_dir>/tensorboard/``, so its curves continue in the same TensorBoard folder.
-
-    In a distributed run only rank 0 does this (it alone writes checkpoints and logs); every rank gets the name.
+def prepare_training_run(ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None,
+                         max_epochs: Any = 1) -> str:
+    """Check a run before anything is written and return its name (``run-<date>-<time>``, which names its TensorBoard
+    folder; a resumed run keeps the newest one's): ``max_epochs`` is a whole number of at least 1, both folders are
+    writable, no other training uses ``ckpt_dir`` (this process holds it until it ends), and a
+    ``pretrained_checkpoint`` is not one of the earlier outputs that :func:`move_earlier_run_aside` will move. Rank 0
+    alone does this in a distributed run; every rank gets the name.
 
     Raises:
-        PermissionError: a folder is not writable.
-        ValueError: ``pretrained_checkpoint`` is one of the earlier outputs that would be moved.
+        ValueError, PermissionError, BlockingIOError: naming the setting, folder or process.
     """
-    return on_rank0(_prepare_training_run, ckpt_dir, output_dir, resume, pretrained_checkpoint)
+    return on_rank0(_prepare, ckpt_dir, output_dir, resume, pretrained_checkpoint, max_epochs)
 
 
-def _prepare_training_run(
-    ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None
-) -> str:
-    """:func:`prepare_training_run` in one process."""
-    _check_writable(ckpt_dir, "checkpoint")
-    _check_writable(output_dir, "output")
+def _prepare(ckpt_dir: str, output_dir: str, resume: bool, pretrained_checkpoint: str | None, max_epochs: Any) -> str:
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"--max_epochs {max_epochs!r}: give a whole number of epochs, 1 or more. Nothing was run.")
+    for folder in (ckpt_dir, output_dir):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise PermissionError(f"{folder}: cannot be written ({e.strerror or e}); choose another --bundle_root") \
+                from None
+    _lock(ckpt_dir)
     if resume:
-        return _latest_run_name(output_dir) or _new_run_name(output_dir)
+        return (_runs(output_dir) or [f"run-{time.strftime('%Y%m%d-%H%M%S')}"])[-1]
+    if pretrained_checkpoint and any(os.path.samefile(pretrained_checkpoint, p)
+                                     for p in _earlier_outputs(ckpt_dir, output_dir) if os.path.isfile(p)):
+        raise ValueError(f"pretrained_checkpoint {pretrained_checkpoint} is an earlier run's output, which a new run "
+                         "moves aside: copy it out of that folder and point pretrained_checkpoint at the copy")
+    name, n = f"run-{time.strftime('%Y%m%d-%H%M%S')}", 1
+    while os.path.exists(os.path.join(output_dir, "tensorboard", name + (f"-{n}" if n > 1 else ""))):
+        n += 1
+    return name + (f"-{n}" if n > 1 else "")
+
+
+def move_earlier_run_aside(engine: Any, ckpt_dir: str, output_dir: str, run_name: str) -> None:
+    """Move an earlier run's outputs (``model.pt``, ``checkpoint_*``, ``val_metrics.csv``, ``evaluation/``) to
+    ``<folder>/previous_runs/<its run name>/``, with a warning saying where. An ``Events.STARTED`` handler of the
+    trainer, attached after the checkpoint loaders: a run refused before it trains moves nothing. Rank 0 only."""
     earlier = _earlier_outputs(ckpt_dir, output_dir)
-    if pretrained_checkpoint and any(
-        os.path.exists(pretrained_checkpoint) and os.path.samefile(pretrained_checkpoint, p)
-        for _, p in earlier if os.path.isfile(p)
-    ):
-        raise ValueError(
-            f"pretrained_checkpoint {pretrained_checkpoint} is the output of an earlier run in {ckpt_dir}, which a new "
-            "run moves aside: copy it out of that folder first and point pretrained_checkpoint at the copy"
-        )
-    name = _new_run_name(output_dir)
-    if earlier:
-        previous = _latest_run_name(output_dir) or f"before-{name[len('run-'):]}"
-        archive, n = previous, 1
-        while any(os.path.exists(os.path.join(folder, PREVIOUS_RUNS, archive)) for folder, _ in earlier):
-            n += 1
-            archive = f"{previous}-{n}"
-        moved = []
-        for folder, path in earlier:
-            target = os.path.join(folder, PREVIOUS_RUNS, archive)
-            os.makedirs(target, exist_ok=True)
-            shutil.move(path, os.path.join(target, os.path.basename(path)))
-            moved.append(os.path.join(target, os.path.basename(path)))
-        logger.warning(
-            f"this is a new run (resume false) in folders that hold an earlier run's outputs: moved {len(moved)} of "
-            f"them aside, to {sorted({os.path.dirname(m) for m in moved})} (to continue that run instead, move them "
-            "back and add --resume True; delete the folder when you no longer need it)"
-        )
-    return name
+    if not earlier or not is_rank0():
+        return
+    name = ([r for r in _runs(output_dir) if r != run_name] or [f"before-{run_name[len('run-'):]}"])[-1]
+    archive, n = name, 1
+    while any(os.path.exists(os.path.join(os.path.dirname(p), PREVIOUS_RUNS, archive)) for p in earlier):
+        n += 1
+        archive = f"{name}-{n}"
+    for path in earlier:
+        target = os.path.join(os.path.dirname(path), PREVIOUS_RUNS, archive)
+        os.makedirs(target, exist_ok=True)
+        shutil.move(path, os.path.join(target, os.path.basename(path)))
+    logger.warning(f"a new run where an earlier one left its outputs: moved them to {PREVIOUS_RUNS}/{archive} in "
+                   f"{ckpt_dir} and {output_dir} (to continue that run instead, move them back and add --resume True)")
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from."""
+    found = glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_epoch=*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from; train without --resume first")
+    return max(found, key=lambda p: int(p.rsplit("=", 1)[1][:-3]))
 
 
 def reuse_freed_memory(enabled: bool = True) -> bool:
-    """Let glibc keep and reuse freed memory for large tensors instead of returning it to the system at every free.
-
-    PyTorch's CPU allocator asks glibc for every tensor; glibc serves blocks above its mmap threshold (128 KiB to
-    32 MiB, adaptive) with fresh pages from the kernel, which zeroes each page on first touch, and gives them back on
-    free. A training step of batch 8 at 256x256 allocates and frees dozens of such tensors, so each step pays the
-    zeroing of hundreds of MB again. Raising the mmap and trim thresholds (``mallopt``) keeps them in the heap, for
-    reuse. Returns whether the setting was applied (glibc only; elsewhere nothing changes).
-    """
-    if not enabled:
+    """Let glibc keep freed memory for reuse (``mallopt``): its default hands large blocks back at every free and
+    zeroes fresh pages again at every allocation, which a CPU training step of dozens of large tensors pays each
+    time (``benchmarks/train_speed.py`` measures it). Returns whether it was applied (glibc only)."""
+    if not enabled or sys.platform != "linux":
         return False
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if sys.platform != "linux" or not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, (1 << 31) - 1))  # M_MMAP_, M_TRIM_THRESHOLD
+    except (OSError, AttributeError, TypeError):
         return False

@@ -24,12 +24,10 @@ __all__ = [
 def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> torch.Tensor:
     """The one-hot depthwise convolution kernel that shifts channel groups along each of ``axes``, filling with zeros.
 
-    The channels are split into groups of ``ceil(channels / shift_size)`` (the last may be smaller and there may be
-    fewer groups, exactly as ``torch.chunk`` splits them, as the reference does); group ``g`` moves by
-    ``s = g - shift_size // 2`` positions along every axis in ``axes``: ``out[..., i, ...] = x[..., i - s, ...]``, zero
-    where ``i - s`` falls outside the map. This is the reference's pad -> chunk -> roll -> crop. A zero-filled
-    translation is a depthwise convolution whose kernel holds a single 1, so with zero padding of
-    ``shift_size // 2`` along ``axes`` the convolution computes the shift exactly, forward and backward.
+    The channels are split into groups of ``ceil(channels / shift_size)`` as ``torch.chunk`` splits them (the
+    reference's pad -> chunk -> roll -> crop); group ``g`` moves by ``s = g - shift_size // 2`` along every axis in
+    ``axes``: ``out[..., i, ...] = x[..., i - s, ...]``, zero outside. A zero-filled translation is a depthwise
+    convolution whose kernel holds a single 1, exact forward and backward.
 
     Args:
         channels: number of channels of the map to shift.
@@ -54,10 +52,8 @@ class AxialShift(nn.Module):
     """Zero-filled shift of channel groups along spatial axes (see :func:`axial_shift_kernel`), run as a depthwise
     convolution with that fixed kernel: one kernel call that keeps the memory format, where pad/split/cat would copy.
 
-    The kernel is a constant, not a weight: it is a non-persistent buffer (not in the state dict) that is rebuilt
-    after every move of the module (``to``, ``to_empty``, ``half``...), so a network built on the meta device and
-    materialised with ``to_empty`` shifts correctly. With ``shift_size`` 1 (one group, moved by 0: the ablation's
-    "shift off") the module returns its input as it is, without a convolution.
+    The kernel is a non-persistent buffer rebuilt after every move (``to``, ``to_empty``...), so a network built on
+    the meta device shifts correctly. ``shift_size`` 1 (the ablation's "shift off") returns the input as it is.
 
     (B, channels, *S) -> (B, channels, *S).
     """

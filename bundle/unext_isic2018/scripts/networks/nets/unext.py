@@ -24,29 +24,20 @@ UNEXT_S_FEATURES = (8, 16, 32, 64, 128)
 class UNeXt(nn.Module):
     """UNeXt: a convolutional encoder-decoder whose two deepest stages are tokenized shifted MLPs.
 
-    The function is exactly that of the paper's code (UNeXt-pytorch) for 2D inputs whose sides are multiples of 32;
-    :func:`unext_monai.from_unext_pytorch` converts its checkpoints. Unlike the reference, this network takes any
-    number of input channels, any input size (sides that are not multiples of 32 are zero-padded at the end inside
-    the network and the logits are cropped back), 2D or 3D inputs, and optional deep supervision.
-
-    One forward serves training and inference. In 2D the weights are stored channels-last and the maps run
-    channels-last (oneDNN's convolutions and PyTorch's pooling, upsampling and BatchNorm kernels are several times
-    faster so on CPU, forward and backward); the logits come back contiguous, in the input's memory format. For
-    deployment, export it: frozen TorchScript folds the BatchNorms into the convolutions, ONNX Runtime fuses further
-    (:func:`unext_monai.networks.export.export_onnx`).
+    The function of the paper's code (UNeXt-pytorch) for 2D inputs whose sides are multiples of 32
+    (:func:`unext_monai.from_unext_pytorch` converts its checkpoints), for any channel count, any size (zero-padded to
+    a multiple of 32 at the end inside, the logits cropped back), 2D or 3D, with optional deep supervision. One forward
+    trains and infers; 2D maps and weights run channels-last (several times faster on CPUs), the logits come back in
+    the input's memory format. For deployment export it (:func:`unext_monai.networks.export.export_onnx`).
 
     Args:
         spatial_dims: 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W).
-        in_channels: number of input channels (3 for RGB, 1 for grayscale ultrasound).
-        out_channels: number of output channels (logits, no activation): 1 for binary segmentation with a sigmoid,
-            or one per class for a softmax.
-        features: the five stage widths; the first three are convolutional stages, the last two tokenized-MLP
-            stages. :data:`UNEXT_FEATURES` (default) is the paper's UNeXt, :data:`UNEXT_S_FEATURES` is UNeXt-S.
-        norm: normalisation in the convolutional stages, as MONAI's networks take it (a name such as ``"batch"``
-            or ``"instance"``, or a name and its arguments); the paper's is BatchNorm. The tokenized stages keep the
-            paper's LayerNorms over tokens.
-        act: activation of the convolutional stages, as MONAI's networks take it; the paper's is ReLU. The shifted
-            MLPs keep the paper's GELU.
+        in_channels: input channels (3 for RGB, 1 for gray).
+        out_channels: output logits (no activation): 1 for a sigmoid, one per class for a softmax.
+        features: the five stage widths, three convolutional and two tokenized-MLP stages: :data:`UNEXT_FEATURES`
+            (default, the paper's UNeXt) or :data:`UNEXT_S_FEATURES` (UNeXt-S).
+        norm, act: of the convolutional stages, as MONAI's networks take them (the paper's BatchNorm and ReLU); the
+            tokenized stages keep the paper's LayerNorm and GELU.
         dropout: dropout probability inside the shifted MLPs.
         drop_path: stochastic-depth probability of every shifted-MLP block's residual branch during training.
         shift_size: number of channel groups in the shifted MLP; group ``g`` moves ``g - shift_size // 2`` pixels.
@@ -119,6 +110,18 @@ class UNeXt(nn.Module):
         )
         if spatial_dims == 2:  # the weights in the maps' memory format: no convolution reorders them at every call
             self.to(memory_format=torch.channels_last)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        # the deep-supervision heads are training-only outputs: without them, a checkpoint's heads are ignored (the
+        # inference network of a model trained with them); with them, they keep their initial weights where the
+        # checkpoint has none (fine-tuning released weights with deep supervision)
+        heads = [k for k in state_dict if k.startswith(prefix + "heads.")]
+        if not self.deep_supervision:
+            for k in heads:
+                del state_dict[k]
+        elif not heads:
+            state_dict.update(self.heads.state_dict(prefix=prefix + "heads."))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:

@@ -17,7 +17,7 @@ def _bundle(root: Path, marker: str) -> Path:
     (root / "scripts").mkdir(parents=True)
     (root / "models").mkdir()
     (root / "scripts" / "__init__.py").write_text(f"MARKER = {marker!r}\n")
-    (root / "scripts" / "transforms.py").write_text("def standard_pil_mode(image):\n    return 'copy'\n")
+    (root / "scripts" / "transforms.py").write_text("def read_picture(path):\n    return 'copy'\n")
     (root / "models" / "model.ts").write_bytes(b"")
     return root
 
@@ -37,16 +37,16 @@ def test_scripts_from_package_serves_the_installed_modules() -> None:
 
         assert sys.modules["scripts.transforms"] is unext_monai.transforms
         config = {"imports": ["$import scripts", "$import scripts.transforms"],
-                  "r": "$scripts.transforms.standard_pil_mode"}
+                  "r": "$scripts.transforms.read_picture"}
         reader = ConfigParser(config).get_parsed_content("r")
-        assert reader is unext_monai.transforms.standard_pil_mode
+        assert reader is unext_monai.transforms.read_picture
 
 
 def test_bundle_scripts_prefers_the_bundles_own_copy(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path / "b", "own")
     assert bundle_folder_of(bundle / "models" / "model.ts") == bundle
     with bundle_scripts(bundle / "models" / "model.ts"):
-        assert importlib.import_module("scripts.transforms").standard_pil_mode(None) == "copy"
+        assert importlib.import_module("scripts.transforms").read_picture(None) == "copy"
 
     alone = tmp_path / "packaged" / "unext" / "model.ts"  # a MONAI Application Package's models/<name>/model.ts
     alone.parent.mkdir(parents=True)

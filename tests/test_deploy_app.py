@@ -88,6 +88,7 @@ def pytorch_mask(path: Path) -> np.ndarray:
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     parser["bundle_root"] = str(BUNDLE)
     parser["device"] = "$torch.device('cpu')"
+    parser["engine"] = "pytorch"  # the network, as the Deploy env (no inference engine installed) runs it
     with bundle_on_path(BUNDLE):
         net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))

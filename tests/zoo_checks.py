@@ -190,15 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("unext_monai").addHandler(Collect())  # the logger of the bundle's code
     _workflow(bundle, ["inference.json"], "infer", dataset_dir=dataset_dir, output_dir=out)
     report = json.load(open(os.path.join(out, "report.json")))
-    done = {s["input"] for s in report["segmented"]}
+    segmented = [e for e in report["inputs"] if e["status"] == "segmented"]
+    done = {e["input"] for e in segmented}
     if report["status"] != "completed" or done != set(images):
         raise AssertionError(f"inference segmented {sorted(done)}, expected the {len(images)} images")
-    for item in report["segmented"]:
+    for item in segmented:
         if not all(os.path.isfile(p) for p in item["outputs"]) or len(item["outputs"]) != 2:
             raise AssertionError(f"outputs of {item['input']} missing: {item['outputs']}")
-    if not any(f"to {out}" in r and "wrote" in r for r in records):
+    if not any(out in r and "inference completed" in r for r in records):
         raise AssertionError("inference did not log where it wrote")
-    print(f"PASS infer: {len(done)} images segmented from dataset_dir, {len(report['skipped'])} mask files skipped")
+    print(f"PASS infer: {len(done)} images segmented from dataset_dir, {report['counts']['skipped']} files skipped")
     return 0
 
 

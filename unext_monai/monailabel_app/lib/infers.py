@@ -68,13 +68,14 @@ class UNeXtInferTask(BasicInferTask):
             return self.parser.get_parsed_content(key)
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
+        # first of each request: a changed setting re-parses every part (Invertd needs this call's preprocessing)
+        onnx = os.path.join(self.bundle_dir, "models", "model.onnx")
+        if self.parser.get("engine") not in (None, "pytorch") and os.path.isfile(onnx) and \
+                os.path.getmtime(self.path[0]) > os.path.getmtime(onnx):  # retrained: model.onnx is stale
+            self.parser["engine"] = "pytorch"
         return list(self._parsed("preprocessing").transforms)
 
     def inferer(self, data=None) -> Inferer:
-        onnx = os.path.join(self.bundle_dir, "models", "model.onnx")
-        if "engine" in self.parser.config and os.path.isfile(onnx) and os.path.getmtime(self.path[0]) > \
-                os.path.getmtime(onnx):  # a training replaced model.pt: model.onnx is stale
-            self.parser["engine"] = "pytorch"
         return self._parsed("inferer")
 
     def post_transforms(self, data=None) -> Sequence[Callable]:

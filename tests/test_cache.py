@@ -65,8 +65,8 @@ def test_uint8_cache_gives_the_batches_of_the_float_cache(items: list[dict], tmp
 
 
 def _pipeline(channel_dim="no_channel") -> Compose:
-    return Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image", channel_dim=channel_dim),
-                    LoadMaskd("label")])
+    return Compose([LoadImaged("image", image_only=True, dtype=None),
+                    EnsureChannelFirstd("image", channel_dim=channel_dim), LoadMaskd("label")])
 
 
 def test_changed_data_or_transforms_are_cached_afresh(tmp_path: Path) -> None:
@@ -123,6 +123,13 @@ def test_a_cache_that_fits_nowhere_is_refused_before_the_first_epoch(tmp_path: P
     assert "the training cache does not fit" in str(cause) and "1 MB free in" in str(cause), str(cause)
     assert "--cache_memory" in str(cause) and "--cache_dir" in str(cause)
     assert not list((tmp_path / "models").glob("checkpoint_*"))
+
+
+def test_a_budget_beyond_the_available_memory_is_refused(items: list[dict], monkeypatch) -> None:
+    monkeypatch.setattr(unext_monai.data.cache, "available_memory_gb", lambda: 3e-5)  # 30 kB: three 48x48 items
+    with pytest.raises(ValueError, match="more than the 0 MB of memory available in a memory budget of 1.00 GB"):
+        BudgetCacheDataset(items, _pipeline(channel_dim=None), None, 1.0)
+    assert len(BudgetCacheDataset(items, _pipeline(channel_dim=None), None, 2e-5).memory) == 2
 
 
 def test_the_default_budget_is_a_share_of_the_available_memory() -> None:

@@ -18,7 +18,7 @@ SECTION = re.compile(r"<!-- release:(\w+) -->\n(.*?)<!-- /release:\1 -->\n", re.
 #: the settings of the packaged train.json that the card's recipe table states
 RECIPE = ("dataset_name", "include_normal", "train_on_normal", "learning_rate", "min_learning_rate", "weight_decay",
           "batch_size", "max_epochs", "spatial_size", "in_channels", "deep_supervision", "drop_path", "val_fraction",
-          "selection_fraction", "seed", "training_seed")
+          "selection_fraction", "seed", "training_seed", "class_names", "cache_memory", "cache_dir")
 
 
 def recipe(train: dict) -> dict:

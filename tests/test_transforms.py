@@ -216,6 +216,18 @@ def test_lesion_confidence_gate_clears_weak_lesions_only():
         LesionConfidenceGated("pred", min_confidence=1.5)
 
 
+def test_lesion_confidence_gate_takes_softmax_lesion_of_any_class():
+    gate = LesionConfidenceGated("pred", min_confidence=0.9)
+    weak = torch.zeros(3, 32, 32)
+    weak[0], weak[1, 4:14, 4:14], weak[2, 4:14, 4:14] = 1.0, 0.4, 0.3  # lesion 0.7, split between two classes
+    weak[0, 4:14, 4:14] = 0.3
+    out = gate({"pred": weak})["pred"]
+    assert torch.equal(out[0], torch.ones(32, 32)) and float(out[1:].abs().sum()) == 0
+    confident = weak.clone()
+    confident[0, 4:14, 4:14], confident[2, 4:14, 4:14] = 0.02, 0.58  # lesion 0.98
+    assert torch.equal(gate({"pred": confident})["pred"], confident)
+
+
 def test_picture_readers_without_itk(monkeypatch):
     """A packaged bundle runs without ITK: the readers are built, PIL and pydicom only."""
     monkeypatch.setattr("unext_monai.transforms.optional_import", lambda name, *a, **k: (None, False))

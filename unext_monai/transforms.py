@@ -241,10 +241,11 @@ def check_image_file(path: str) -> str | None:
 
 
 class LesionConfidenceGated(MapTransform):
-    """Clear a probability map whose lesion is not confident: when the mean probability over the largest connected
-    region above ``threshold`` is below ``min_confidence``, the map becomes 0 (no lesion); otherwise it is unchanged.
-    MONAI has no image-level rejection of a weak prediction. Place it after ``Activationsd`` and before the threshold;
-    (1, H, W) probabilities. BUSI's lesion-free scans mostly give regions of middling probability."""
+    """Clear a probability map whose lesion is not confident: when the mean lesion probability over the largest
+    connected region above ``threshold`` is below ``min_confidence``, the map becomes no lesion (0; softmax: all
+    background); otherwise it is unchanged. MONAI has no image-level rejection of a weak prediction. Place it after
+    ``Activationsd`` and before the threshold or argmax; (1, H, W) sigmoid or (K+1, H, W) softmax probabilities, whose
+    lesion probability is 1 - background. BUSI's lesion-free scans mostly give regions of middling probability."""
 
     def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
                  allow_missing_keys: bool = False) -> None:
@@ -263,8 +264,11 @@ class LesionConfidenceGated(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if self.confidence(torch.as_tensor(d[key])) < self.min_confidence:
+            prob = torch.as_tensor(d[key])
+            if self.confidence(prob if len(prob) == 1 else 1 - prob[:1]) < self.min_confidence:
                 d[key] = d[key] * 0
+                if len(prob) > 1:
+                    d[key][0] = 1
         return d
 
 

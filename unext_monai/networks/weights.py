@@ -16,13 +16,11 @@ def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGL
     """Set the values of the floating-point ``tensors`` smaller in magnitude than ``below`` (but not 0) to 0, in
     place; return how many there were. Other tensors, NaN and infinity are left alone.
 
-    Weight decay keeps shrinking the weights of units that stopped learning: after 150 epochs 18% of the ISIC 2018
-    UNeXt's weight values are below 1e-30, about 12% below float32's smallest normal number (1.2e-38). Products with
-    such values are subnormal numbers, which x86 CPUs compute in microcode: a float32 forward pass with those weights
-    took 279 ms instead of 19 ms (256x256, one thread). Zeroing only the stored subnormals is not enough (61 ms): the
-    tiny normal weights still make subnormal activations. Below 1e-30 a value is 23 orders of magnitude under
-    float32's resolution of anything it is added to, so outputs do not change (bit for bit, for those weights).
-    bfloat16 kernels flush subnormals, so training under bfloat16 autocast does not notice them.
+    Weight decay keeps shrinking the weights of units that stopped learning, far below float32's smallest normal
+    number. Products with such values are subnormal numbers, which x86 CPUs compute in microcode, many times slower
+    (``benchmarks/results/fp32_subnormal_training.md``); zeroing only the stored subnormals is not enough, as the tiny
+    normal weights still make subnormal activations. Below 1e-30 a value is 23 orders of magnitude under float32's
+    resolution of anything it is added to, so outputs do not change. bfloat16 kernels flush subnormals.
 
     Works in a process that flushes subnormal numbers (``torch.set_flush_denormal(True)``, as training does): there a
     stored subnormal value compares equal to 0, so "not 0" is read from its bits.

@@ -145,3 +145,35 @@ def test_released_weights_have_no_negligible_values(name):
     numbers; the ISIC 2018 weights of 0.4.0 before release: 279 ms instead of 19 ms per 256x256 image): the release
     sets them to 0 in all three files (benchmarks/results/released_speed.md)."""
     assert not negligible_values(ROOT / "bundle" / name)
+
+
+def _card_block(card: str, heading: str) -> list[str]:
+    """The command lines of the code block under ``#### heading`` of a model card."""
+    return [line for line in card.split(f"#### {heading}\n", 1)[1].split("```")[1].splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_card_inference_commands_run_as_written(shared_dir, tmp_path):
+    """The card's inference commands, as a user copies them, from a copy of the bundle folder."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    bundle = Path(shutil.copytree(ROOT / "bundle" / "unext_busi", tmp_path / "unext_busi"))
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for image, _ in _first_pairs("unext_busi", shared_dir, 2):
+        shutil.copy2(image, pictures / image.name)
+    one = sorted(pictures.iterdir())[0]
+    paths = {"/path/to/pictures": pictures, "/path/to/output": tmp_path / "out", "/path/to/picture.png": one}
+    for line in _card_block((bundle / "docs" / "README.md").read_text(), "Execute inference"):
+        for placeholder, path in paths.items():
+            line = line.replace(placeholder, shlex.quote(str(path)))
+        args = shlex.split(line)
+        proc = subprocess.run([sys.executable, *args[1:]] if args[0] == "python" else args, cwd=bundle,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == sorted(
+        f"{p.stem}_mask.png" for p in pictures.iterdir())
+    assert (bundle / "eval" / "predictions" / f"{one.stem}_mask.png").is_file()  # the default output_dir

@@ -93,6 +93,7 @@ def test_frozen_torchscript_matches(tmp_path):
             torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")  # the exporter's own
 @pytest.mark.parametrize("kwargs,shape", [SCRIPT_CASES[1], SCRIPT_CASES[2]], ids=["2d", "3d"])
 def test_onnx_torchscript_exporter(kwargs, shape, tmp_path):
     net = trained(**kwargs)
@@ -106,6 +107,7 @@ def test_onnx_torchscript_exporter(kwargs, shape, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 @pytest.mark.parametrize("kwargs,shape", [(SCRIPT_CASES[1][0], (2, 1, 64, 96)),
                                           (SCRIPT_CASES[2][0], (2, 4, 40, 64, 36))], ids=["2d", "3d"])
 def test_onnx_dynamo_exporter(kwargs, shape, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from monai.networks.utils import convert_to_onnx
@@ -48,6 +49,16 @@ def export_onnx(
     example = torch.rand(2, in_channels, *([64] * spatial_dims))
 
     def write(tmp: str) -> None:
+        with warnings.catch_warnings():
+            # the legacy exporter is chosen (see above); the input check and the memory-format choice of forward()
+            # are constants of the traced graph, as they should be
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message="The feature will be removed")
+            _convert(tmp)
+        _zero_negligible_constants(tmp)
+
+    def _convert(tmp: str) -> None:
         convert_to_onnx(
             net,
             [example],
@@ -58,6 +69,5 @@ def export_onnx(
             filename=tmp,
             dynamo=False,
         )
-        _zero_negligible_constants(tmp)
 
     return write_atomic(path, write)

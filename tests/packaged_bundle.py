@@ -3,7 +3,8 @@
 - :func:`packaged_bundle` / :func:`released_bundle`: the repository's bundle trained for one epoch on the built-in
   demo set (``python -m monai.bundle run training ... --max_epochs 1``) and packaged by
   ``python -m unext_monai.release``, both as the real commands in subprocesses; built once per pytest session however
-  many modules ask for it. With ``dataset="demo_classes"``, the two-class bundle: three epochs (learning rate 0.001)
+  many modules ask for it (and, under pytest-xdist, however many workers: the first builds, the others wait for it
+  and use it). With ``dataset="demo_classes"``, the two-class bundle: three epochs (learning rate 0.001)
   on the demo set's two-class variant (``configs/demo_classes.json``: brown, green), released with
   ``--dataset demo_classes`` and ``--card_notes``.
 - :func:`integration_python`: the interpreter of one of the extra environments that ``.ci/label_env.sh`` and
@@ -15,6 +16,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -52,10 +55,16 @@ def packaged_bundle(base: Path, dataset: str = "demo") -> dict:
     a learning rate of 0.001, after which its label maps hold both classes) under ``base/train`` and release it to
     ``base/bundle/<name>``.
 
-    Returns ``{"bundle": Path, "train_root": Path, "seconds": {"train": s, "release": s}}``; cached per session.
+    Returns ``{"bundle": Path, "train_root": Path, "seconds": {"train": s, "release": s}}``; cached per session, and
+    in ``base/built.json`` for other processes (call it under a lock, :func:`released_bundle`).
     """
-    key = str(base)
+    key, done = str(base), base / "built.json"
     if key in _built and _built[key]["bundle"].is_dir():
+        return _built[key]
+    if done.is_file():
+        built = json.loads(done.read_text())
+        _built[key] = {"bundle": Path(built["bundle"]), "train_root": Path(built["train_root"]),
+                       "seconds": built["seconds"]}
         return _built[key]
     if base.exists():
         shutil.rmtree(base)
@@ -81,12 +90,18 @@ def packaged_bundle(base: Path, dataset: str = "demo") -> dict:
          "--changelog", f"test release: {what}"], cwd=base)
     t2 = time.perf_counter()
     _built[key] = {"bundle": bundle, "train_root": train_root, "seconds": {"train": t1 - t0, "release": t2 - t1}}
+    done.write_text(json.dumps({**_built[key], "bundle": str(bundle), "train_root": str(train_root)}))
     return _built[key]
 
 
 def released_bundle(tmp_path_factory, dataset: str = "demo") -> dict:
-    """:func:`packaged_bundle` in the session's base temporary folder (one build per session); do not modify it."""
-    return packaged_bundle(tmp_path_factory.getbasetemp() / f"packaged_{dataset}", dataset)
+    """:func:`packaged_bundle` in the session's base temporary folder, which pytest-xdist's workers share (one build
+    per session); do not modify it."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the workers' folders lie in the session's
+    with open(root / f"packaged_{dataset}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return packaged_bundle(root / f"packaged_{dataset}", dataset)
 
 
 def integration_python(env_var: str, venv: str, script: str, probe: str) -> str:

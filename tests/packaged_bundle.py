@@ -3,7 +3,10 @@
 - :func:`packaged_bundle` / :func:`released_bundle`: the repository's bundle trained for one epoch on the built-in
   demo set (``python -m monai.bundle run training ... --max_epochs 1``) and packaged by
   ``python -m unext_monai.release``, both as the real commands in subprocesses; built once per pytest session however
-  many modules ask for it.
+  many modules ask for it (and, under pytest-xdist, however many workers: the first builds, the others wait for it
+  and use it). With ``dataset="demo_classes"``, the two-class bundle: three epochs (learning rate 0.001)
+  on the demo set's two-class variant (``configs/demo_classes.json``: brown, green), released with
+  ``--dataset demo_classes`` and ``--card_notes``.
 - :func:`integration_python`: the interpreter of one of the extra environments that ``.ci/label_env.sh`` and
   ``.ci/deploy_env.sh`` build, or a skip (a failure with ``UNEXT_REQUIRE_INTEGRATIONS=1``) saying how to build it.
 - :func:`real_images`: a few real pictures from ``../shared/data`` (ISIC 2018 JPEG, BUSI PNG).
@@ -13,6 +16,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -24,11 +29,12 @@ import pytest
 
 from unext_monai.bundle_scripts import bundle_on_path
 
-__all__ = ["REPO", "BUNDLE_NAME", "run", "packaged_bundle", "released_bundle", "integration_python", "real_images",
-           "bundle_on_path"]
+__all__ = ["REPO", "BUNDLE_NAME", "CLASSES_BUNDLE_NAME", "run", "packaged_bundle", "released_bundle",
+           "integration_python", "real_images", "bundle_on_path"]
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE_NAME = "unext_demo"
+CLASSES_BUNDLE_NAME = "unext_demo_classes"
 _built: dict[str, dict] = {}
 
 
@@ -44,35 +50,58 @@ def run(cmd: list[str], cwd: Path | str | None = None, timeout: float = 900, env
     return proc.stdout
 
 
-def packaged_bundle(base: Path) -> dict:
-    """Train one epoch on the demo set under ``base/train`` and release it to ``base/bundle/unext_demo``.
+def packaged_bundle(base: Path, dataset: str = "demo") -> dict:
+    """Train on the demo set (``dataset`` ``demo``: one epoch; ``demo_classes``: its two-class variant, three epochs at
+    a learning rate of 0.001, after which its label maps hold both classes) under ``base/train`` and release it to
+    ``base/bundle/<name>``.
 
-    Returns ``{"bundle": Path, "train_root": Path, "seconds": {"train": s, "release": s}}``; cached per session.
+    Returns ``{"bundle": Path, "train_root": Path, "seconds": {"train": s, "release": s}}``; cached per session, and
+    in ``base/built.json`` for other processes (call it under a lock, :func:`released_bundle`).
     """
-    key = str(base)
+    key, done = str(base), base / "built.json"
     if key in _built and _built[key]["bundle"].is_dir():
+        return _built[key]
+    if done.is_file():
+        built = json.loads(done.read_text())
+        _built[key] = {"bundle": Path(built["bundle"]), "train_root": Path(built["train_root"]),
+                       "seconds": built["seconds"]}
         return _built[key]
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
     train_root = base / "train"
+    configs, name, what = [str(REPO / "configs" / "train.json")], BUNDLE_NAME, "one epoch on the demo set"
+    train_args, dataset_args = ["--max_epochs", 1], []
+    if dataset != "demo":  # the data set's overlay after train.json, as the release layers it; notes for the card
+        configs.append(str(REPO / "configs" / f"{dataset}.json"))
+        (base / "notes.md").write_text("#### Pixels by class (made-up numbers)\n\n| truth \\ predicted | background | "
+                                       "brown | green |\n|---|---|---|---|\n| brown | 1 | 20 | 3 |\n")
+        name, what = CLASSES_BUNDLE_NAME, f"three epochs on {dataset}"
+        train_args = ["--max_epochs", 3, "--learning_rate", 0.001]
+        dataset_args = ["--dataset", dataset, "--card_notes", base / "notes.md"]
     t0 = time.perf_counter()
-    run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", REPO / "configs" / "train.json",
-         "--meta_file", REPO / "configs" / "metadata.json", "--bundle_root", train_root, "--max_epochs", "1"],
-        cwd=base)
+    run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs[0] if len(configs) == 1
+         else str(configs), "--meta_file", REPO / "configs" / "metadata.json", "--bundle_root", train_root,
+         *train_args], cwd=base)
     t1 = time.perf_counter()
-    bundle = base / "bundle" / BUNDLE_NAME
-    run([sys.executable, "-m", "unext_monai.release", "--bundle_root", REPO, "--name", BUNDLE_NAME,
+    bundle = base / "bundle" / name
+    run([sys.executable, "-m", "unext_monai.release", "--bundle_root", REPO, "--name", name, *dataset_args,
          "--ckpt", train_root / "models" / "model.pt", "--train_dir", train_root / "eval", "--output", bundle,
-         "--changelog", "test release: one epoch on the demo set"], cwd=base)
+         "--changelog", f"test release: {what}"], cwd=base)
     t2 = time.perf_counter()
     _built[key] = {"bundle": bundle, "train_root": train_root, "seconds": {"train": t1 - t0, "release": t2 - t1}}
+    done.write_text(json.dumps({**_built[key], "bundle": str(bundle), "train_root": str(train_root)}))
     return _built[key]
 
 
-def released_bundle(tmp_path_factory) -> dict:
-    """:func:`packaged_bundle` in the session's base temporary folder (one build per session); do not modify it."""
-    return packaged_bundle(tmp_path_factory.getbasetemp() / "packaged")
+def released_bundle(tmp_path_factory, dataset: str = "demo") -> dict:
+    """:func:`packaged_bundle` in the session's base temporary folder, which pytest-xdist's workers share (one build
+    per session); do not modify it."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # the workers' folders lie in the session's
+    with open(root / f"packaged_{dataset}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return packaged_bundle(root / f"packaged_{dataset}", dataset)
 
 
 def integration_python(env_var: str, venv: str, script: str, probe: str) -> str:

@@ -1,7 +1,8 @@
 """The MONAI Deploy app (unext_monai/deploy_app: real monai-deploy-app-sdk 4.0.0, holoscan on CPU, in the env
 .ci/deploy_env.sh builds) run as a subprocess with the released ISIC 2018 bundle (bundle/unext_isic2018) on real
-pictures (JPEG, PNG) and on DICOM (gray and colour) and NIfTI files made from them: DICOM Segmentations read back with
-pydicom and highdicom, masks and overlays, the report and the exit status."""
+pictures (JPEG, PNG) and on DICOM (gray and colour) and NIfTI files made from them, and with the two-class demo bundle
+the tests release: DICOM Segmentations read back with pydicom and highdicom, masks and overlays, the report and the
+exit status."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from packaged_bundle import REPO, bundle_on_path, integration_python
+from packaged_bundle import REPO, bundle_on_path, integration_python, released_bundle
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -77,28 +78,28 @@ def inputs(shared_dir, tmp_path_factory) -> Path:
     return folder
 
 
-def pytorch_mask(path: Path) -> np.ndarray:
-    """The bundle's inference.json pipeline (as `monai.bundle run` runs it) in the main env: (H, W) bool in the
-    array order the bundle's reader gives."""
+def pytorch_labels(path: Path, bundle: Path = BUNDLE) -> np.ndarray:
+    """The bundle's inference.json pipeline (as `monai.bundle run` runs it) in the main env: the (H, W) label map in
+    the array order the bundle's reader gives."""
     from monai.bundle import ConfigParser
 
     from unext_monai.transforms import SavePredictiond
 
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    parser["bundle_root"] = str(BUNDLE)
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
     parser["device"] = "$torch.device('cpu')"
     parser["engine"] = "pytorch"  # the network, as the Deploy env (no inference engine installed) runs it
-    with bundle_on_path(BUNDLE):
+    with bundle_on_path(bundle):
         net = parser.get_parsed_content("network_def")
-        net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
+        net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
         data = parser.get_parsed_content("preprocessing")({"image": str(path)})
         with torch.no_grad():
             data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], net.eval())[0]
         for t in parser.get_parsed_content("postprocessing").transforms:
             if type(t).__name__ != SavePredictiond.__name__:  # the bundle's own copy of the class
                 data = t(data)
-    return np.asarray(data["pred"])[0] > 0
+    return np.asarray(data["pred"])[0].astype(np.uint8)
 
 
 def run_app(python: str, args: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -132,10 +133,10 @@ def test_deploy_app_outputs(deploy_python, inputs, tmp_path):
 
     for name, entry in sorted(entries.items()):
         source = inputs / name
-        reference = pytorch_mask(source)
+        reference = pytorch_labels(source) > 0
         outputs = [Path(o) for o in entry["outputs"]]
         if name.endswith(".dcm"):
-            ours = check_dicom_seg(deploy_python, source, outputs, entry["dicom"], tmp_path)
+            ours = check_dicom_seg(deploy_python, source, outputs, entry["dicom"], tmp_path) > 0
         elif name.endswith(".nii.gz"):
             import nibabel as nib
 
@@ -179,8 +180,8 @@ source, seg_file, pixels_file = sys.argv[1:]
 src, ds, seg = pydicom.dcmread(source), pydicom.dcmread(seg_file), hd.seg.segread(seg_file)
 (series,) = ds.ReferencedSeriesSequence
 (instance,) = series.ReferencedInstanceSequence
-(segment,) = seg.SegmentSequence
-pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[src.SOPInstanceUID], segment_numbers=[1])
+numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
+pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[src.SOPInstanceUID], segment_numbers=numbers)
 np.save(pixels_file, pixels)
 print("RESULT " + json.dumps({
     "sop_class": ds.SOPClassUID, "modality": ds.Modality, "type": ds.SegmentationType,
@@ -190,15 +191,17 @@ print("RESULT " + json.dumps({
     "referenced": [series.SeriesInstanceUID, instance.ReferencedSOPInstanceUID],
     "source_uids": [list(u) for u in seg.get_source_image_uids()],
     "source": [src.StudyInstanceUID, src.SeriesInstanceUID, src.SOPInstanceUID, int(src.Rows), int(src.Columns)],
-    "segment": [segment.SegmentLabel, segment.SegmentAlgorithmType,
-                segment.SegmentedPropertyTypeCodeSequence[0].CodeMeaning],
+    "segments": [[int(s.SegmentNumber), s.SegmentLabel, s.SegmentAlgorithmType,
+                  s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning] for s in seg.SegmentSequence],
 }))
 """
 
 
-def check_dicom_seg(python: str, source: Path, outputs: list[Path], identifiers: dict, tmp: Path) -> np.ndarray:
+def check_dicom_seg(python: str, source: Path, outputs: list[Path], identifiers: dict, tmp: Path,
+                    labels: tuple[str, ...] = ("lesion",)) -> np.ndarray:
     """A valid binary DICOM Segmentation in the source's study and patient, referencing its series and instance,
-    aligned with its pixels (read back by pydicom and by highdicom)."""
+    with one segment per class of ``labels`` (numbered from 1), aligned with its pixels (read back by pydicom and by
+    highdicom). Returns its label map: each pixel's segment number, 0 where none."""
     from pydicom.uid import SegmentationStorage
 
     (seg_file,) = outputs
@@ -210,13 +213,36 @@ def check_dicom_seg(python: str, source: Path, outputs: list[Path], identifiers:
     assert (r["sop_class"], r["modality"], r["type"]) == (SegmentationStorage, "SEG", "BINARY")
     assert r["study"] == [study, study] and r["series"][0] != series and r["patient"][0] == r["patient"][1]
     assert r["referenced"] == [series, sop] and r["source_uids"] == [[study, series, sop]]
-    assert r["segment"] == ["lesion", "AUTOMATIC", "Lesion"]
+    assert r["segments"] == [[number, label, "AUTOMATIC", "Lesion"] for number, label in enumerate(labels, 1)]
     assert identifiers == {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": sop,
                            "SegmentationSeriesInstanceUID": r["series"][0],
                            "SegmentationSOPInstanceUID": r["sop_instance"]}
     pixels = np.load(pixels_file)
-    assert pixels.shape == (1, rows, columns, 1)
-    return pixels[0, :, :, 0] > 0
+    assert pixels.shape == (1, rows, columns, len(labels)) and pixels.sum(-1).max() <= 1  # one class per pixel
+    return (pixels[0] * np.arange(1, len(labels) + 1)).sum(-1).astype(np.uint8)
+
+
+def test_deploy_app_writes_a_segment_per_class(deploy_python, tmp_path, tmp_path_factory):
+    """The two-class bundle: a DICOM input gets a DICOM Segmentation with one segment per class (brown 1, green 2), a
+    picture a label map of the class values; both are the pipeline's."""
+    built = released_bundle(tmp_path_factory, "demo_classes")
+    image = built["train_root"] / "eval" / "demo_data_2_classes" / "images" / "demo_000.png"
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy2(image, folder / image.name)
+    write_dicom(image, folder / "demo_000_xc.dcm", rgb=True)
+    proc = run_app(deploy_python, ["-m", "unext_monai.deploy_app", "-i", folder, "-o", out, "-m", built["bundle"]],
+                   tmp_path)
+    assert proc.returncode == 0
+    entries = {Path(e["input"]).name: e for e in json.loads((out / "report.json").read_text())["inputs"]}
+    dicom = entries["demo_000_xc.dcm"]
+    seg = check_dicom_seg(deploy_python, folder / "demo_000_xc.dcm", [Path(o) for o in dicom["outputs"]],
+                          dicom["dicom"], tmp_path, labels=("brown", "green"))
+    reference = pytorch_labels(folder / "demo_000_xc.dcm", built["bundle"])
+    assert set(np.unique(reference).tolist()) == {0, 1, 2} and np.array_equal(seg, reference)
+    mask_file, overlay_file = (Path(o) for o in entries["demo_000.png"]["outputs"])
+    assert overlay_file.name.endswith("_overlay.png")
+    assert np.array_equal(np.asarray(Image.open(mask_file)), pytorch_labels(folder / image.name, built["bundle"]))
 
 
 def test_deploy_app_reports_what_it_left_out_or_failed(deploy_python, inputs, tmp_path):

@@ -1,6 +1,7 @@
 """The MONAI Label app (unext_monai/monailabel_app) with the real monailabel 0.8.5, in the env .ci/label_env.sh builds:
-the real server on 127.0.0.1 over HTTP with the released ISIC 2018 bundle (bundle/unext_isic2018), and the Monte
-Carlo dropout task in-process (a subprocess of that env's python)."""
+the real server on 127.0.0.1 over HTTP with the released ISIC 2018 bundle (bundle/unext_isic2018) and with the
+two-class demo bundle the tests release, and the Monte Carlo dropout task in-process (a subprocess of that env's
+python)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaged_bundle import REPO, bundle_on_path, integration_python, run
+from packaged_bundle import REPO, bundle_on_path, integration_python, released_bundle, run
 from PIL import Image
 
 PROBE = "import monailabel.main, monailabel.tasks.infer.basic_infer, monailabel.tasks.scoring.epistemic_v2, unext_monai"
@@ -60,7 +61,8 @@ def setup_app(shared_dir: Path, base: Path) -> dict:
 
 
 def pytorch_mask(bundle: Path, image: Path, out: Path) -> np.ndarray:
-    """Direct prediction with the bundle's inference.json in the main env, as `monai.bundle run` makes it (0/255)."""
+    """Direct prediction with the bundle's inference.json in the main env, as `monai.bundle run` makes it (0/255; with
+    K classes their values 0..K)."""
     from monai.bundle import ConfigWorkflow
 
     src = out / "in"
@@ -280,6 +282,38 @@ def test_server(label_python, shared_dir, tmp_path):
     print(f"server pid {server.process.pid} stopped (exit {server.process.returncode})")
 
 
+@pytest.mark.slow
+def test_server_of_classes(label_python, tmp_path, tmp_path_factory):
+    """A two-class bundle served: /info lists its class names as labels with their values, and /infer answers a label
+    map of those values, the one `monai.bundle run` writes."""
+    built = released_bundle(tmp_path_factory, "demo_classes")
+    s = {"app": tmp_path / "app", "bundle": tmp_path / "demo", "studies": tmp_path / "studies"}
+    run([sys.executable, "-m", "unext_monai.monailabel_app", s["app"]], cwd=REPO)
+    shutil.copytree(built["bundle"], s["bundle"])
+    (s["studies"] / "labels" / "final").mkdir(parents=True)
+    images = sorted((built["train_root"] / "eval" / "demo_data_2_classes" / "images").glob("*.png"))[:2]
+    for image in images:
+        shutil.copy2(image, s["studies"] / image.name)
+    server = Server(label_python, s, tmp_path)
+    try:
+        info = _json(f"{server.base}/info/")
+        assert info["labels"] == {"brown": 1, "green": 2} and info["models"]["demo"]["labels"] == info["labels"]
+        values = set()
+        for image in images:
+            status, ctype, png = _request(f"{server.base}/infer/demo?image={image.stem}&output=image", data=b"")
+            assert status == 200 and ctype.startswith("image/png")
+            label = np.asarray(Image.open(BytesIO(png)))
+            reference = pytorch_mask(s["bundle"], image, tmp_path / image.stem)
+            differing = int((label != reference).sum())
+            print(f"POST /infer/demo?image={image.stem} -> values {np.unique(label).tolist()}, {differing} pixels "
+                  "differing from monai.bundle run")
+            assert label.shape == reference.shape and differing <= 0.001 * label.size
+            values |= set(np.unique(label).tolist())
+        assert values == {0, 1, 2}
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def attack_server(label_python, shared_dir, tmp_path_factory):
     """One server for the attacks of issue 36, with files outside its studies folder to aim at: ``outside/victim.png``
@@ -494,13 +528,16 @@ mc = UNeXtDropoutInferTask(bundle, dropout=0.2)
 logits = plain(request)[1]["pred"]
 samples = [mc(request)[1]["pred"] for _ in range(4)]
 net = mc._get_network("cpu", None)
+probabilities = torch.sigmoid(logits) if logits.shape[0] == 1 else torch.softmax(logits, 0)
 out = {
+    "channels": [int(logits.shape[0]), int(samples[0].shape[0])],
+    "sums": [float(torch.stack(samples).sum(1).min()), float(torch.stack(samples).sum(1).max())],
     "dropout_p": sorted({m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)}),
     "dropout_training": sorted({m.training for m in net.modules() if isinstance(m, torch.nn.Dropout)}),
     "batchnorm_training": sorted({m.training for m in net.modules()
                                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}),
     "sample_spread": float(torch.stack(samples).std(0).mean()),
-    "mean_vs_plain": float((torch.stack(samples).mean(0) - torch.sigmoid(logits)).abs().mean()),
+    "mean_vs_plain": float((torch.stack(samples).mean(0) - probabilities).abs().mean()),
     "range": [float(min(s.min() for s in samples)), float(max(s.max() for s in samples))],
 }
 print("WORKER_RESULT " + json.dumps(out))
@@ -508,16 +545,28 @@ print("WORKER_RESULT " + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_dropout_task_samples_around_the_plain_prediction(label_python, shared_dir, tmp_path):
+@pytest.mark.parametrize("classes", [False, True], ids=["isic", "classes"])
+def test_dropout_task_samples_around_the_plain_prediction(label_python, shared_dir, tmp_path, tmp_path_factory,
+                                                          classes):
+    """Samples of the lesion probability, or with K classes of the class probabilities (softmax: they sum to 1)."""
     image = sorted((shared_dir / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input").glob("ISIC_*.jpg"))[0]
-    log = run([label_python, "-c", DROPOUT_WORKER, REPO / "unext_monai" / "monailabel_app", BUNDLE, image],
+    bundle = BUNDLE
+    if classes:  # on a picture of its own data set
+        built = released_bundle(tmp_path_factory, "demo_classes")
+        bundle = built["bundle"]
+        image = built["train_root"] / "eval" / "demo_data_2_classes" / "images" / "demo_000.png"
+    log = run([label_python, "-c", DROPOUT_WORKER, REPO / "unext_monai" / "monailabel_app", bundle, image],
               cwd=tmp_path, timeout=600)
     result = json.loads(next(line for line in log.splitlines() if line.startswith("WORKER_RESULT "))[14:])
     print(result)
+    assert result["channels"] == ([3, 3] if classes else [1, 1])
+    if classes:
+        assert abs(result["sums"][0] - 1) < 1e-4 and abs(result["sums"][1] - 1) < 1e-4
     assert result["dropout_p"] == [0.2] and result["dropout_training"] == [True]
     assert result["batchnorm_training"] in ([], [False])  # dropout only: normalisation keeps its trained statistics
     assert 0 <= result["range"][0] and result["range"][1] <= 1  # probabilities
-    assert result["sample_spread"] > 1e-3  # each call draws a new dropout mask (0.006 measured)
+    # each call draws a new dropout mask (measured: 0.006; the two-class weights of three epochs, near uniform, 0.001)
+    assert result["sample_spread"] > (1e-4 if classes else 1e-3)
     assert result["mean_vs_plain"] < 0.05  # around the network's own prediction (0.008 measured)
 
 

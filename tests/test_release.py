@@ -15,16 +15,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from packaged_bundle import BUNDLE_NAME, REPO, bundle_on_path, negligible_values, real_images, released_bundle
+from packaged_bundle import (
+    BUNDLE_NAME,
+    REPO,
+    bundle_on_path,
+    negligible_values,
+    real_images,
+    released_bundle,
+)
 from PIL import Image
 
 import unext_monai
 from unext_monai.io import umask_mode
 from unext_monai.release import ReleaseError, training_record
 from unext_monai.release import main as release_main
-from unext_monai.release.card import model_card
-from unext_monai.release.configs import DATASET_CARDS, packaged_configs, packaged_metadata, zoo_json
+from unext_monai.release.card import OVERLAY_COLOURS, model_card
+from unext_monai.release.configs import (
+    CARD_FIELDS,
+    DATASET_CARDS,
+    dataset_card,
+    dataset_layers,
+    packaged_classes,
+    packaged_configs,
+    packaged_metadata,
+    zoo_json,
+)
 from unext_monai.release.vendor import vendored_files
+from unext_monai.transforms import write_segmentation
 
 ZOO_SECTIONS = ["# Model Overview", "## Data", "## Training configuration", "### Input", "### Output",
                 "## Performance", "## MONAI Bundle Commands", "## References", "## License"]
@@ -41,6 +58,11 @@ def _repo_meta() -> dict:
 def _section(card: str, heading: str) -> str:
     """The text under ``heading`` of a model card, up to the next heading (``####`` command titles are text)."""
     return re.split(r"\n#{1,3} ", ("\n" + card).split(f"\n{heading}\n", 1)[1], maxsplit=1)[0]
+
+
+def _unmarked(template: str) -> str:
+    """The repository's card as a binary release states the sections that card.md repeats word for word."""
+    return re.sub(r"<!-- /?release:\w+ -->\n", "", template)
 
 
 # ---- fast: the pieces -------------------------------------------------------------------------------------------
@@ -141,14 +163,89 @@ def test_packaged_metadata_states_installed_versions_and_the_data_set():
         packaged_metadata(meta, card=card, version="1.2", changelog={"1.2": "x"}, in_channels=3, metrics=None)
 
 
-def _card(template: str, record: dict, zeroed: int = 0, metrics: dict | None = None) -> tuple[str, dict, dict]:
+def test_packaged_metadata_states_the_classes():
+    """One class name: the repository's binary output, named; K names: K+1 logits (background first) and a label map
+    of the values 0..K after post-processing, in the repository's key order."""
+    meta, card = _repo_meta(), DATASET_CARDS["busi"]
+    args = dict(card=card, version="1.2.3", changelog={"1.2.3": "x"}, in_channels=3, metrics=None)
+    binary = packaged_metadata(meta, **args)
+    assert binary == packaged_metadata(meta, class_names=["lesion"], **args)
+    assert binary["pred_classes"] == meta["pred_classes"]
+    fmt = binary["network_data_format"]
+    assert {k: fmt[k] for k in ("outputs", "post_processed_outputs")} == {
+        k: meta["network_data_format"][k] for k in ("outputs", "post_processed_outputs")}
+    named = packaged_metadata(meta, class_names=["tumour"], **args)["network_data_format"]
+    assert named["outputs"]["pred"]["channel_def"] == named["post_processed_outputs"]["pred"]["channel_def"] == {
+        "0": "tumour"}
+
+    classes = packaged_metadata(meta, class_names=["benign", "malignant"], **args)
+    assert list(classes) == list(binary) and list(classes["network_data_format"]) == list(fmt)
+    pred, post = (classes["network_data_format"][k]["pred"] for k in ("outputs", "post_processed_outputs"))
+    assert list(pred) == list(fmt["outputs"]["pred"]) and list(post) == list(fmt["post_processed_outputs"]["pred"])
+    assert pred["num_channels"] == 3 and pred["value_range"] == []
+    assert pred["channel_def"] == {"0": "background", "1": "benign", "2": "malignant"}
+    assert post["num_channels"] == len(post["channel_def"]) == 1 and post["value_range"] == [0, 2]
+    assert "softmax" in classes["pred_classes"] and "2 is malignant" in classes["pred_classes"]
+
+
+def test_a_variant_layers_its_overlay_after_its_data_set_s():
+    """busi_classes is BUSI labelled by diagnosis: busi.json's recipe with busi_classes.json's two entries (class
+    names, class key) on top; its card is BUSI's but for what it says itself. A variant's data set is a built-in one
+    that is no variant itself, and every card resolves to the whole set of fields."""
+    for name, entry in DATASET_CARDS.items():
+        assert entry.get("variant_of") in (None, *[d for d, e in DATASET_CARDS.items() if "variant_of" not in e]), name
+        assert set(CARD_FIELDS) <= set(dataset_card(name)) <= {*CARD_FIELDS, "references"}, name
+    assert dataset_layers("busi_classes") == ["busi", "busi_classes"] and dataset_layers("busi") == ["busi"]
+    classes, busi = (packaged_configs(str(REPO / "configs"), d) for d in ("busi_classes", "busi"))
+    overlay = json.loads((REPO / "configs" / "busi_classes.json").read_text())
+    assert overlay == {"class_names": ["benign", "malignant"], "class_key": "class"}
+    train, busi_train = json.loads(classes["train.json"]), json.loads(busi["train.json"])
+    assert {**busi_train, **overlay} == train
+    inference, busi_inference = json.loads(classes["inference.json"]), json.loads(busi["inference.json"])
+    assert {**busi_inference, "class_names": overlay["class_names"]} == inference
+    assert [classes[f] == busi[f] for f in ("evaluate.json", "multi_gpu_train.json", "logging.conf")] == [True] * 3
+    assert packaged_classes(classes) == ["benign", "malignant"] and packaged_classes(busi) == ["lesion"]
+    card, busi_card = dataset_card("busi_classes"), dataset_card("busi")
+    own = set(DATASET_CARDS["busi_classes"]) - {"variant_of"}
+    assert {"name", "task", "description", "label_classes"} <= own
+    assert {k: v for k, v in card.items() if k not in own} == {k: v for k, v in busi_card.items() if k not in own}
+    assert all(card[k] != busi_card[k] for k in own)
+
+
+def test_packaged_classes_must_agree():
+    configs = packaged_configs(str(REPO / "configs"), "demo_classes")
+    assert packaged_classes(configs) == ["brown", "green"]
+    inference = json.loads(configs["inference.json"])
+    with pytest.raises(ReleaseError, match="inference.json"):
+        packaged_classes({**configs, "inference.json": json.dumps({**inference, "class_names": ["lesion"]})})
+
+
+def test_the_card_names_the_overlay_colours(tmp_path):
+    """The card's legend is the overlay's: each class value tinted with its colour (0.4 of it over a black picture),
+    the colours repeating after the last, every outline yellow."""
+    Image.fromarray(np.zeros((40, 160, 3), np.uint8)).save(tmp_path / "black.png")
+    labels = np.zeros((40, 160), np.uint8)
+    for value in range(1, 7):
+        labels[10:30, 25 * value - 20:25 * value] = value
+    write_segmentation(labels, str(tmp_path / "black.png"), str(tmp_path / "mask.png"), str(tmp_path / "overlay.png"),
+                       num_classes=6)
+    overlay = np.asarray(Image.open(tmp_path / "overlay.png"))
+    for value in range(1, 7):
+        name, rgb = OVERLAY_COLOURS[(value - 1) % len(OVERLAY_COLOURS)]
+        assert overlay[20, 25 * value - 10].tolist() == np.rint(0.4 * np.array(rgb)).tolist(), (value, name)
+        assert overlay[10, 25 * value - 10].tolist() == [255, 255, 0]
+    assert overlay[0, 0].tolist() == [0, 0, 0]
+
+
+def _card(template: str, record: dict, zeroed: int = 0, metrics: dict | None = None,
+          class_names: tuple[str, ...] = ("lesion",), notes: str = "") -> tuple[str, dict, dict]:
     meta = packaged_metadata(_repo_meta(), card=DATASET_CARDS["busi"], version="1.2.3", changelog={"1.2.3": "x"},
-                             in_channels=3, metrics=metrics)
+                             in_channels=3, metrics=metrics, class_names=class_names)
     train = json.loads(packaged_configs(str(REPO / "configs"), "busi")["train.json"])
     checks = {"date": "2030-01-02", "ts_diff": 1e-6, "onnx_diff": 2e-5, "opset": 18, "onnxruntime": "9.9",
               "zeroed": zeroed, "zeroed_below": 1e-30}
     card = model_card(template, meta, name="x", card=DATASET_CARDS["busi"], dataset="busi", train=train,
-                      record=record, checks=checks, n_params=1234567)
+                      record=record, checks=checks, n_params=1234567, notes=notes)
     return card, meta, train
 
 
@@ -161,7 +258,7 @@ def test_model_card_has_the_zoo_sections_and_the_release_values():
     assert positions == sorted(positions)
     assert "<!--" not in card and not re.search(r"{\w+[^}]*}", card)  # every field filled
     assert not [line for line in card.splitlines() if line != line.rstrip()]
-    assert _section(card, "## Intended use and limits") == _section(template, "## Intended use and limits")
+    assert _section(card, "## Intended use and limits") == _section(_unmarked(template), "## Intended use and limits")
     assert DATASET_CARDS["busi"]["layout"] in _section(card, "## Data")
     assert "417" in _section(card, "## Data") and "123" in _section(card, "## Training configuration")
     assert f"`{train['max_epochs']}`" in _section(card, "## Training configuration")
@@ -180,6 +277,27 @@ def test_model_card_has_the_zoo_sections_and_the_release_values():
     unmarked = template.replace("<!-- release:data -->\n", "", 1).replace("<!-- /release:data -->\n", "", 1)
     with pytest.raises(ReleaseError):
         _card(unmarked, record)
+
+
+def test_model_card_of_classes_and_its_notes():
+    """K classes: the output section says softmax, argmax and the label map's values with their overlay colours, the
+    limits name the classes; the notes stand as written (braces too) in the Performance section, before the checks."""
+    template = (REPO / "docs" / "README.md").read_text()
+    notes = ("#### Confusion on the validation part (pixels)\n\n| truth \\ predicted | background | benign | "
+             "malignant |\n|---|---|---|---|\n| benign | 9 | 80 | 11 |\n\nDice: {benign} 0.81, {malignant} 0.65")
+    card, _, _ = _card(template, {}, class_names=("benign", "malignant"), notes=notes)
+    positions = [card.index(h + "\n") for h in ZOO_SECTIONS]
+    assert positions == sorted(positions) and "<!--" not in card
+    output = _section(card, "### Output")
+    for row in ("| 0 | background |", "| 1 | benign | red |", "| 2 | malignant | blue |"):
+        assert row in output, row
+    assert "(3, 256, 256)" in output and "softmax" in output and "argmax" in output and "sigmoid" not in output
+    assert "2 classes (benign, malignant)" in _section(card, "## Intended use and limits")
+    performance = _section(card, "## Performance")
+    assert notes in performance and performance.index(notes) < performance.index("Checked at release")
+    binary, _, _ = _card(template, {})
+    assert _section(binary, "### Output") == _section(_card(template, {}, notes="")[0], "### Output")
+    assert "sigmoid" in _section(binary, "### Output") and "| 1 |" not in binary
 
 
 def test_zoo_json_is_what_the_zoo_pre_commit_leaves():
@@ -246,7 +364,7 @@ def test_model_card_and_licences(released):
     assert positions == sorted(positions)
     assert "<!--" not in card and not [line for line in card.splitlines() if line != line.rstrip()]
     template = (REPO / "docs" / "README.md").read_text()
-    assert _section(card, "## Intended use and limits") == _section(template, "## Intended use and limits")
+    assert _section(card, "## Intended use and limits") == _section(_unmarked(template), "## Intended use and limits")
     train = json.loads((bundle / "configs" / "train.json").read_text())
     assert f"`{train['learning_rate']}`" in _section(card, "## Training configuration")
     record = json.loads((bundle / "docs" / "training_record.json").read_text())
@@ -309,6 +427,67 @@ def test_packaged_inference_config_runs_on_real_images(released, shared_dir, tmp
         mask = Image.open(out / f"{img.stem}_mask.png")
         assert mask.size == Image.open(img).size
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+@pytest.fixture(scope="module")
+def released_classes(tmp_path_factory):
+    return released_bundle(tmp_path_factory, "demo_classes")
+
+
+@pytest.mark.slow
+def test_release_of_classes(released_classes, tmp_path):
+    """The two-class demo bundle (trained with configs/demo_classes.json, released with --dataset demo_classes though
+    its split.json says demo): metadata, configs, network and card per class, and its notes; its inference writes
+    label maps of the class values."""
+    from monai.bundle import ConfigWorkflow
+
+    bundle = released_classes["bundle"]
+    print(f"trained in {released_classes['seconds']['train']:.1f} s, released in "
+          f"{released_classes['seconds']['release']:.1f} s")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    pred, post = (meta["network_data_format"][k]["pred"] for k in ("outputs", "post_processed_outputs"))
+    assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "background", "1": "brown", "2": "green"}
+    assert post["num_channels"] == 1 and post["value_range"] == [0, 2]
+    assert {k: meta[k] for k in ("name", "label_classes")} == {k: DATASET_CARDS["demo_classes"][k]
+                                                               for k in ("name", "label_classes")}
+    for name in ("train.json", "inference.json"):
+        assert json.loads((bundle / "configs" / name).read_text())["class_names"] == ["brown", "green"], name
+    assert json.loads((bundle / "docs" / "training_record.json").read_text())["split"]["dataset"] == "demo"
+    assert (bundle / "docs" / "data_license.txt").read_text().endswith(DATASET_CARDS["demo"]["data_terms"])
+    with torch.no_grad():
+        assert torch.jit.load(str(bundle / "models" / "model.ts"))(torch.rand(1, 3, 256, 256)).shape == (1, 3, 256, 256)
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "| 2 | green | blue |" in _section(card, "### Output")
+    assert (bundle / "docs" / "card_notes.md").read_text().strip() in _section(card, "## Performance")
+
+    demo = sorted((released_classes["train_root"] / "eval" / "demo_data_2_classes" / "images").glob("*.png"))[:2]
+    (tmp_path / "in").mkdir()
+    images = [Path(shutil.copy(image, tmp_path / "in" / image.name)) for image in demo]
+    with bundle_on_path(bundle):
+        wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="inference",
+                            bundle_root=str(bundle), input_path=str(tmp_path / "in"), output_dir=str(tmp_path / "out"))
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+    values = set()
+    for image in images:
+        labels = np.asarray(Image.open(tmp_path / "out" / f"{image.stem}_mask.png"))
+        assert labels.shape == np.asarray(Image.open(image)).shape[:2]
+        assert (tmp_path / "out" / f"{image.stem}_overlay.png").is_file()
+        values |= set(np.unique(labels).tolist())
+    assert values == {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_release_refuses_class_weights_with_binary_configs(released_classes, tmp_path, capsys):
+    """Weights trained for brown and green (their val_metrics.csv scores each) released as the demo set's binary
+    bundle: refused, naming the variant whose configs fit them."""
+    out = tmp_path / "x"
+    message = _release_refused(["--bundle_root", REPO, "--name", "x", "--output", out, "--ckpt",
+                                released_classes["bundle"] / "models" / "model.pt", "--train_dir",
+                                released_classes["train_root"] / "eval"], capsys)
+    assert "['brown', 'green']" in message.splitlines()[-1] and "demo_classes" in message.splitlines()[-1]
+    assert not out.exists()
 
 
 def _source_copy(tmp_path, edit=None):
@@ -478,20 +657,26 @@ def test_release_refuses_an_output_over_what_it_is_made_from(tmp_path, capsys, w
     assert _files(tmp_path) == before
 
 
-@pytest.mark.parametrize("bad", ["name", "version", "dataset", "card"])
+@pytest.mark.parametrize("bad", ["name", "version", "dataset", "variant", "card", "notes", "notes heading"])
 def test_release_refuses_bad_input_naming_it(tmp_path, capsys, bad):
     """A name that is no folder name, a version that is not MAJOR.MINOR.PATCH, a --dataset that the training record
-    contradicts (the card and the data licence would be another data set's), a data set card with missing fields:
-    exit status 1, the last line names the input, nothing is written."""
+    contradicts (the card and the data licence would be another data set's), also a variant of another data set, a data
+    set card with missing fields, card notes that cannot be read or have a heading of the card's own levels: exit
+    status 1, the last line names the input, nothing is written."""
     torch.save(unext_monai.UNeXt(2, 3, 1).state_dict(), tmp_path / "model.pt")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "split.json").write_text(json.dumps({"meta": {"dataset": "demo"}, "training": []}))
     (tmp_path / "card.json").write_text(json.dumps({"name": "X", "task": "x"}))
+    (tmp_path / "heading.md").write_text("Scores per class:\n\n## Results\n")
     args = {"--bundle_root": REPO, "--name": "x", "--output": tmp_path / "out" / "x", "--ckpt": tmp_path / "model.pt",
             "--train_dir": tmp_path / "run", "--version": "1.0.0"}
     option, value, named = {"name": ("--name", "../x", "../x"), "version": ("--version", "1.0", "'1.0'"),
                             "dataset": ("--dataset", "busi", str(tmp_path / "run")),
-                            "card": ("--dataset_card", tmp_path / "card.json", str(tmp_path / "card.json"))}[bad]
+                            "variant": ("--dataset", "busi_classes", str(tmp_path / "run")),
+                            "card": ("--dataset_card", tmp_path / "card.json", str(tmp_path / "card.json")),
+                            "notes": ("--card_notes", tmp_path / "none.md", str(tmp_path / "none.md")),
+                            "notes heading": ("--card_notes", tmp_path / "heading.md",
+                                              str(tmp_path / "heading.md"))}[bad]
     message = _release_refused([str(a) for kv in {**args, option: value}.items() for a in kv], capsys)
     assert named in message.splitlines()[-1]
     assert not list((tmp_path / "out").glob("**/*"))
@@ -529,13 +714,16 @@ def test_training_record_names_the_released_epoch(tmp_path):
 @pytest.mark.slow
 def test_re_release_of_the_same_weights_keeps_the_training_record(released, tmp_path, dead_pid, capsys):
     """New scripts for released weights whose training run is gone (no --train_dir): the card still says how they
-    were trained, read back from the existing release's docs/training_record.json; the changelog gains the new
-    version on top of the older entries. The existing release here is one whose last replacement was killed between
-    its two renames (it lies aside in a dead process's ``.old-`` folder): it is put back before the release looks at
-    the output, so it is refused without --overwrite and its changelog is kept with it."""
+    were trained, read back from the existing release's docs/training_record.json, and its notes (--card_notes of an
+    earlier release, docs/card_notes.md) stand; the changelog gains the new version on top of the older entries. The
+    existing release here is one whose last replacement was killed between its two renames (it lies aside in a dead
+    process's ``.old-`` folder): it is put back before the release looks at the output, so it is refused without
+    --overwrite and its changelog is kept with it."""
     out = tmp_path / "bundle" / BUNDLE_NAME
     aside = tmp_path / "bundle" / f".{BUNDLE_NAME}.old-{dead_pid}-abc"
     shutil.copytree(released["bundle"], aside / BUNDLE_NAME)
+    notes = "| class | Dice |\n|---|---|\n| lesion | 0.1234 |"
+    (aside / BUNDLE_NAME / "docs" / "card_notes.md").write_text(notes + "\n")
     args = ["--bundle_root", REPO, "--name", BUNDLE_NAME, "--output", out, "--ckpt",
             released["bundle"] / "models" / "model.pt", "--version", "9.9.9", "--changelog", "scripts regenerated"]
     assert str(out) in _release_refused(args, capsys).splitlines()[-1]
@@ -552,5 +740,6 @@ def test_re_release_of_the_same_weights_keeps_the_training_record(released, tmp_
         assert _section(card, heading) == _section(old_card, heading), heading
     assert str(record["split"]["n_training"]) in _section(card, "## Data")
     assert f"{record['best']['val_mean_dice']:.4f}" in _section(card, "## Performance")
+    assert notes in _section(card, "## Performance") and (out / "docs" / "card_notes.md").read_text() == notes + "\n"
     log = json.loads((out / "configs" / "metadata.json").read_text())["changelog"]
     assert list(log.items()) == [("9.9.9", "scripts regenerated"), *old_log.items()]

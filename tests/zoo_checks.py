@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-LAYOUTS = ("isic2018", "busi")
+LAYOUTS = ("isic2018", "busi", "demo")
 
 
 def _blob_pair(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +47,9 @@ def _blob_pair(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np
     return image, mask
 
 
-def make_dataset(layout: str, root: str, n: int = 12) -> list[str]:
-    """A small data set in the layout its publisher ships; returns the image paths."""
+def make_dataset(layout: str, root: str, n: int = 12, classes: int = 1) -> list[str]:
+    """A small data set in the layout its publisher ships (the demo set's: UNeXt-pytorch's, with ``classes`` > 1 label
+    maps of the class numbers); returns the image paths."""
     rng = np.random.default_rng(0)
     images = []
     for i in range(n):
@@ -61,6 +62,10 @@ def make_dataset(layout: str, root: str, n: int = 12) -> list[str]:
             cls = "benign" if i % 2 else "malignant"
             img = os.path.join(root, "Dataset_BUSI_with_GT", cls, f"{cls} ({i // 2 + 1}).png")
             msk = img[: -len(".png")] + "_mask.png"
+        elif layout == "demo":
+            image, mask = _blob_pair(rng, 96, 96, gray=False)
+            mask = mask if classes == 1 else (mask > 0) * np.uint8(i % classes + 1)
+            img, msk = (os.path.join(root, sub, f"demo_{i:03d}.png") for sub in ("images", os.path.join("masks", "0")))
         else:
             raise ValueError(f"no synthetic layout for {layout}")
         os.makedirs(os.path.dirname(img), exist_ok=True)
@@ -162,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         raise AssertionError(f"ckpt_export of model.pt differs from the shipped model.ts by {diff}")
     print(f"PASS torchscript: export of model.pt vs shipped model.ts max abs difference {diff:.1e}")
 
-    layout = json.load(open(os.path.join(bundle, "configs", "train.json"))).get("dataset_name")
+    train = json.load(open(os.path.join(bundle, "configs", "train.json")))
+    layout = train.get("dataset_name")
     if layout not in LAYOUTS:
         raise AssertionError(f"train.json's dataset_name {layout!r}: no synthetic data set for it")
     dataset_dir = os.path.join(args.work, "data")
-    images = make_dataset(layout, dataset_dir)
+    images = make_dataset(layout, dataset_dir, classes=len(train.get("class_names", [""])))
     override = {"dataset_dir": dataset_dir, "max_epochs": 1, "num_workers": 0}
     shutil.rmtree(os.path.join(bundle, "eval"), ignore_errors=True)
     _workflow(bundle, ["train.json"], "train", **override)
@@ -188,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             records.append(record.getMessage())
 
     logging.getLogger("unext_monai").addHandler(Collect())  # the logger of the bundle's code
-    _workflow(bundle, ["inference.json"], "infer", dataset_dir=dataset_dir, output_dir=out)
+    # the UNeXt-pytorch layout's masks bear their pictures' names: only its images/ folder holds nothing but inputs
+    inputs = os.path.join(dataset_dir, "images") if layout == "demo" else dataset_dir
+    _workflow(bundle, ["inference.json"], "infer", dataset_dir=inputs, output_dir=out)
     report = json.load(open(os.path.join(out, "report.json")))
     segmented = [e for e in report["inputs"] if e["status"] == "segmented"]
     done = {e["input"] for e in segmented}

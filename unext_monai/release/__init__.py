@@ -1,11 +1,11 @@
 """Package the repository's bundle into a stand-alone model zoo bundle, verified before it appears.
 
 ``python -m unext_monai.release --name NAME [--dataset D] [--version V --changelog TEXT] [--train_dir eval]
-[--metrics eval/evaluation/metrics.csv]`` (console script ``unext-release``); what the folder holds, the options and
-the checks: ``docs/integrations.md``, section 1. The folder is built beside the output under a temporary name, checked
-(the checkpoint loads strictly into ``network_def``, MONAI's ``verify_net_in_out``, TorchScript and ONNX Runtime match
-PyTorch, the inference config's components instantiate) and only then renamed into place. A refusal is one
-``release: refused: ...`` line and exit status 1, with nothing left behind.
+[--metrics eval/evaluation/metrics.csv] [--card_notes FILE]`` (console script ``unext-release``); what the folder
+holds, the options and the checks: ``docs/integrations.md``, section 1. The folder is built beside the output under a
+temporary name, checked (the checkpoint loads strictly into ``network_def``, MONAI's ``verify_net_in_out``,
+TorchScript and ONNX Runtime match PyTorch, the inference config's components instantiate) and only then renamed into
+place. A refusal is one ``release: refused: ...`` line and exit status 1, with nothing left behind.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from unext_monai.release.configs import (
     DATASET_CARDS,
     ReleaseError,
     dataset_card,
+    dataset_layers,
     load_metrics,
+    packaged_classes,
     packaged_configs,
     packaged_metadata,
     zoo_json,
@@ -39,6 +41,8 @@ __all__ = ["release", "main", "training_record", "ReleaseError"]
 
 #: the training run's record in a release: read back when the same weights are released again without their run
 RECORD_FILE = os.path.join("docs", "training_record.json")
+#: the --card_notes text of a release: read back when the same weights are released again without --card_notes
+NOTES_FILE = os.path.join("docs", "card_notes.md")
 ATOL = 1e-4  # model.ts and model.onnx against PyTorch: where BatchNorm is folded, float rounding differs
 OPSET = 18
 
@@ -93,6 +97,27 @@ def training_record(train_dir: str, weights_epoch: int | None = None, key: str =
     elif any(key in r for r in rows):
         record["best"] = max((r for r in rows if key in r), key=lambda r: r[key])
     return record
+
+
+def _trained_classes(record: dict) -> list[str]:
+    """The classes a training record scores one by one (``val_mean_dice_<class>``: trainings of K classes)."""
+    row = record.get("weights_epoch") or record.get("best") or {}
+    return [k[len("val_mean_dice_"):] for k in row if k.startswith("val_mean_dice_")]
+
+
+def _read_notes(path: str) -> str:
+    """The markdown of ``--card_notes``: free text for the card's Performance section, without headings of the card's
+    own levels (``#`` to ``###``), which would split its sections."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReleaseError(f"--card_notes {path}: cannot be read as text ({e})") from None
+    headings = [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"#{1,3} ", line)]
+    if headings:
+        raise ReleaseError(f"--card_notes {path}: line {headings[0]} is a heading of the card's own levels (# to ###):"
+                           " use #### or bold text")
+    return text
 
 
 def _changelog(meta: dict, previous_meta: dict | None, version: str, entry: str | None, name: str) -> dict[str, str]:
@@ -178,6 +203,7 @@ def release(
     train_dir: str | None = None,
     metrics: str | None = None,
     weights_epoch: int | None = None,
+    card_notes: str | None = None,
     overwrite: bool = False,
 ) -> str:
     """Build the release folder of the bundle at ``bundle_root`` and return its path. The arguments are the command
@@ -220,22 +246,31 @@ def release(
         source = os.path.abspath(train_dir or os.path.join(bundle_root, "eval"))
         record = training_record(source, weights_epoch)
     recorded = (record.get("split") or {}).get("dataset")
-    if dataset and recorded and dataset != recorded:
+    if dataset and recorded and recorded not in dataset_layers(dataset):
         raise ReleaseError(f"--dataset {dataset}, but {source} says the weights were trained on {recorded}")
     card = dataset_card(dataset or recorded, dataset_card_file)
     dataset = dataset or recorded or "custom"
     meta = _read_json(os.path.join(configs_dir, "metadata.json"))
     version = version or (previous or meta).get("version")
     configs = packaged_configs(configs_dir, dataset)
+    class_names, trained = packaged_classes(configs), _trained_classes(record)
+    if trained and trained != class_names:
+        variants = [d for d in DATASET_CARDS if recorded in dataset_layers(d) and d != recorded]
+        raise ReleaseError(f"{source} scores the classes {trained}, but the configs of {dataset} name {class_names}: "
+                           f"release with the --dataset whose overlay names them ({', '.join(variants) or 'none'})")
     in_channels = int(json.loads(configs["inference.json"]).get("in_channels", 3))
     evaluation = load_metrics(metrics) if metrics else (previous.get("eval_metrics") if same_weights else None)
+    notes_file = os.path.join(output, NOTES_FILE)
+    notes = _read_notes(card_notes) if card_notes else (_read_notes(notes_file) if same_weights and
+                                                        os.path.isfile(notes_file) else "")
     meta = packaged_metadata(meta, card=card, version=version, in_channels=in_channels, metrics=evaluation,
-                             changelog=_changelog(meta, previous, version, changelog, name))
+                             changelog=_changelog(meta, previous, version, changelog, name), class_names=class_names)
     files = {
         **vendored_files(text for f, text in configs.items() if f.endswith(".json")),
         **{f"configs/{f}": text for f, text in configs.items()},
         "configs/metadata.json": zoo_json(meta),
         RECORD_FILE: json.dumps(record, indent=2) + "\n",
+        **({NOTES_FILE: notes + "\n"} if notes else {}),
         "docs/data_license.txt": "Data licence of the model weights in models/ (model.pt, model.ts, model.onnx)\n\n"
                                  f"Trained on: {dataset}\n\n{card['data_terms']}",
     }
@@ -282,7 +317,7 @@ def release(
                   "opset": OPSET, "onnxruntime": ort.__version__, "zeroed": zeroed, "zeroed_below": NEGLIGIBLE_WEIGHT}
         with open(card_file, encoding="utf-8") as f:
             text = model_card(f.read(), meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
-                              train=json.loads(configs["train.json"]), n_params=n_params)
+                              train=json.loads(configs["train.json"]), n_params=n_params, notes=notes)
         _write(os.path.join(tmp, "docs", "README.md"), text)
         try:
             replace_folder(tmp, output)
@@ -305,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=None, help="output folder (default: <bundle_root>/bundle/<name>)")
     ap.add_argument("--ckpt", default=None, help="checkpoint (default: <bundle_root>/models/model.pt)")
     ap.add_argument("--dataset", default=None, choices=sorted(DATASET_CARDS),
-                    help="training data set (default: the one in <train_dir>/split.json)")
+                    help="training data set, or a variant of it (busi_classes for busi) (default: the one in "
+                         "<train_dir>/split.json)")
     ap.add_argument("--dataset_card", dest="dataset_card_file", default=None,
                     help="JSON file with the card of a data set without a built-in one")
     ap.add_argument("--version", default=None, help="release version (default: the existing release's)")
@@ -315,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=None, help="evaluation metrics.csv (or flat JSON) for eval_metrics")
     ap.add_argument("--weights_epoch", type=int, default=None,
                     help="the epoch whose weights --ckpt holds, when not the best row of val_metrics.csv")
+    ap.add_argument("--card_notes", default=None,
+                    help="markdown put as it is into the card's Performance section (tables, per-class scores); "
+                         "default: the existing release's, for the same weights")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = ap.parse_args(argv)
     try:

@@ -1,6 +1,7 @@
 """The model card (``docs/README.md``) of a packaged bundle: the repository's card, each section marked
 ``<!-- release:KEY -->`` ... ``<!-- /release:KEY -->`` replaced by the same section of ``card.md`` filled in from the
-metadata, the data set's card, the training record and the release's checks."""
+metadata, the data set's card, the training record and the release's checks. A bundle of K classes takes card.md's
+``output_classes`` section as its ``output``: softmax, argmax, the label map's values and the overlay's colours."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import re
 
 from monai.bundle import ConfigParser
 
-from unext_monai.release.configs import ReleaseError
+from unext_monai.release.configs import ReleaseError, dataset_layers
 
-__all__ = ["SECTION", "recipe", "model_card"]
+__all__ = ["SECTION", "OVERLAY_COLOURS", "recipe", "model_card"]
 
 SECTION = re.compile(r"<!-- release:(\w+) -->\n(.*?)<!-- /release:\1 -->\n", re.S)
 #: the settings of the packaged train.json that the card's recipe table states
 RECIPE = ("dataset_name", "include_normal", "train_on_normal", "learning_rate", "min_learning_rate", "weight_decay",
           "batch_size", "max_epochs", "spatial_size", "in_channels", "deep_supervision", "drop_path", "val_fraction",
-          "selection_fraction", "seed", "training_seed", "class_names", "cache_memory", "cache_dir")
+          "selection_fraction", "seed", "training_seed", "class_names", "class_key", "cache_memory", "cache_dir")
+#: the tint of class values 1, 2, ... in the overlay that inference writes (``unext_monai.transforms._overlay``,
+#: repeating after the last), with the names the card gives them; every outline is yellow
+OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
+                   ("orange", (255, 160, 0)))
 
 
 def recipe(train: dict) -> dict:
@@ -37,15 +42,20 @@ def _scores(row: dict) -> str:
 
 
 def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: str, train: dict, record: dict,
-               checks: dict, n_params: int) -> str:
+               checks: dict, n_params: int, notes: str = "") -> str:
     """The packaged bundle's card from the repository's ``repo_card``; ``checks``: ``date``, ``ts_diff``,
-    ``onnx_diff``, ``opset``, ``onnxruntime``, ``zeroed`` (weight values set to 0) and ``zeroed_below``."""
+    ``onnx_diff``, ``opset``, ``onnxruntime``, ``zeroed`` (weight values set to 0) and ``zeroed_below``; ``notes``:
+    markdown for the Performance section, as it is."""
     with open(os.path.join(os.path.dirname(__file__), "card.md"), encoding="utf-8") as f:
         sections = dict(SECTION.findall(f.read()))
-    if sorted(sections) != sorted(key for key, _ in SECTION.findall(repo_card)):
-        raise ReleaseError(f"the marked sections of the repository's model card are not card.md's {sorted(sections)}")
     fmt = meta["network_data_format"]
     (image_name, image), (pred_name, pred) = next(iter(fmt["inputs"].items())), next(iter(fmt["outputs"].items()))
+    output_classes = sections.pop("output_classes")
+    if pred["num_channels"] > 1:
+        sections["output"] = output_classes
+    if sorted(sections) != sorted(key for key, _ in SECTION.findall(repo_card)):
+        raise ReleaseError(f"the marked sections of the repository's model card are not card.md's {sorted(sections)}")
+    classes = [pred["channel_def"][str(i)] for i in range(pred["num_channels"])]
     split, named = record.get("split") or {}, record.get("weights_epoch")
     fields = dict(meta=meta, card=card, name=name, task=meta["task"].lower(), n_params=n_params, **checks,
                   image_name=image_name, image=image, image_shape=", ".join(map(str, image["spatial_shape"])),
@@ -54,8 +64,14 @@ def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: st
                   references="\n".join(f"{i}. {r}" for i, r in enumerate(meta["references"], 1)),
                   recipe="\n".join(f"| {k} | `{v if isinstance(v, str) else json.dumps(v)}` |"
                                    for k, v in recipe(train).items()),
-                  demo_note="", trained_on="", negligible="")
-    if dataset == "demo":
+                  classes=", ".join(classes), notes=notes, limit_classes="One lesion class", legend="", demo_note="",
+                  trained_on="", negligible="")
+    if len(classes) > 1:
+        fields["limit_classes"] = (f"{len(classes) - 1} classes ({', '.join(classes[1:])}), one per pixel: the pixels "
+                                   "of one lesion may fall in different classes")
+        fields["legend"] = "\n".join(f"| {value} | {c} | {OVERLAY_COLOURS[(value - 1) % len(OVERLAY_COLOURS)][0]} |"
+                                     for value, c in enumerate(classes[1:], 1))
+    if "demo" in dataset_layers(dataset):
         fields["demo_note"] = ("**These weights come from the built-in synthetic demo set: they segment nothing real "
                                "and exist to exercise the pipeline.**")
     if split:

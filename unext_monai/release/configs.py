@@ -2,8 +2,10 @@
 
 ``train.json`` is the repository's with the data set's overlay (``configs/<dataset>.json``) merged in, so that the
 packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; the other configs take the overlay's
-values of the entries they define (input channels, post-processing). Every reference to ``unext_monai`` points to the
-bundle's ``scripts`` copy, and JSON is written as the model zoo's pre-commit formats it.
+values of the entries they define (input channels, class names, post-processing). A variant of a data set (a card with
+``variant_of``: ``busi_classes`` is BUSI labelled by diagnosis) layers its own overlay after its data set's and takes
+the fields of its data set's card that it does not give. Every reference to ``unext_monai`` points to the bundle's
+``scripts`` copy, and JSON is written as the model zoo's pre-commit formats it.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 
 from monai.bundle import ConfigParser
 
 from unext_monai.bundle_scripts import SCRIPTS
 
-__all__ = ["ReleaseError", "CONFIG_FILES", "DATASET_CARDS", "zoo_json", "apply_known_entries", "packaged_configs",
-           "dataset_card", "packaged_metadata", "load_metrics"]
+__all__ = ["ReleaseError", "CONFIG_FILES", "DATASET_CARDS", "zoo_json", "apply_known_entries", "dataset_layers",
+           "packaged_configs", "packaged_classes", "dataset_card", "packaged_metadata", "load_metrics"]
 
 #: the repository's configs that a release packages besides ``metadata.json`` (:func:`packaged_metadata`)
 CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
@@ -31,7 +34,8 @@ CARD_FIELDS = (*META_FIELDS, "layout", "data_terms")
 UNEXT_REFERENCE = ("Valanarasu, J. M. J. and Patel, V. M. UNeXt: MLP-based Rapid Medical Image Segmentation Network. "
                    "MICCAI 2022. https://arxiv.org/abs/2203.04967")
 with open(os.path.join(os.path.dirname(__file__), "datasets.json"), encoding="utf-8") as _f:
-    #: the card of each built-in data set: CARD_FIELDS and ``references`` (besides UNeXt's)
+    #: the card of each built-in data set: CARD_FIELDS and ``references`` (besides UNeXt's); a variant's card names
+    #: its data set (``variant_of``) and gives only the fields that differ
     DATASET_CARDS: dict[str, dict] = json.load(_f)
 
 
@@ -53,10 +57,17 @@ def apply_known_entries(config: dict, overlay: dict) -> dict:
     return parser.get()
 
 
+def dataset_layers(dataset: str | None) -> list[str]:
+    """The data sets whose overlays make ``dataset``'s configs, in order: ``[dataset]``, or for a variant its data set
+    first (``["busi", "busi_classes"]``). A training record naming any of them is a training on ``dataset``'s data."""
+    base = (DATASET_CARDS.get(dataset) or {}).get("variant_of")
+    return [base, dataset] if base else [dataset]
+
+
 def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
     """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``)."""
-    overlay = os.path.join(configs_dir, f"{dataset}.json")
-    overlay = overlay if os.path.isfile(overlay) else None
+    overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
+    overlays = [p for p in overlays if os.path.isfile(p)]
     out = {}
     for name in CONFIG_FILES:
         path = os.path.join(configs_dir, name)
@@ -65,13 +76,25 @@ def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
                 out[name] = f.read()
             continue
         if name == "train.json":
-            config = ConfigParser.load_config_files([path, overlay] if overlay else [path])
+            config = ConfigParser.load_config_files([path, *overlays])
         else:
             config = ConfigParser.load_config_file(path)
-            if overlay:
+            for overlay in overlays:
                 config = apply_known_entries(config, ConfigParser.load_config_file(overlay))
         out[name] = re.sub(r"\bunext_monai\b", SCRIPTS, zoo_json(config))
     return out
+
+
+def packaged_classes(configs: dict[str, str]) -> list[str]:
+    """The foreground classes of packaged ``configs`` (:func:`packaged_configs`): ``class_names`` of ``train.json``
+    and ``inference.json``, which must agree (one name: binary)."""
+    names = {f: json.loads(configs[f]).get("class_names", ["lesion"]) for f in ("train.json", "inference.json")}
+    train = names["train.json"]
+    if not (isinstance(train, list) and train and all(isinstance(n, str) and n for n in train)):
+        raise ReleaseError(f"train.json's class_names {train!r}: give a list of names")
+    if names["inference.json"] != train:
+        raise ReleaseError(f"class_names: train.json has {train}, inference.json {names['inference.json']}")
+    return train
 
 
 def dataset_card(dataset: str | None, card_file: str | None = None) -> dict:
@@ -80,7 +103,8 @@ def dataset_card(dataset: str | None, card_file: str | None = None) -> dict:
         if dataset not in DATASET_CARDS:
             raise ReleaseError(f"no card for the training data ({dataset or 'unknown: no split.json in --train_dir'}):"
                                f" pass --dataset {'|'.join(DATASET_CARDS)} or --dataset_card FILE")
-        return DATASET_CARDS[dataset]
+        card = {**DATASET_CARDS.get(DATASET_CARDS[dataset].get("variant_of"), {}), **DATASET_CARDS[dataset]}
+        return {k: v for k, v in card.items() if k != "variant_of"}
     with open(card_file, encoding="utf-8") as f:
         card = json.load(f)
     missing, unknown = set(CARD_FIELDS) - set(card), set(card) - {*CARD_FIELDS, "references"}
@@ -115,11 +139,32 @@ def load_metrics(path: str) -> dict[str, float]:
     return metrics
 
 
+def _outputs(meta: dict, class_names: Sequence[str]) -> dict:
+    """``pred_classes`` and the output tensors of ``meta`` for ``class_names``: one name, the repository's binary
+    output named; K names, K+1 logits (background first) and, post-processed, a label map of the values 0..K."""
+    fmt = meta["network_data_format"]
+    if len(class_names) == 1:
+        return {part: {k: {**t, "channel_def": {"0": class_names[0]}} for k, t in fmt[part].items()}
+                for part in ("outputs", "post_processed_outputs") if part in fmt}
+    values = ["background", *class_names]
+    label_map = ", ".join(f"{i} is {name}" for i, name in enumerate(values))
+    out = {"outputs": {k: {**t, "num_channels": len(values), "channel_def": {str(i): n for i, n in enumerate(values)}}
+                       for k, t in fmt["outputs"].items()},
+           "pred_classes": f"network output: {len(values)} logits per pixel, one per class ({', '.join(values)}); "
+                           "after the bundle's post-processing (softmax, resized back to the picture's size, argmax) "
+                           f"a single channel label map: {label_map}"}
+    if "post_processed_outputs" in fmt:
+        out["post_processed_outputs"] = {k: {**t, "num_channels": 1, "value_range": [0, len(class_names)],
+                                             "channel_def": {"0": f"label map: {label_map}"}}
+                                         for k, t in fmt["post_processed_outputs"].items()}
+    return out
+
+
 def packaged_metadata(meta: dict, *, card: dict, version: str, changelog: dict, in_channels: int,
-                      metrics: dict) -> dict:
+                      metrics: dict, class_names: Sequence[str] = ("lesion",)) -> dict:
     """The repository's ``meta`` made true for this release: version, changelog, installed package versions (the
     declared ones but ``unext-monai``, whose code travels in ``scripts/``), the data set's card, the input channels,
-    the metrics. Key order follows ``meta``."""
+    the output classes (``class_names``, :func:`packaged_classes`), the metrics. Key order follows ``meta``."""
     import monai
     import numpy
     import torch
@@ -139,9 +184,11 @@ def packaged_metadata(meta: dict, *, card: dict, version: str, changelog: dict, 
     image_classes = card["image_classes"]
     if in_channels == 1:
         image_classes = image_classes.replace("three channel", "one channel")
+    outputs = _outputs(meta, class_names)
+    pred_classes = {"pred_classes": outputs.pop("pred_classes")} if "pred_classes" in outputs else {}
     return {**meta, "version": version, "changelog": changelog, "monai_version": monai.__version__,
             "pytorch_version": torch.__version__.split("+")[0], "numpy_version": numpy.__version__,
             "required_packages_version": required, **{k: card[k] for k in META_FIELDS},
-            "image_classes": image_classes, "eval_metrics": metrics or {},
+            "image_classes": image_classes, **pred_classes, "eval_metrics": metrics or {},
             "references": [UNEXT_REFERENCE, *card.get("references", ())],
-            "network_data_format": {**meta["network_data_format"], "inputs": {image_name: image}}}
+            "network_data_format": {**meta["network_data_format"], "inputs": {image_name: image}, **outputs}}

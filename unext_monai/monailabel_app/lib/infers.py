@@ -91,7 +91,8 @@ class UNeXtInferTask(BasicInferTask):
 
 class UNeXtDropoutInferTask(UNeXtInferTask):
     """Monte Carlo dropout for MONAI Label's ``EpistemicScoring``: each call samples new dropout masks; ``pred`` is the
-    lesion probability (1, H, W) at the network's input size, not written.
+    lesion probability (1, H, W), with K classes the class probabilities (K+1, H, W), at the network's input size, not
+    written.
 
     The network is in eval mode except its ``torch.nn.Dropout`` layers (``BasicInferTask``'s ``train_mode`` would also
     normalise each picture by its own statistics).
@@ -101,7 +102,8 @@ class UNeXtDropoutInferTask(UNeXtInferTask):
         super().__init__(bundle_dir, dropout=dropout, skip_writer=True)
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return [Activationsd(keys="pred", sigmoid=True)]
+        classes = len(self.labels) > 1
+        return [Activationsd(keys="pred", sigmoid=not classes, softmax=classes)]
 
     def _get_network(self, device, data):
         network = super()._get_network(device, data)

@@ -29,7 +29,7 @@ import unext_monai
 from unext_monai.io import umask_mode
 from unext_monai.release import ReleaseError, training_record
 from unext_monai.release import main as release_main
-from unext_monai.release.card import OVERLAY_COLOURS, model_card
+from unext_monai.release.card import model_card
 from unext_monai.release.configs import (
     CARD_FIELDS,
     DATASET_CARDS,
@@ -41,7 +41,7 @@ from unext_monai.release.configs import (
     zoo_json,
 )
 from unext_monai.release.vendor import vendored_files
-from unext_monai.transforms import write_segmentation
+from unext_monai.transforms import OVERLAY_COLOURS, write_segmentation
 
 ZOO_SECTIONS = ["# Model Overview", "## Data", "## Training configuration", "### Input", "### Output",
                 "## Performance", "## MONAI Bundle Commands", "## References", "## License"]

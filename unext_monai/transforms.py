@@ -29,7 +29,8 @@ from PIL import Image
 from unext_monai.io import NIFTI_SUFFIXES, write_atomic
 
 __all__ = ["IMAGE_SUFFIXES", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd", "read_picture",
-           "read_checked", "check_image_file", "LesionConfidenceGated", "write_segmentation", "SavePredictiond"]
+           "read_checked", "check_image_file", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
+           "SavePredictiond"]
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: every file type the bundle reads: PIL pictures, ITK (NRRD, MetaImage), DICOM, NIfTI
@@ -276,6 +277,12 @@ def _source(img: Any) -> str:
     return str((getattr(img, "meta", None) or {}).get("filename_or_obj", "input"))
 
 
+#: the tint of class values 1, 2, ... in the overlay (repeating after the last), with the names the card gives them;
+#: every outline is yellow
+OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
+                   ("orange", (255, 160, 0)))
+
+
 def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
     """The input picture with each class tinted and outlined (``monai.visualize.blend_images`` needs matplotlib,
     which a bundle does not otherwise require); ``None`` if the picture is of another size than the labels."""
@@ -284,7 +291,7 @@ def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
     rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
     if rgb.shape[:2] != labels.shape:
         return None
-    colours = np.array([[255, 0, 0], [0, 160, 255], [0, 200, 0], [255, 0, 255], [255, 160, 0]], dtype=np.float64)
+    colours = np.array([rgb for _, rgb in OVERLAY_COLOURS], dtype=np.float64)
     for value in np.unique(labels[labels > 0]):
         region = labels == value
         rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]

@@ -12,18 +12,15 @@ import re
 from monai.bundle import ConfigParser
 
 from unext_monai.release.configs import ReleaseError, dataset_layers
+from unext_monai.transforms import OVERLAY_COLOURS
 
-__all__ = ["SECTION", "OVERLAY_COLOURS", "recipe", "model_card"]
+__all__ = ["SECTION", "recipe", "model_card"]
 
 SECTION = re.compile(r"<!-- release:(\w+) -->\n(.*?)<!-- /release:\1 -->\n", re.S)
 #: the settings of the packaged train.json that the card's recipe table states
 RECIPE = ("dataset_name", "include_normal", "train_on_normal", "learning_rate", "min_learning_rate", "weight_decay",
           "batch_size", "max_epochs", "spatial_size", "in_channels", "deep_supervision", "drop_path", "val_fraction",
           "selection_fraction", "seed", "training_seed", "class_names", "class_key", "cache_memory", "cache_dir")
-#: the tint of class values 1, 2, ... in the overlay that inference writes (``unext_monai.transforms._overlay``,
-#: repeating after the last), with the names the card gives them; every outline is yellow
-OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
-                   ("orange", (255, 160, 0)))
 
 
 def recipe(train: dict) -> dict:

@@ -12,7 +12,7 @@ import torch
 from packaged_bundle import bundle_on_path, negligible_values
 from PIL import Image
 
-from unext_monai.release.configs import DATASET_CARDS, packaged_configs, zoo_json
+from unext_monai.release.configs import dataset_card, dataset_layers, packaged_configs, zoo_json
 from unext_monai.release.vendor import vendored_files
 from unext_monai.transforms import LoadMaskd
 
@@ -21,6 +21,8 @@ CASES = {
     "unext_isic2018": ("isic2018", "isic2018/ISIC2018_Task1-2_Training_Input",
                        "isic2018/ISIC2018_Task1_Training_GroundTruth"),
     "unext_busi": ("busi", "busi/Dataset_BUSI_with_GT/malignant", "busi/Dataset_BUSI_with_GT/malignant"),
+    "unext_busi_classes": ("busi_classes", "busi/Dataset_BUSI_with_GT/malignant",
+                           "busi/Dataset_BUSI_with_GT/malignant"),
 }
 RELEASE_COMMAND = ("python -m unext_monai.release --name NAME --dataset DATASET --ckpt bundle/NAME/models/model.pt "
                    "--version NEW_VERSION --changelog TEXT --overwrite (docs/integrations.md)")
@@ -72,7 +74,7 @@ def test_released_metadata_and_configs_are_true(name):
     bundle = ROOT / "bundle" / name
     dataset = CASES[name][0]
     meta = _meta(name)
-    card = DATASET_CARDS[dataset]
+    card = dataset_card(dataset)
     assert (meta["name"], meta["task"], meta["data_source"]) == (card["name"], card["task"], card["data_source"])
     assert meta["version"] in meta["changelog"]
     assert "unext-monai" not in meta["required_packages_version"]
@@ -82,7 +84,7 @@ def test_released_metadata_and_configs_are_true(name):
     assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == []
     assert sorted(p.name for p in (bundle / "configs").iterdir()) == [
         "evaluate.json", "inference.json", "logging.conf", "metadata.json", "multi_gpu_train.json", "train.json"]
-    assert json.loads((bundle / "configs" / "train.json").read_text())["dataset_name"] == dataset
+    assert json.loads((bundle / "configs" / "train.json").read_text())["dataset_name"] == dataset_layers(dataset)[0]
     for path in (bundle / "configs").glob("*.json"):
         text = path.read_text()
         assert zoo_json(json.loads(text)) == text, path
@@ -117,9 +119,12 @@ def test_released_bundle_segments_real_images(name, shared_dir, tmp_path):
         assert wf.check_properties() == []
         wf.run()
         wf.finalize()
+    classes = json.loads((bundle / "configs" / "inference.json").read_text())["class_names"]
     dices = []
     for image, masks in pairs:
-        pred = np.asarray(Image.open(out / f"{image.stem}_mask.png")) > 127
+        labels = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
+        assert set(np.unique(labels)) <= ({0, 255} if len(classes) == 1 else set(range(len(classes) + 1)))
+        pred = labels > 0  # the lesion, of any class
         truth = LoadMaskd("label")({"label": [str(m) for m in masks]})["label"][0].numpy() > 0.5
         assert pred.shape == truth.shape == Image.open(image).size[::-1]
         dices.append(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
@@ -136,7 +141,8 @@ def test_released_torchscript_embeds_configs(name):
     assert json.loads(extra["metadata.json"]) == _meta(name)
     assert json.loads(extra["inference.json"]) == json.loads((bundle / "configs" / "inference.json").read_text())
     with torch.no_grad():
-        assert net(torch.rand(1, 3, 256, 256)).shape == (1, 1, 256, 256)
+        channels = _meta(name)["network_data_format"]["outputs"]["pred"]["num_channels"]
+        assert net(torch.rand(1, 3, 256, 256)).shape == (1, channels, 256, 256)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

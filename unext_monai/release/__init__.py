@@ -317,7 +317,8 @@ def release(
                   "opset": OPSET, "onnxruntime": ort.__version__, "zeroed": zeroed, "zeroed_below": NEGLIGIBLE_WEIGHT}
         with open(card_file, encoding="utf-8") as f:
             text = model_card(f.read(), meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
-                              train=json.loads(configs["train.json"]), n_params=n_params, notes=notes)
+                              train=json.loads(configs["train.json"]), n_params=n_params, notes=notes,
+                              inference=json.loads(configs["inference.json"]))
         _write(os.path.join(tmp, "docs", "README.md"), text)
         try:
             replace_folder(tmp, output)

@@ -38,8 +38,31 @@ def _scores(row: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch")
 
 
+def postprocessing(inference: dict) -> str:
+    """What the packaged ``inference.json`` does by default after the threshold or argmax, in a sentence."""
+    def default(key: str, tta: bool = False):
+        parser = ConfigParser(inference)
+        parser["tta"] = tta
+        return parser.get_parsed_content(key) if key in parser else None
+
+    done = []
+    if default("keep_largest_component"):
+        done.append("keeps only the largest connected region, per class (`keep_largest_component`)")
+    if default("min_lesion_area"):
+        done.append(f"removes regions under {default('min_lesion_area')} pixels (`min_lesion_area`)")
+    plain, tta = default("min_lesion_confidence"), default("min_lesion_confidence", True)
+    if plain:
+        done.append(f"marks no lesion where the mean lesion probability over the largest region is under {plain:g} "
+                    f"(`min_lesion_confidence`{f'; {tta:g} with `--tta True`' if tta != plain else ''})")
+    if not done:
+        return "Nothing else by default (`--keep_largest_component True`, `--min_lesion_area N` and " \
+               "`--min_lesion_confidence C` are there to be set)."
+    return "By default it also " + ", ".join(done[:-1]) + (" and " if len(done) > 1 else "") + done[-1] + \
+        "; each can be set on the command line."
+
+
 def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: str, train: dict, record: dict,
-               checks: dict, n_params: int, notes: str = "") -> str:
+               checks: dict, n_params: int, notes: str = "", inference: dict | None = None) -> str:
     """The packaged bundle's card from the repository's ``repo_card``; ``checks``: ``date``, ``ts_diff``,
     ``onnx_diff``, ``opset``, ``onnxruntime``, ``zeroed`` (weight values set to 0) and ``zeroed_below``; ``notes``:
     markdown for the Performance section, as it is."""
@@ -57,7 +80,7 @@ def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: st
     fields = dict(meta=meta, card=card, name=name, task=meta["task"].lower(), n_params=n_params, **checks,
                   image_name=image_name, image=image, image_shape=", ".join(map(str, image["spatial_shape"])),
                   channels=", ".join(image["channel_def"].values()), pred_name=pred_name, pred=pred,
-                  pred_shape=", ".join(map(str, pred["spatial_shape"])),
+                  pred_shape=", ".join(map(str, pred["spatial_shape"])), postprocessing=postprocessing(inference or {}),
                   references="\n".join(f"{i}. {r}" for i, r in enumerate(meta["references"], 1)),
                   recipe="\n".join(f"| {k} | `{v if isinstance(v, str) else json.dumps(v)}` |"
                                    for k, v in recipe(train).items()),

@@ -189,7 +189,8 @@ def move_earlier_run_aside(engine: Any, ckpt_dir: str, output_dir: str, run_name
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
-    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from."""
+    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from (ignite's ``Checkpoint.last_checkpoint``
+    knows only what its own process saved)."""
     found = glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_epoch=*.pt"))
     if not found:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from; train without --resume first")

@@ -18,6 +18,14 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _upstream_noise_quiet():
+    """The package's filters of upstream warnings (``unext_monai._upstream_noise``), which pytest resets per test."""
+    from unext_monai._upstream_noise import quiet_upstream_noise
+
+    quiet_upstream_noise()
+
+
+@pytest.fixture(autouse=True)
 def _subnormals_not_flushed():
     """Training turns on flushing of subnormal numbers for its whole process (``flush_denormal``); the tests that run
     it in this process must not leave it on for the next test."""

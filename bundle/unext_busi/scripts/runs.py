@@ -65,7 +65,6 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     if len(argv) < 2 or argv[1] != "run" or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle",
                                                                                                    "__main__.py")):
         return
-    from fire.parser import DefaultParseValue  # how monai.bundle's command line (fire) reads a value
     from monai.bundle import ConfigParser, ConfigWorkflow
     from monai.bundle.scripts import run
 
@@ -93,8 +92,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
             near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             problems.append(f"--{key} is no entry of {', '.join(files)}" + (f" (did you mean --{near[0]}?)" if near
                                                                              else ""))
-        elif isinstance(config[key], bool) and not isinstance(DefaultParseValue(token) if isinstance(token, str)
-                                                                  else token, bool):
+        elif isinstance(config[key], bool) and token not in ("True", "False", True, False):  # fire reads these only
             problems.append(f"--{key} {token}: a true/false entry takes True or False")
     if problems:
         raise ValueError("; ".join(problems) + ". Nothing was run.")
@@ -192,7 +190,8 @@ def move_earlier_run_aside(engine: Any, ckpt_dir: str, output_dir: str, run_name
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
-    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from."""
+    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from (ignite's ``Checkpoint.last_checkpoint``
+    knows only what its own process saved)."""
     found = glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_epoch=*.pt"))
     if not found:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from; train without --resume first")

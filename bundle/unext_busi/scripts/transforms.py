@@ -30,7 +30,8 @@ from PIL import Image
 from .io import NIFTI_SUFFIXES, write_atomic
 
 __all__ = ["IMAGE_SUFFIXES", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd", "read_picture",
-           "read_checked", "check_image_file", "LesionConfidenceGated", "write_segmentation", "SavePredictiond"]
+           "read_checked", "check_image_file", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
+           "SavePredictiond"]
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: every file type the bundle reads: PIL pictures, ITK (NRRD, MetaImage), DICOM, NIfTI
@@ -242,10 +243,11 @@ def check_image_file(path: str) -> str | None:
 
 
 class LesionConfidenceGated(MapTransform):
-    """Clear a probability map whose lesion is not confident: when the mean probability over the largest connected
-    region above ``threshold`` is below ``min_confidence``, the map becomes 0 (no lesion); otherwise it is unchanged.
-    MONAI has no image-level rejection of a weak prediction. Place it after ``Activationsd`` and before the threshold;
-    (1, H, W) probabilities. BUSI's lesion-free scans mostly give regions of middling probability."""
+    """Clear a probability map whose lesion is not confident: when the mean lesion probability over the largest
+    connected region above ``threshold`` is below ``min_confidence``, the map becomes no lesion (0; softmax: all
+    background); otherwise it is unchanged. MONAI has no image-level rejection of a weak prediction. Place it after
+    ``Activationsd`` and before the threshold or argmax; (1, H, W) sigmoid or (K+1, H, W) softmax probabilities, whose
+    lesion probability is 1 - background. BUSI's lesion-free scans mostly give regions of middling probability."""
 
     def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
                  allow_missing_keys: bool = False) -> None:
@@ -264,13 +266,22 @@ class LesionConfidenceGated(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if self.confidence(torch.as_tensor(d[key])) < self.min_confidence:
+            prob = torch.as_tensor(d[key])
+            if self.confidence(prob if len(prob) == 1 else 1 - prob[:1]) < self.min_confidence:
                 d[key] = d[key] * 0
+                if len(prob) > 1:
+                    d[key][0] = 1
         return d
 
 
 def _source(img: Any) -> str:
     return str((getattr(img, "meta", None) or {}).get("filename_or_obj", "input"))
+
+
+#: the tint of class values 1, 2, ... in the overlay (repeating after the last), with the names the card gives them;
+#: every outline is yellow
+OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
+                   ("orange", (255, 160, 0)))
 
 
 def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
@@ -281,7 +292,7 @@ def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
     rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
     if rgb.shape[:2] != labels.shape:
         return None
-    colours = np.array([[255, 0, 0], [0, 160, 255], [0, 200, 0], [255, 0, 255], [255, 160, 0]], dtype=np.float64)
+    colours = np.array([rgb for _, rgb in OVERLAY_COLOURS], dtype=np.float64)
     for value in np.unique(labels[labels > 0]):
         region = labels == value
         rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]

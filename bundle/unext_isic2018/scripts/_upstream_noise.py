@@ -8,8 +8,9 @@ Each filter matches one known message of one package, so that any other warning 
 - MONAI's own use of its deprecated ``get_mask_edges(always_return_as_numpy=...)`` inside ``HausdorffDistanceMetric``;
 - scikit-image's deprecation of ``remove_small_objects(min_size=...)``, which MONAI's ``RemoveSmallObjects`` (the
   ``min_lesion_area`` option) calls;
-- MONAI's note that HD95 of an empty prediction or ground truth is undefined, and NumPy's "Mean of empty slice" when
-  MONAI averages such undefined values (the metric reports them as NaN, the report says how many are defined);
+- MONAI's note that HD95 of an empty prediction or ground truth is undefined, and NumPy's notes ("Mean of empty
+  slice", "All-NaN slice", "Degrees of freedom <= 0") when MONAI's MetricsSaver summarizes such undefined values (the
+  metric reports them as NaN, the report says how many are defined);
 - ignite's "Engine run resuming from iteration 0", which every fresh run logs.
 """
 
@@ -38,7 +39,8 @@ def quiet_upstream_noise() -> None:
     # a 2D picture in DICOM (secondary capture, ultrasound) has no patient orientation: nothing to act on
     warnings.filterwarnings("ignore", message=r"PydicomReader: ImageOrientationPatient")
     warnings.filterwarnings("ignore", message=r"the (ground truth|prediction) of class \d+ is all 0")
-    warnings.filterwarnings("ignore", message=r"Mean of empty slice", category=RuntimeWarning)
+    for message in (r"Mean of empty slice", r"Degrees of freedom <= 0 for slice", r"All-NaN slice encountered"):
+        warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropMessage("nvImageCodec is not available"))
     for engine in ("SupervisedTrainer", "SupervisedEvaluator"):
         logging.getLogger(f"ignite.engine.engine.{engine}").addFilter(_DropMessage("resuming from iteration 0,"))

@@ -52,18 +52,24 @@ class BudgetCacheDataset(PersistentDataset):
     the cached transforms (pickled), so a resumed or repeated run reuses it and changed data or transforms are not.
 
     Raises:
-        ValueError: naming the sizes, when what exceeds ``memory_gb`` does not fit the free space of ``cache_dir``.
+        ValueError: naming the sizes, where the cache would take more memory than is available (``memory_gb`` too
+            large), or what exceeds ``memory_gb`` does not fit the free space of ``cache_dir``.
     """
 
     def __init__(self, data, transform, cache_dir: str | None, memory_gb: float, name: str = "training") -> None:
         super().__init__(data, transform, cache_dir, hash_func=_item_hash, hash_transform=pickle_hashing)
         start, budget, used, size = time.perf_counter(), memory_gb * GB, 0, 0
+        available = available_memory_gb() * GB
         self.memory: list[dict] = []
         for item in self.data:
             cached = self._pre_transform(deepcopy(item))
             size = _nbytes(cached)
             if used + size > budget:
                 break
+            if used + size > available:  # the system would end the run without a word
+                raise ValueError(f"the {name} cache does not fit: more than the {_size(available)} of memory "
+                                 f"available in a memory budget of {_size(budget)} (--cache_memory; by default half "
+                                 "of what is available)")
             self.memory.append(cached)
             used += size
         rest = [] if cache_dir is None else [i for i in self.data[len(self.memory):] if not self._on_disk(i)]

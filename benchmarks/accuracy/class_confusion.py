@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "per_image": k_rows}, indent=1) + "\n")
     lines = [
-        f"Validation part of `{args.split}` ({len(k_rows)} images: "
+        f"The validation part of the training run's split ({len(k_rows)} images: "
         + ", ".join(f"{sum(r['diagnosis'] == d for r in k_rows)} {d}" for d in diagnoses) + "), per image at the "
         f"picture's own size; post-processing `{chosen}` (chosen on the selection part as `evaluate_run.py` chooses).",
         "", "| class | Dice | IoU |", "|---|---:|---:|",

@@ -1,0 +1,76 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""What a distributed run needs beyond PyTorch's engine: preparation in one process, and a clean end.
+
+Under ``torchrun`` every process runs the same configs. Steps that write files (the demo set, ``split.json``, the
+run's folders) must run in one process only, and the others must use its result, not whatever they find on disk
+while it is being written. :func:`on_rank0` runs a step in the process of rank 0 and hands the result to every rank
+through ``torch.distributed`` (no shared file is polled); when the step fails there, every rank fails with its
+message instead of waiting. Without an initialised process group it simply calls the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import torch.distributed as dist
+
+__all__ = ["on_rank0", "is_rank0", "distributed", "end_process_group"]
+
+T = TypeVar("T")
+
+# The final barrier's handle, held until the interpreter exits: see end_process_group.
+_final_barrier: list[dist.Work] = []
+
+
+def distributed() -> bool:
+    """Whether this process is one of several in an initialised ``torch.distributed`` process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_rank0() -> bool:
+    """True in the process of rank 0, and in any process that is not part of a distributed run."""
+    return not distributed() or dist.get_rank() == 0
+
+
+def on_rank0(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)`` computed on rank 0 only; every rank returns its result (which must pickle), and a
+    failure on rank 0 stops every rank (ignite's ``one_rank_only`` returns nothing to the others and leaves them waiting
+    when rank 0 fails).
+
+    Raises:
+        the step's own exception on rank 0; ``RuntimeError`` with rank 0's message on the other ranks.
+    """
+    if not distributed():
+        return step(*args, **kwargs)
+    payload: list[Any] = [None]
+    error: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload[0] = ("ok", step(*args, **kwargs))
+        except Exception as e:  # every rank must learn of it, or the others wait for ever
+            error = e
+            payload[0] = ("error", f"{type(e).__name__}: {e}")
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if error is not None:
+        raise error
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed to prepare the run, so this rank (rank {dist.get_rank()}) stops: {value}")
+    return value
+
+
+def end_process_group() -> None:
+    """Wait until every rank gets here, then destroy the default process group; nothing without one.
+
+    The barrier's handle is kept for the rest of the process, so the main thread, not one of gloo's worker threads,
+    is the one that frees it. A finished gloo barrier holds the collectives that were still in flight when it was
+    issued (the last metric ``all_gather``, whose tensors belong to Python); freeing them needs the GIL, and a worker
+    thread that asks for the GIL while the interpreter is already shutting down aborts the whole process
+    ("terminate called without an active exception") after the run has finished and saved.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    barrier = dist.barrier(async_op=True)
+    barrier.wait()
+    _final_barrier.append(barrier)
+    dist.destroy_process_group()

@@ -1,0 +1,202 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""Inferers MONAI lacks: the network under autocast on any device, the exported network through a CPU inference
+engine, and flip test-time augmentation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SimpleInferer
+
+__all__ = ["AutocastInferer", "EngineInferer", "ENGINES", "FlipTTAInferer", "PRECISIONS", "default_precision",
+           "native_bf16"]
+
+logger = logging.getLogger("unext_monai")
+
+#: the precisions :class:`AutocastInferer` takes: float32 as is, or bfloat16 autocast
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively (a CPU with AVX-512 BF16 or AMX; a CUDA device with bf16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def default_precision(device: torch.device | str) -> str:
+    """``"bf16"`` on CPUs that compute it natively (``benchmarks/results/train_speed.md``), else ``"fp32"``."""
+    device = torch.device(device)
+    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
+
+
+def _to_float32(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    if isinstance(output, (list, tuple)):  # deep supervision
+        return type(output)(_to_float32(o) for o in output)
+    return output
+
+
+class AutocastInferer(SimpleInferer):
+    """``SimpleInferer`` under ``torch.autocast`` in ``precision`` (``"fp32"``: none; ``"bf16"``) on the input's device
+    type, returning float32 (a tensor or the deep-supervision list): MONAI's engines autocast on CUDA only."""
+
+    def __init__(self, precision: str = "fp32") -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.dtype is None:
+            return network(inputs, *args, **kwargs)
+        with torch.autocast(device_type=inputs.device.type, dtype=self.dtype):
+            output = network(inputs, *args, **kwargs)
+        return _to_float32(output)
+
+
+#: the ``engine`` settings of :class:`EngineInferer`
+ENGINES = ("fp32", "bf16", "pytorch")
+
+
+def _openvino(model_file: str, precision: str, threads: int, spatial_size: Sequence[int] | None
+              ) -> tuple[str, Callable]:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(model_file)
+    if spatial_size:  # a static size lets OpenVINO fold the network's padding and shape arithmetic
+        model.reshape([-1, model.inputs[0].partial_shape[1].get_length(), *spatial_size])
+    precision = {"fp32": "f32"}.get(precision, precision)
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+              "CPU_DENORMALS_OPTIMIZATION": True}
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    return f"OpenVINO {ov.__version__.split('-')[0]} {precision}", lambda x: request.infer({0: x})[0]
+
+
+def _onnxruntime(model_file: str, precision: str, threads: int, spatial_size: Sequence[int] | None
+                 ) -> tuple[str, Callable]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy waiting on shared CPUs
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")  # its pool threads; the caller's below
+    torch.set_flush_denormal(True)  # weights that weight decay drove near 0 give subnormal products: slow on x86
+    for i, size in enumerate(spatial_size or []):  # export_onnx's names of the dynamic sides
+        options.add_free_dimension_override_by_name(f"spatial_{i}", int(size))
+    session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return f"ONNX Runtime {ort.__version__} fp32", lambda x: session.run(None, {name: x})[0]
+
+
+class EngineInferer(SimpleInferer):
+    """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine instead of
+    the PyTorch network: MONAI's inferers only call the network.
+
+    The engine is chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where only it is
+    installed), the network's masks; ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512
+    BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network itself. Where the engine or the file is missing it
+    falls back (ONNX Runtime, then the network), and one log line says what runs and why. The first output is checked
+    against the network's (a ``model.onnx`` exported from other weights): if the lesion masks disagree (Dice
+    below 0.99) or, for float32, the logits differ beyond rounding, the network is used from then on, with a
+    warning. CUDA inputs, inputs of another size than ``spatial_size`` and calls with extra arguments go to the
+    network.
+
+    Args:
+        model_file: the ONNX file exported from the network (:func:`unext_monai.networks.export.export_onnx`).
+        engine: one of :data:`ENGINES`.
+        spatial_size: the one input size the engine will see (the bundle's resized input), or None for any size.
+        threads: engine threads (default ``torch.get_num_threads()``).
+    """
+
+    def __init__(self, model_file: str, engine: str = "fp32", spatial_size: Sequence[int] | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+        self.spatial_size = list(spatial_size) if spatial_size else None
+        self.name, self.run, self.checked = "PyTorch network", None, False
+        why, tries = [], []
+        if engine == "bf16" and not native_bf16("cpu"):
+            why.append("no native bfloat16 on this CPU")
+        elif engine == "bf16":
+            tries.append((_openvino, "bf16"))
+        if engine != "pytorch":
+            tries += [(_onnxruntime, "fp32"), (_openvino, "fp32")]
+            if not os.path.isfile(str(model_file)):
+                tries, why = [], why + [f"{model_file} does not exist"]
+        missing = False
+        for load, precision in tries:
+            try:
+                self.name, self.run = load(str(model_file), precision, threads or torch.get_num_threads(),
+                                           self.spatial_size)
+                break
+            except ImportError:
+                missing = True
+                why.append(f"{load.__name__[1:]} is not installed (pip install unext-monai[engines])")
+        (logger.warning if missing else logger.info)(f"inference: {self.name}" + (f"; {'; '.join(why)}" * bool(why)))
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        size_ok = self.spatial_size is None or list(inputs.shape[2:]) == self.spatial_size
+        if self.run is None or inputs.device.type != "cpu" or args or kwargs or not size_ok:
+            return network(inputs, *args, **kwargs)
+        x = np.ascontiguousarray(inputs.detach().float().cpu().numpy())
+        out = torch.from_numpy(np.asarray(self.run(x), dtype=np.float32))
+        if not self.checked:
+            self.checked = True
+            ref = torch.as_tensor(network(inputs)).detach().cpu().float()
+            a, b = (out > 0, ref > 0) if out.shape[1] == 1 else (out.argmax(1) > 0, ref.argmax(1) > 0)  # lesion
+            dice = 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum())) if a.any() or b.any() else 1.0
+            diff = float((out - ref).abs().max())  # float32 engines compute the network's function to rounding
+            if dice < 0.99 or ("bf16" not in self.name and diff > 1e-3 * (1 + float(ref.abs().max()))):
+                logger.warning(f"inference: {self.name} disagrees with the network on the first input (mask Dice "
+                               f"{dice:.4f}, logits up to {diff:.3g} apart): using the PyTorch network")
+                self.name, self.run = "PyTorch network", None
+                return network(inputs)
+        if isinstance(inputs, MetaTensor):
+            out = MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
+        return out
+
+
+class FlipTTAInferer(SimpleInferer):
+    """The mean of the logits over flipped copies of the input (B, C, *spatial), each flipped back: deterministic, so
+    it slots in where ``SimpleInferer`` does (MONAI's ``TestTimeAugmentation`` draws random transforms, another job).
+
+    Args:
+        flips: the spatial axes flipped in each pass (``()``: as is); default four passes in 2D.
+        inferer: runs each pass (default ``SimpleInferer``: the network).
+    """
+
+    def __init__(self, flips: Sequence[Sequence[int]] = ((), (0,), (1,), (0, 1)), inferer: Any = None) -> None:
+        super().__init__()
+        self.inferer = inferer or SimpleInferer()  # each pass, e.g. through an EngineInferer
+        self.flips = [tuple(int(a) for a in f) for f in flips]
+        if not self.flips:
+            raise ValueError("flips must name at least one pass, e.g. [[], [0], [1]]")
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        total = None
+        for axes in self.flips:
+            dims = [2 + a for a in axes]
+            x = torch.flip(inputs, dims) if dims else inputs
+            y = self.inferer(x, network, *args, **kwargs)
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"FlipTTAInferer needs a network that returns one tensor, got {type(y).__name__}")
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total + y
+        return total / len(self.flips)

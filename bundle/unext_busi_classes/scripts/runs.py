@@ -1,0 +1,214 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""The start of a training run: its settings and folders checked before anything is written, one training per folder,
+and an earlier run's outputs moved aside (never overwritten) only once training really starts."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import glob
+import inspect
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .distributed import is_rank0, on_rank0
+
+__all__ = ["check_command_line", "plain_errors", "prepare_training_run", "move_earlier_run_aside",
+           "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
+
+logger = logging.getLogger("unext_monai")
+
+#: folder (inside the checkpoint and output folders) keeping the outputs of earlier runs
+PREVIOUS_RUNS = "previous_runs"
+#: file (inside the checkpoint folder) that the training using the folder holds locked; it names the process
+LOCK_FILE = ".training.lock"
+_held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) until this process ends
+
+
+def _keys(config: Any, prefix: str = "") -> list[str]:
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
+    return [k for key, value in items for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}#"))]
+
+
+def plain_errors() -> None:
+    """End a run that fails on its input or settings (a ``ValueError`` or ``OSError`` anywhere in the chain) with that
+    message as the last lines it prints, not the tracebacks MONAI's config parser wraps it in ("Failed to evaluate
+    ConfigExpression"); any other error keeps its traceback. Python's ``sys.excepthook``, set for this process."""
+
+    def hook(kind: type, error: BaseException, tb: Any) -> None:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, (ValueError, OSError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return sys.__excepthook__(kind, error, tb)
+        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
+
+    sys.excepthook = hook
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Refuse, before anything runs, the ``--key value`` overrides of ``python -m monai.bundle run`` that name no
+    config entry (MONAI adds them silently: ``--max_epoch 2`` would run the whole schedule), and a true/false entry
+    given anything but ``True`` or ``False`` (the command line passes ``false`` on as a text, which counts as true).
+    Other callers pass overrides as they mean them and are not checked.
+
+    Raises:
+        ValueError: naming each such override (and the nearest known key).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] != "run" or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle",
+                                                                                                   "__main__.py")):
+        return
+    from monai.bundle import ConfigParser, ConfigWorkflow
+    from monai.bundle.scripts import run
+
+    values, tokens = {}, argv[2:]
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else "--"
+            values[key.replace("-", "_")] = value if eq else ("True" if nxt.startswith("--") else nxt)
+    if "args_file" in values:
+        values = {**ConfigParser.load_config_file(values["args_file"]), **values}
+    own = {*inspect.signature(ConfigWorkflow.__init__).parameters, *inspect.signature(run).parameters} - {"override"}
+    if "config_file" not in values:
+        return
+    files = values["config_file"]
+    files = ast.literal_eval(files) if isinstance(files, str) and files.startswith("[") else files
+    files = files.split(",") if isinstance(files, str) else list(files)
+    config = ConfigParser(ConfigParser.load_config_files(files))
+    known = set(_keys(config.get()))
+    problems = []
+    for key, token in values.items():
+        if key in own:
+            continue
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            problems.append(f"--{key} is no entry of {', '.join(files)}" + (f" (did you mean --{near[0]}?)" if near
+                                                                             else ""))
+        elif isinstance(config[key], bool) and token not in ("True", "False", True, False):  # fire reads these only
+            problems.append(f"--{key} {token}: a true/false entry takes True or False")
+    if problems:
+        raise ValueError("; ".join(problems) + ". Nothing was run.")
+
+
+def _earlier_outputs(ckpt_dir: str, output_dir: str) -> list[str]:
+    checkpoints = sorted(glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_*")))
+    found = [os.path.join(ckpt_dir, "model.pt"), *checkpoints]
+    return [p for p in found + [os.path.join(output_dir, n) for n in ("val_metrics.csv", "evaluation")]
+            if os.path.exists(p)]
+
+
+def _runs(output_dir: str) -> list[str]:
+    folder = os.path.join(output_dir, "tensorboard")
+    return sorted(d for d in os.listdir(folder) if d.startswith("run-")) if os.path.isdir(folder) else []
+
+
+def _lock(ckpt_dir: str) -> None:
+    """Hold ``<ckpt_dir>/.training.lock`` (``flock``: released when this process ends, however it ends) naming this
+    process; refuse if another process holds it."""
+    import fcntl
+
+    path = os.path.realpath(os.path.join(ckpt_dir, LOCK_FILE))
+    if path in _held_locks:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise BlockingIOError(f"{ckpt_dir} is in use by another training (process {holder}): one training per "
+                              "checkpoint folder. Nothing was changed; wait for it to end, or give this run another "
+                              "--bundle_root.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[path] = fd
+
+
+def prepare_training_run(ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None,
+                         max_epochs: Any = 1) -> str:
+    """Check a run before anything is written and return its name (``run-<date>-<time>``, which names its TensorBoard
+    folder; a resumed run keeps the newest one's): ``max_epochs`` is a whole number of at least 1, both folders are
+    writable, no other training uses ``ckpt_dir`` (this process holds it until it ends), and a
+    ``pretrained_checkpoint`` is not one of the earlier outputs that :func:`move_earlier_run_aside` will move. Rank 0
+    alone does this in a distributed run; every rank gets the name.
+
+    Raises:
+        ValueError, PermissionError, BlockingIOError: naming the setting, folder or process.
+    """
+    return on_rank0(_prepare, ckpt_dir, output_dir, resume, pretrained_checkpoint, max_epochs)
+
+
+def _prepare(ckpt_dir: str, output_dir: str, resume: bool, pretrained_checkpoint: str | None, max_epochs: Any) -> str:
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"--max_epochs {max_epochs!r}: give a whole number of epochs, 1 or more. Nothing was run.")
+    for folder in (ckpt_dir, output_dir):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise PermissionError(f"{folder}: cannot be written ({e.strerror or e}); choose another --bundle_root") \
+                from None
+    _lock(ckpt_dir)
+    if resume:
+        return (_runs(output_dir) or [f"run-{time.strftime('%Y%m%d-%H%M%S')}"])[-1]
+    if pretrained_checkpoint and any(os.path.samefile(pretrained_checkpoint, p)
+                                     for p in _earlier_outputs(ckpt_dir, output_dir) if os.path.isfile(p)):
+        raise ValueError(f"pretrained_checkpoint {pretrained_checkpoint} is an earlier run's output, which a new run "
+                         "moves aside: copy it out of that folder and point pretrained_checkpoint at the copy")
+    name, n = f"run-{time.strftime('%Y%m%d-%H%M%S')}", 1
+    while os.path.exists(os.path.join(output_dir, "tensorboard", name + (f"-{n}" if n > 1 else ""))):
+        n += 1
+    return name + (f"-{n}" if n > 1 else "")
+
+
+def move_earlier_run_aside(engine: Any, ckpt_dir: str, output_dir: str, run_name: str) -> None:
+    """Move an earlier run's outputs (``model.pt``, ``checkpoint_*``, ``val_metrics.csv``, ``evaluation/``) to
+    ``<folder>/previous_runs/<its run name>/``, with a warning saying where. An ``Events.STARTED`` handler of the
+    trainer, attached after the checkpoint loaders: a run refused before it trains moves nothing. Rank 0 only."""
+    earlier = _earlier_outputs(ckpt_dir, output_dir)
+    if not earlier or not is_rank0():
+        return
+    name = ([r for r in _runs(output_dir) if r != run_name] or [f"before-{run_name[len('run-'):]}"])[-1]
+    archive, n = name, 1
+    while any(os.path.exists(os.path.join(os.path.dirname(p), PREVIOUS_RUNS, archive)) for p in earlier):
+        n += 1
+        archive = f"{name}-{n}"
+    for path in earlier:
+        target = os.path.join(os.path.dirname(path), PREVIOUS_RUNS, archive)
+        os.makedirs(target, exist_ok=True)
+        shutil.move(path, os.path.join(target, os.path.basename(path)))
+    logger.warning(f"a new run where an earlier one left its outputs: moved them to {PREVIOUS_RUNS}/{archive} in "
+                   f"{ckpt_dir} and {output_dir} (to continue that run instead, move them back and add --resume True)")
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """The newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, to resume from (ignite's ``Checkpoint.last_checkpoint``
+    knows only what its own process saved)."""
+    found = glob.glob(os.path.join(glob.escape(ckpt_dir), "checkpoint_epoch=*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint_epoch=N.pt to resume from; train without --resume first")
+    return max(found, key=lambda p: int(p.rsplit("=", 1)[1][:-3]))
+
+
+def reuse_freed_memory(enabled: bool = True) -> bool:
+    """Let glibc keep freed memory for reuse (``mallopt``): its default hands large blocks back at every free and
+    zeroes fresh pages again at every allocation, which a CPU training step of dozens of large tensors pays each
+    time (``benchmarks/train_speed.py`` measures it). Returns whether it was applied (glibc only)."""
+    if not enabled or sys.platform != "linux":
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, (1 << 31) - 1))  # M_MMAP_, M_TRIM_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        return False

@@ -1,0 +1,351 @@
+# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
+"""The one way the bundle reads pictures and masks and writes its results; every consumer uses these.
+
+The pre-flight check, training, evaluation, inference, MONAI Label and MONAI Deploy all read a picture with
+:func:`picture_readers` + :class:`ToModelChannelsd`, judge a mask with :func:`mask_labels` (through
+:class:`LoadMaskd`), and the bundle and the Deploy app write with :func:`write_segmentation`, so no check can pass
+what a loader then reads differently.
+
+What a mask means (:func:`mask_labels`): its stored values, as the file holds them (a palette PNG's indices, not
+its colours; gray values; an RGB(A) mask whose channels are equal as gray, alpha ignored). With one class (binary),
+0 is background and the one other value present (1, 255, ...) is lesion. With K classes, values are the class numbers
+0..K. Anything else (several lesion values in a binary mask, values outside 0..K, colour or fractional masks) is
+refused with the file and its values named: never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import ImageReader, ITKReader, MetaTensor, NibabelReader, PILReader, PydicomReader
+from monai.transforms import LoadImage, MapTransform
+from monai.utils import optional_import
+from PIL import Image
+
+from .io import NIFTI_SUFFIXES, write_atomic
+
+__all__ = ["IMAGE_SUFFIXES", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd", "read_picture",
+           "read_checked", "check_image_file", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
+           "SavePredictiond"]
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: every file type the bundle reads: PIL pictures, ITK (NRRD, MetaImage), DICOM, NIfTI
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *ITK_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
+
+
+def _intensities(image: Image.Image) -> Image.Image:
+    """Palette and CMYK pictures as RGB(A) intensities (PIL would give palette indices, four CMYK channels)."""
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    return image.convert("RGB") if image.mode == "CMYK" else image
+
+
+class _SuffixOnly:
+    """A MONAI reader that reads only its own file types: ``LoadImage`` given readers tries every one of them on
+    every file, so ITK would read NIfTI without nibabel's orientation, and a damaged PNG be reported as bad DICOM."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def verify_suffix(self, filename: Any) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return all(str(n).lower().endswith(self.suffixes) for n in names)
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        if not self.verify_suffix(data):
+            raise ValueError(f"{data}: not a {'/'.join(self.suffixes)} file")
+        return super().read(data, **kwargs)
+
+
+class _ITKPictureReader(_SuffixOnly, ITKReader):
+    """NRRD / MetaImage, copied out of ITK's buffer (MONAI returns a view that is overwritten once ITK frees it)."""
+
+    suffixes = ITK_SUFFIXES
+
+    def _get_array_data(self, img: Any) -> np.ndarray:
+        return np.array(super()._get_array_data(img), copy=True)
+
+
+class _DicomReader(_SuffixOnly, PydicomReader):
+    suffixes = (".dcm",)
+
+
+def picture_readers(dicom: bool = True, masks: bool = False) -> list[ImageReader]:
+    """Readers for ``LoadImage(d)`` giving 2D files in (H, W[, C]) order: PIL (PNG, JPEG, BMP, TIFF), pydicom
+    (``dicom``), ITK for NRRD/MetaImage when ``itk`` is installed; NIfTI goes to MONAI's default nibabel reader.
+    ``masks`` keeps PIL's stored values (palette indices) instead of intensities."""
+    readers: list[ImageReader] = [_ITKPictureReader(reverse_indexing=True)] if optional_import("itk")[1] else []
+    if dicom:
+        readers.append(_DicomReader(swap_ij=False))
+    return readers + [PILReader(reverse_indexing=False, converter=None if masks else _intensities)]
+
+
+class ToModelChannelsd(MapTransform):
+    """Pictures as read, channel-first (C, H, W), to float32 network input (channels, H, W) in [0, 1].
+
+    8-bit pictures are divided by 255, 16-bit ones by 65535, other data (DICOM, NIfTI) min-max scaled; an alpha
+    channel is dropped; gray is repeated for a 3-channel network, RGB becomes luminance (ITU-R 601) for a 1-channel one.
+    MONAI's ``ScaleIntensityd`` would rescale each picture by its own range, changing its contrast.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int = 3, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}.")
+        self.channels = channels
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.dim() == 4 and img.shape[0] == 1 and img.shape[-1] in (3, 4) and _source(img).endswith(".dcm"):
+                img = img[0].movedim(-1, 0)  # RGB DICOM: MONAI's reader gives no channel axis
+            c = img.shape[0] - (img.shape[0] in (2, 4))  # without alpha
+            if c not in (1, 3):
+                raise ValueError(f"{_source(img)}: expected a gray, RGB or RGBA picture, got {img.shape[0]} channels.")
+            img = img[:c]
+            if img.dtype == torch.uint8:
+                img = img.float() / 255.0
+            elif img.dtype in (torch.uint16, torch.int32):  # 16-bit PNG as PIL reads it
+                img = img.float() / 65535.0
+            else:
+                img = img.float()
+                lo, hi = img.min(), img.max()
+                if lo < 0 or hi > 1:
+                    img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
+            if c == 1 and self.channels == 3:
+                img = img.repeat(3, *([1] * (img.dim() - 1)))
+            elif c == 3 and self.channels == 1:
+                img = (img * torch.tensor([0.299, 0.587, 0.114]).view(3, *([1] * (img.dim() - 1)))).sum(0, True)
+            d[key] = img
+        return d
+
+
+def _shown(values: np.ndarray) -> str:
+    more = f", ... ({len(values)} values)" if len(values) > 8 else ""
+    return "[" + ", ".join(f"{v:g}" for v in values[:8]) + more + "]"
+
+
+def mask_labels(mask: np.ndarray, source: str, num_classes: int = 1) -> np.ndarray:
+    """The label map (H, W) uint8 of a mask as read, by the module's rule: 0/1 with one class, 0..K with K.
+
+    Raises:
+        ValueError: naming ``source``: a colour or fractional mask, several lesion values in a binary mask, values
+            outside 0..``num_classes``, or not 2D.
+    """
+    a = np.asarray(mask)
+    a = a.astype(np.uint8) if a.dtype == bool else a
+    if a.ndim == 3 and a.shape[-1] in (2, 3, 4):
+        a = a[..., : 3 if a.shape[-1] >= 3 else 1]  # alpha ignored
+        if a.shape[-1] == 3 and not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2])):
+            raise ValueError(f"{source}: a colour mask; save masks as gray or palette label maps (0 background)")
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"{source}: a mask of shape {a.shape}; a 2D mask is expected")
+    values = np.unique(a)
+    if not np.array_equal(values, np.round(values)):
+        raise ValueError(f"{source}: mask values {_shown(values)} are not whole numbers")
+    lesion = values[values != 0]
+    if num_classes == 1 and len(lesion) > 1:
+        raise ValueError(f"{source}: mask values {_shown(values)}; a binary mask holds 0 and one lesion value")
+    if num_classes > 1 and (lesion.min(initial=1) < 1 or lesion.max(initial=0) > num_classes):
+        raise ValueError(f"{source}: mask values {_shown(values)} outside the class numbers 0..{num_classes}")
+    return (a != 0).astype(np.uint8) if num_classes == 1 else a.astype(np.uint8)
+
+
+class LoadMaskd(MapTransform):
+    """Mask files (one path, or several to merge: BUSI's one file per lesion) -> a label map (1, H, W) uint8 by
+    :func:`mask_labels`, carrying the first file's metadata.
+
+    Args:
+        keys: keys of the mask path(s).
+        class_names: the foreground classes, in class-number order (one: binary lesion / background).
+        class_key: the item's key naming its class (BUSI's folder): the masks are then binary and their lesion
+            pixels get that class's number; an item of a class not in ``class_names`` must have no lesion.
+        image_key: the image already loaded (channel-first): masks of another size are refused.
+    """
+
+    def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), class_key: str | None = None,
+                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.class_names, self.class_key, self.image_key = list(class_names), class_key, image_key
+        self.loader = LoadImage(reader=picture_readers(masks=True), image_only=True, dtype=None)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            paths = [d[key]] if isinstance(d[key], (str, os.PathLike)) else list(d[key])
+            if not paths:
+                raise ValueError(f"{d.get(self.image_key, key)}: no mask file given")
+            by_class = self.class_key is not None
+            first, union = None, None
+            for path in paths:
+                m = self.loader(path)
+                labels = mask_labels(np.asarray(m), str(path), 1 if by_class else len(self.class_names))
+                if union is not None and labels.shape != union.shape:
+                    raise ValueError(f"{path}: mask size {labels.shape} differs from {paths[0]}'s {union.shape}")
+                first, union = first if first is not None else m, labels if union is None else np.maximum(union, labels)
+            if by_class:
+                name = d.get(self.class_key)
+                value = self.class_names.index(name) + 1 if name in self.class_names else 0
+                if value == 0 and union.any():
+                    raise ValueError(f"{paths[0]}: a lesion in an image of class {name!r} ({self.class_names})")
+                union = union * value
+            image = d.get(self.image_key)
+            size = tuple(image.shape[1:3]) if isinstance(image, torch.Tensor) else union.shape  # (C, H, W[, RGB])
+            if size != union.shape:
+                raise ValueError(f"{paths[0]}: mask size {union.shape} differs from its image's {size}")
+            d[key] = MetaTensor(torch.from_numpy(union)[None], meta=getattr(first, "meta", None))
+        return d
+
+
+_PICTURE_READING: list[Any] = []  # (loader, readers by type), made on first use
+
+
+def read_picture(path: str) -> MetaTensor:
+    """``path`` read as the bundle reads pictures (the :func:`picture_readers` reader of its type, NIfTI with
+    nibabel), channel-first float (C, H, W) in [0, 1]; a damaged file raises its reader's own error."""
+    if not _PICTURE_READING:
+        readers = picture_readers()
+        _PICTURE_READING.extend([LoadImage(image_only=True, dtype=None, ensure_channel_first=True),
+                                 [*readers[:-1], NibabelReader(), readers[-1]]])
+    loader, readers = _PICTURE_READING
+    reader = next((r for r in readers[:-1] if r.verify_suffix(path)), readers[-1])
+    return ToModelChannelsd("image", channels=3)({"image": loader(path, reader=reader)})["image"]
+
+
+def read_checked(path: str) -> tuple[MetaTensor | None, str | None]:
+    """``(picture, None)`` if the bundle can read ``path`` as a 2D picture (:func:`read_picture`, decoded in full),
+    else ``(None, what is wrong)`` in one line."""
+    if not os.path.isfile(path):
+        return None, "not a file" if os.path.exists(path) else "file missing (or a broken link)"
+    if not path.lower().endswith(IMAGE_SUFFIXES):
+        return None, f"not a file type the bundle reads ({', '.join(IMAGE_SUFFIXES)})"
+    if os.path.getsize(path) == 0:
+        return None, "file is empty (0 bytes)"
+    try:
+        picture = read_picture(path)
+    except Exception as e:  # each reader raises its own errors for damaged or foreign files
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return None, f"cannot be read as a picture: {type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+    if picture.dim() != 3:
+        return None, f"a picture of shape {tuple(picture.shape)}: a 2D picture (one frame, one slice) is expected"
+    return picture, None
+
+
+def check_image_file(path: str) -> str | None:
+    """``None`` if the bundle can read ``path`` as a 2D picture, else what is wrong (:func:`read_checked`)."""
+    return read_checked(path)[1]
+
+
+class LesionConfidenceGated(MapTransform):
+    """Clear a probability map whose lesion is not confident: when the mean lesion probability over the largest
+    connected region above ``threshold`` is below ``min_confidence``, the map becomes no lesion (0; softmax: all
+    background); otherwise it is unchanged. MONAI has no image-level rejection of a weak prediction. Place it after
+    ``Activationsd`` and before the threshold or argmax; (1, H, W) sigmoid or (K+1, H, W) softmax probabilities, whose
+    lesion probability is 1 - background. BUSI's lesion-free scans mostly give regions of middling probability."""
+
+    def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.min_confidence, self.threshold = min_confidence, threshold
+
+    def confidence(self, prob: torch.Tensor) -> float:
+        """Mean probability over the largest connected region of ``prob > threshold`` (0 when there is none)."""
+        from monai.transforms.utils import get_largest_connected_component_mask
+
+        marked = prob > self.threshold
+        return float(prob[get_largest_connected_component_mask(marked).bool()].float().mean()) if marked.any() else 0.0
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = torch.as_tensor(d[key])
+            if self.confidence(prob if len(prob) == 1 else 1 - prob[:1]) < self.min_confidence:
+                d[key] = d[key] * 0
+                if len(prob) > 1:
+                    d[key][0] = 1
+        return d
+
+
+def _source(img: Any) -> str:
+    return str((getattr(img, "meta", None) or {}).get("filename_or_obj", "input"))
+
+
+#: the tint of class values 1, 2, ... in the overlay (repeating after the last), with the names the card gives them;
+#: every outline is yellow
+OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
+                   ("orange", (255, 160, 0)))
+
+
+def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
+    """The input picture with each class tinted and outlined (``monai.visualize.blend_images`` needs matplotlib,
+    which a bundle does not otherwise require); ``None`` if the picture is of another size than the labels."""
+    from scipy.ndimage import binary_erosion
+
+    rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
+    if rgb.shape[:2] != labels.shape:
+        return None
+    colours = np.array([rgb for _, rgb in OVERLAY_COLOURS], dtype=np.float64)
+    for value in np.unique(labels[labels > 0]):
+        region = labels == value
+        rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]
+        rgb[region & ~binary_erosion(region, iterations=2)] = [255.0, 255.0, 0.0]
+    return Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
+
+
+def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
+                       affine: np.ndarray | None = None, num_classes: int = 1) -> list[str]:
+    """Write the label map (H, W) of the input ``source``, atomically: a PNG (binary 0/255, K classes as their
+    numbers), or NIfTI with ``affine`` for a ``.nii(.gz)`` ``mask_path``; and with ``overlay_path`` the input with the
+    labels drawn on it (PNG). Returns the paths written; the overlay is left out when the picture's size differs.
+    Not flushed to disk (``fsync``): a run writes them again; the run's ``report.json`` is."""
+    labels = np.asarray(labels).astype(np.uint8)
+    if mask_path.lower().endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        image = nib.Nifti1Image(labels, np.eye(4) if affine is None else np.asarray(affine))
+        write_atomic(mask_path, lambda p: nib.save(image, p), durable=False)
+    else:
+        picture = Image.fromarray(labels * 255 if num_classes == 1 else labels)
+        write_atomic(mask_path, lambda p: picture.save(p, format="PNG", compress_level=1), durable=False)
+    written = [mask_path]
+    overlay = _overlay(source, labels) if overlay_path else None
+    if overlay is not None:
+        write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG", compress_level=1), durable=False)
+        written.append(overlay_path)
+    return written
+
+
+class SavePredictiond(MapTransform):
+    """Write each item's label map with :func:`write_segmentation` to the paths inference planned (the item's
+    ``mask_file`` and ``overlay_file``, see :mod:`unext_monai.data.inputs`); the paths written go to ``<key>_files``.
+    MONAI's ``SaveImaged`` writes no overlay and expects MONAI's transposed (W, H) picture order.
+
+    Args:
+        keys: label maps (1, H, W) aligned with the input picture (after ``Invertd``).
+        num_classes: foreground classes (1: a binary mask, written 0/255).
+        image_key: the input, whose metadata names its file.
+    """
+
+    def __init__(self, keys: KeysCollection, num_classes: int = 1, image_key: str = "image",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.num_classes, self.image_key = num_classes, image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            labels = np.asarray(torch.as_tensor(pred).detach().cpu()).squeeze(0)
+            source = _source(d.get(self.image_key))
+            affine = (getattr(pred, "meta", None) or {}).get("original_affine")
+            d[f"{key}_files"] = write_segmentation(labels, source, d["mask_file"], d.get("overlay_file"), affine,
+                                                  self.num_classes)
+        return d

@@ -15,6 +15,7 @@ from PIL import Image
 
 from unext_monai.data import check_datalist
 from unext_monai.transforms import (
+    OVERLAY_COLOURS,
     LesionConfidenceGated,
     LoadMaskd,
     SavePredictiond,
@@ -232,3 +233,16 @@ def test_picture_readers_without_itk(monkeypatch):
     """A packaged bundle runs without ITK: the readers are built, PIL and pydicom only."""
     monkeypatch.setattr("unext_monai.transforms.optional_import", lambda name, *a, **k: (None, False))
     assert [type(r).__name__ for r in picture_readers()] == ["_DicomReader", "PILReader"]
+
+
+def test_the_overlay_of_several_classes_carries_their_legend(tmp_path: Path):
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "black.png")
+    labels = np.zeros((64, 96), np.uint8)
+    labels[40:60, 60:90] = 2
+    for names, legend in ((("benign", "malignant"), True), (("lesion",), False)):
+        write_segmentation(labels, str(tmp_path / "black.png"), str(tmp_path / "m.png"), str(tmp_path / "o.png"),
+                           num_classes=len(names), class_names=names)
+        overlay = np.asarray(Image.open(tmp_path / "o.png"))
+        swatches = [overlay[9 + 14 * i, 9].tolist() for i in range(2)]  # inside each class's colour square
+        assert swatches == ([list(OVERLAY_COLOURS[0][1]), list(OVERLAY_COLOURS[1][1])] if legend else [[0, 0, 0]] * 2)
+        assert (overlay[4:30, 18:90].max() > 200) == legend  # the names, in white

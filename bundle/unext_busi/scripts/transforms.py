@@ -284,9 +284,10 @@ OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 
                    ("orange", (255, 160, 0)))
 
 
-def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
+def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -> Image.Image | None:
     """The input picture with each class tinted and outlined (``monai.visualize.blend_images`` needs matplotlib,
-    which a bundle does not otherwise require); ``None`` if the picture is of another size than the labels."""
+    which a bundle does not otherwise require), and for several ``class_names`` their legend in the top left corner;
+    ``None`` if the picture is of another size than the labels."""
     from scipy.ndimage import binary_erosion
 
     rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
@@ -297,14 +298,27 @@ def _overlay(source: str, labels: np.ndarray) -> Image.Image | None:
         region = labels == value
         rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]
         rgb[region & ~binary_erosion(region, iterations=2)] = [255.0, 255.0, 0.0]
-    return Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
+    picture = Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
+    if len(class_names) > 1:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(picture)
+        for i, name in enumerate(class_names):
+            y = 4 + 14 * i
+            draw.rectangle(draw.textbbox((18, y), str(name)), fill=(0, 0, 0))
+            draw.text((18, y), str(name), fill=(255, 255, 255))
+            draw.rectangle([4, y + 1, 14, y + 11], fill=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)][1],
+                           outline=(255, 255, 0))
+    return picture
 
 
 def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
-                       affine: np.ndarray | None = None, num_classes: int = 1) -> list[str]:
+                       affine: np.ndarray | None = None, num_classes: int = 1,
+                       class_names: Sequence[str] = ()) -> list[str]:
     """Write the label map (H, W) of the input ``source``, atomically: a PNG (binary 0/255, K classes as their
     numbers), or NIfTI with ``affine`` for a ``.nii(.gz)`` ``mask_path``; and with ``overlay_path`` the input with the
-    labels drawn on it (PNG). Returns the paths written; the overlay is left out when the picture's size differs.
+    labels drawn on it (PNG; with several ``class_names``, their legend). Returns the paths written; the overlay is
+    left out when the picture's size differs.
     Not flushed to disk (``fsync``): a run writes them again; the run's ``report.json`` is."""
     labels = np.asarray(labels).astype(np.uint8)
     if mask_path.lower().endswith(NIFTI_SUFFIXES):
@@ -316,7 +330,7 @@ def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_
         picture = Image.fromarray(labels * 255 if num_classes == 1 else labels)
         write_atomic(mask_path, lambda p: picture.save(p, format="PNG", compress_level=1), durable=False)
     written = [mask_path]
-    overlay = _overlay(source, labels) if overlay_path else None
+    overlay = _overlay(source, labels, class_names) if overlay_path else None
     if overlay is not None:
         write_atomic(overlay_path, lambda p: overlay.save(p, format="PNG", compress_level=1), durable=False)
         written.append(overlay_path)
@@ -331,13 +345,14 @@ class SavePredictiond(MapTransform):
     Args:
         keys: label maps (1, H, W) aligned with the input picture (after ``Invertd``).
         num_classes: foreground classes (1: a binary mask, written 0/255).
+        class_names: the names of the classes, for the overlay's legend (drawn for several).
         image_key: the input, whose metadata names its file.
     """
 
-    def __init__(self, keys: KeysCollection, num_classes: int = 1, image_key: str = "image",
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, num_classes: int = 1, class_names: Sequence[str] = (),
+                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.num_classes, self.image_key = num_classes, image_key
+        self.num_classes, self.class_names, self.image_key = num_classes, list(class_names), image_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -347,5 +362,5 @@ class SavePredictiond(MapTransform):
             source = _source(d.get(self.image_key))
             affine = (getattr(pred, "meta", None) or {}).get("original_affine")
             d[f"{key}_files"] = write_segmentation(labels, source, d["mask_file"], d.get("overlay_file"), affine,
-                                                  self.num_classes)
+                                                  self.num_classes, self.class_names)
         return d

@@ -17,9 +17,9 @@ def shared_dir() -> Path:
     return SHARED
 
 
-@pytest.fixture(autouse=True)
-def _upstream_noise_quiet():
-    """The package's filters of upstream warnings (``unext_monai._upstream_noise``), which pytest resets per test."""
+def pytest_configure(config: pytest.Config) -> None:
+    """The package's filters of upstream warnings (``unext_monai._upstream_noise``, applied when it is imported) for
+    the whole session: pytest sets aside what collection imported, and restores this base state around every test."""
     from unext_monai._upstream_noise import quiet_upstream_noise
 
     quiet_upstream_noise()

@@ -55,19 +55,8 @@ def export_onnx(
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
             warnings.filterwarnings("ignore", message="The feature will be removed")
-            _convert(tmp)
+            convert_to_onnx(net, [example], input_names=["image"], output_names=["pred"], opset_version=opset,
+                            dynamic_axes={"image": axes, "pred": axes}, filename=tmp, dynamo=False)
         _zero_negligible_constants(tmp)
-
-    def _convert(tmp: str) -> None:
-        convert_to_onnx(
-            net,
-            [example],
-            input_names=["image"],
-            output_names=["pred"],
-            opset_version=opset,
-            dynamic_axes={"image": axes, "pred": axes},
-            filename=tmp,
-            dynamo=False,
-        )
 
     return write_atomic(path, write)

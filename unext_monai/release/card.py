@@ -40,17 +40,18 @@ def _scores(row: dict) -> str:
 
 def postprocessing(inference: dict) -> str:
     """What the packaged ``inference.json`` does by default after the threshold or argmax, in a sentence."""
-    def default(key: str, tta: bool = False):
+    keys = ("keep_largest_component", "min_lesion_area", "min_lesion_confidence")
+    defaults = []
+    for tta in (False, True):
         parser = ConfigParser(inference)
         parser["tta"] = tta
-        return parser.get_parsed_content(key) if key in parser else None
-
+        defaults.append({k: parser.get_parsed_content(k) if k in parser else None for k in keys})
+    (keep, area, plain), tta = defaults[0].values(), defaults[1]["min_lesion_confidence"]
     done = []
-    if default("keep_largest_component"):
+    if keep:
         done.append("keeps only the largest connected region, per class (`keep_largest_component`)")
-    if default("min_lesion_area"):
-        done.append(f"removes regions under {default('min_lesion_area')} pixels (`min_lesion_area`)")
-    plain, tta = default("min_lesion_confidence"), default("min_lesion_confidence", True)
+    if area:
+        done.append(f"removes regions under {area} pixels (`min_lesion_area`)")
     if plain:
         done.append(f"marks no lesion where the mean lesion probability over the largest region is under {plain:g} "
                     f"(`min_lesion_confidence`{f'; {tta:g} with `--tta True`' if tta != plain else ''})")

@@ -344,15 +344,15 @@ class SavePredictiond(MapTransform):
 
     Args:
         keys: label maps (1, H, W) aligned with the input picture (after ``Invertd``).
-        num_classes: foreground classes (1: a binary mask, written 0/255).
-        class_names: the names of the classes, for the overlay's legend (drawn for several).
+        class_names: the foreground classes (one: a binary mask, written 0/255; several: their values, and the
+            overlay's legend).
         image_key: the input, whose metadata names its file.
     """
 
-    def __init__(self, keys: KeysCollection, num_classes: int = 1, class_names: Sequence[str] = (),
-                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), image_key: str = "image",
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.num_classes, self.class_names, self.image_key = num_classes, list(class_names), image_key
+        self.class_names, self.image_key = list(class_names), image_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -362,5 +362,5 @@ class SavePredictiond(MapTransform):
             source = _source(d.get(self.image_key))
             affine = (getattr(pred, "meta", None) or {}).get("original_affine")
             d[f"{key}_files"] = write_segmentation(labels, source, d["mask_file"], d.get("overlay_file"), affine,
-                                                  self.num_classes, self.class_names)
+                                                  len(self.class_names), self.class_names)
         return d

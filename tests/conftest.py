@@ -18,9 +18,9 @@ def shared_dir() -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The package's filters of upstream warnings (``unext_monai._upstream_noise``, applied when it is imported) for
+    """The package's filters of upstream warnings (``unext_monai.console``, applied when it is imported) for
     the whole session: pytest sets aside what collection imported, and restores this base state around every test."""
-    from unext_monai._upstream_noise import quiet_upstream_noise
+    from unext_monai.console import quiet_upstream_noise
 
     quiet_upstream_noise()
 

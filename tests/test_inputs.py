@@ -20,8 +20,8 @@ from monai.inferers import SimpleInferer
 from PIL import Image
 
 from unext_monai import UNeXt
+from unext_monai.data.checks import check_image_file
 from unext_monai.data.inputs import find_inputs, output_stems, plan_inference
-from unext_monai.transforms import check_image_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -68,35 +68,39 @@ def _unmarked(template: str) -> str:
 # ---- fast: the pieces -------------------------------------------------------------------------------------------
 
 
-def test_packaged_configs_merge_their_overlay_and_name_the_scripts_copy():
+def test_packaged_configs_are_the_zoo_configs_with_their_overlay_s_values():
+    """The packaged configs are bundle_configs/'s, MONAI parts and the scripts copy only, with the data set's overlay
+    values for the entries they define (augmentation, post-processing, classes) and nothing of its layout."""
     texts = packaged_configs(str(REPO / "configs"), "busi")
     assert sorted(texts) == ["evaluate.json", "inference.json", "logging.conf", "multi_gpu_train.json",
                              "train.json"]  # no overlay file of its own, nor the other data set's
     train, inference = json.loads(texts["train.json"]), json.loads(texts["inference.json"])
     overlay = json.loads((REPO / "configs" / "busi.json").read_text())
-    assert train["dataset_name"] == "busi" and train["max_epochs"] == overlay["max_epochs"]
+    assert train["max_epochs"] == overlay["max_epochs"] and "dataset_name" not in train and "split" not in train
     assert train["train"]["random_transforms"] == overlay["train#random_transforms"]
-    # inference.json takes the overlay's values of the entries it has (post-processing), and only those
-    repo_inference = json.loads((REPO / "configs" / "inference.json").read_text())
-    shared = [k for k in overlay if k in repo_inference]
+    shared = [k for k in overlay if k in inference]
     assert "min_lesion_confidence" in shared and {k: inference[k] for k in shared} == {k: overlay[k] for k in shared}
     assert "max_epochs" not in inference
-    root = json.loads((REPO / "configs" / "train.json").read_text().replace("unext_monai", "scripts"))
-    split_steps = [s for s in root["initialize"] if "@split" in s]
-    assert not [s for s in train["initialize"] if "@split" in s]
-    assert train["run"][: len(split_steps)] == split_steps
+    targets = set()
     for name, text in texts.items():
         if name.endswith(".json"):
             assert "unext_monai" not in text and zoo_json(json.loads(text)) == text, name
-    assert "$import scripts" in train["imports"]
+            targets |= set(re.findall(r'"_target_": "([\w.]+)"', text))
+    own = sorted(t for t in targets if t.startswith("scripts"))
+    assert own == ["scripts.UNeXt", "scripts.inferers.EngineInferer", "scripts.transforms.LesionConfidenceGated",
+                   "scripts.transforms.LoadMaskd", "scripts.transforms.SavePredictiond",
+                   "scripts.transforms.ToModelChannelsd"]
 
 
 def test_vendored_scripts_are_the_package_with_relative_imports():
     files = vendored_files(t for f, t in packaged_configs(str(REPO / "configs"), "isic2018").items()
                            if f.endswith(".json"))
-    for module in ("__init__", "transforms", "data/inputs", "networks/nets/unext", "checkpoint", "handlers"):
-        assert f"scripts/{module}.py" in files or f"scripts/{module}/__init__.py" in files, module
-    assert not [p for p in files if "release" in p or "monailabel" in p or "deploy" in p]
+    assert sorted(files) == ["scripts/__init__.py", "scripts/console.py", "scripts/inferers.py", "scripts/io.py",
+                             "scripts/networks/__init__.py", "scripts/networks/blocks/__init__.py",
+                             "scripts/networks/blocks/shifted_mlp.py", "scripts/networks/blocks/unext_blocks.py",
+                             "scripts/networks/nets/__init__.py", "scripts/networks/nets/unext.py",
+                             "scripts/transforms.py"]
+    assert sum(text.count("\n") for text in files.values()) <= 1200
     for path, text in files.items():
         package = path.rpartition("/")[0].split("/")
         for node in ast.walk(ast.parse(text)):
@@ -107,14 +111,15 @@ def test_vendored_scripts_are_the_package_with_relative_imports():
                 assert {f"{target.rstrip('/')}.py", f"{target.rstrip('/')}/__init__.py"} & set(files), (path, node)
             elif isinstance(node, ast.ImportFrom):
                 assert node.module.split(".")[0] not in ("unext_monai", "scripts"), path
-        # the same file as the package's but for its first line and the import statements
+        # the same file as the package's but for the import statements (and the package's first line)
         source = REPO / "unext_monai" / path[len("scripts/"):]
-        header, _, body = text.partition("\n")
-        assert header.startswith("# Generated from unext_monai")
-        src_lines, lines = source.read_text().splitlines(), body.splitlines()
+        if path == "scripts/__init__.py":
+            header, _, text = text.partition("\n")
+            assert header.startswith("# This package is generated from unext_monai")
+        src_lines, lines = source.read_text().splitlines(), text.splitlines()
         assert len(src_lines) == len(lines)
         assert [a for a, b in zip(src_lines, lines) if a != b and "unext_monai" not in a] == []
-    assert "from ..io import write_json_atomic" in files["scripts/data/split.py"]
+    assert "from .io import NIFTI_SUFFIXES, file_stem, write_atomic" in files["scripts/transforms.py"]
 
 
 def test_the_copy_imports_only_declared_packages():
@@ -189,8 +194,8 @@ def test_packaged_metadata_states_the_classes():
 
 
 def test_a_variant_layers_its_overlay_after_its_data_set_s():
-    """busi_classes is BUSI labelled by diagnosis: busi.json's recipe with busi_classes.json's entries (class names,
-    class key, its post-processing) on top; its card is BUSI's but for what it says itself. A variant's data set is
+    """busi_classes is BUSI labelled by diagnosis: busi.json's values with busi_classes.json's (class names, class
+    key, its post-processing) on top; its card is BUSI's but for what it says itself. A variant's data set is
     a built-in one that is no variant itself, and every card resolves to the whole set of fields."""
     for name, entry in DATASET_CARDS.items():
         assert entry.get("variant_of") in (None, *[d for d, e in DATASET_CARDS.items() if "variant_of" not in e]), name
@@ -199,9 +204,7 @@ def test_a_variant_layers_its_overlay_after_its_data_set_s():
     classes, busi = (packaged_configs(str(REPO / "configs"), d) for d in ("busi_classes", "busi"))
     overlay = json.loads((REPO / "configs" / "busi_classes.json").read_text())
     assert (overlay["class_names"], overlay["class_key"]) == (["benign", "malignant"], "class")
-    train, busi_train = json.loads(classes["train.json"]), json.loads(busi["train.json"])
-    assert {**busi_train, **overlay} == train
-    for name in ("inference.json", "evaluate.json"):  # the overlay's values for the entries they define
+    for name in ("train.json", "inference.json", "evaluate.json"):  # the overlay's values for the entries they define
         mine, base = json.loads(classes[name]), json.loads(busi[name])
         assert mine == {**base, **{k: v for k, v in overlay.items() if k in base}}, name
     assert [classes[f] == busi[f] for f in ("multi_gpu_train.json", "logging.conf")] == [True] * 2

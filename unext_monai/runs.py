@@ -18,7 +18,7 @@ from typing import Any
 
 from unext_monai.distributed import is_rank0, on_rank0
 
-__all__ = ["check_command_line", "plain_errors", "prepare_training_run", "move_earlier_run_aside",
+__all__ = ["check_command_line", "prepare_training_run", "move_earlier_run_aside",
            "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
 
 logger = logging.getLogger("unext_monai")
@@ -33,22 +33,6 @@ _held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) un
 def _keys(config: Any, prefix: str = "") -> list[str]:
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
     return [k for key, value in items for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}#"))]
-
-
-def plain_errors() -> None:
-    """End a run that fails on its input or settings (a ``ValueError`` or ``OSError`` anywhere in the chain) with that
-    message as the last lines it prints, not the tracebacks MONAI's config parser wraps it in ("Failed to evaluate
-    ConfigExpression"); any other error keeps its traceback. Python's ``sys.excepthook``, set for this process."""
-
-    def hook(kind: type, error: BaseException, tb: Any) -> None:
-        cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, (ValueError, OSError)):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            return sys.__excepthook__(kind, error, tb)
-        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
-
-    sys.excepthook = hook
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:

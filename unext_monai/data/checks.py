@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 
-from unext_monai.transforms import LoadMaskd, read_checked
+from monai.data import MetaTensor
 
-__all__ = ["check_datalist", "MAX_LISTED"]
+from unext_monai.transforms import IMAGE_SUFFIXES, LoadMaskd, read_picture
+
+__all__ = ["read_checked", "check_image_file", "check_datalist", "MAX_LISTED"]
 
 logger = logging.getLogger("unext_monai")
 
 #: at most this many problems are listed in the error; the rest are counted
 MAX_LISTED = 20
+
+
+def read_checked(path: str) -> tuple[MetaTensor | None, str | None]:
+    """``(picture, None)`` if the bundle can read ``path`` as a 2D picture (``transforms.read_picture``,
+    decoded in full), else ``(None, what is wrong)`` in one line."""
+    if not os.path.isfile(path):
+        return None, "not a file" if os.path.exists(path) else "file missing (or a broken link)"
+    if not path.lower().endswith(IMAGE_SUFFIXES):
+        return None, f"not a file type the bundle reads ({', '.join(IMAGE_SUFFIXES)})"
+    if os.path.getsize(path) == 0:
+        return None, "file is empty (0 bytes)"
+    try:
+        picture = read_picture(path)
+    except Exception as e:  # each reader raises its own errors for damaged or foreign files
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return None, f"cannot be read as a picture: {type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+    if picture.dim() != 3:
+        return None, f"a picture of shape {tuple(picture.shape)}: a 2D picture (one frame, one slice) is expected"
+    return picture, None
+
+
+def check_image_file(path: str) -> str | None:
+    """``None`` if the bundle can read ``path`` as a 2D picture, else what is wrong (:func:`read_checked`)."""
+    return read_checked(path)[1]
 
 
 def _digest(path: str) -> str:
@@ -23,7 +50,7 @@ def _digest(path: str) -> str:
 
 def check_datalist(items: list[dict], skip_bad: bool = False, class_names: Sequence[str] = ("lesion",),
                    class_key: str | None = None) -> list[dict]:
-    """Read every image (:func:`unext_monai.transforms.read_checked`) and its masks (:class:`LoadMaskd`: the mask
+    """Read every image (:func:`read_checked`) and its masks (:class:`LoadMaskd`: the mask
     rule, sizes; ``class_names`` and ``class_key`` as it takes them) of ``items`` ``{"image", "label": [paths],
     "name"}`` exactly as the transforms will, and drop repeated images (the same file content under two names,
     which would leak between split parts).

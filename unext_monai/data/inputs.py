@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
 import threading
 from typing import Any
 
+from unext_monai.data.checks import check_image_file
 from unext_monai.io import NIFTI_SUFFIXES, file_stem, write_json_atomic
-from unext_monai.transforms import check_image_file
+from unext_monai.transforms import NOT_INPUTS
 
 __all__ = ["find_inputs", "plan_inference", "InferenceReport", "output_stems", "REPORT_NAME"]
 
 logger = logging.getLogger("unext_monai")
 
 REPORT_NAME = "report.json"
-#: stems of ground-truth masks (``case_mask``, BUSI's ``case_mask_1``, ISIC's ``case_segmentation``) and outputs
-_MASK_OR_OUTPUT = re.compile(r"_(mask(_\d+)?|segmentation|overlay|seg)$", re.IGNORECASE)
 
 
 def output_stems(paths: list[str]) -> dict[str, str]:
@@ -82,7 +80,7 @@ def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
         dirs[:] = kept
         for name in sorted(f for f in files if not f.startswith(".")):
             path = os.path.join(folder, name)
-            if _MASK_OR_OUTPUT.search(file_stem(name)):
+            if NOT_INPUTS.search(file_stem(name)):
                 skipped.append({"input": path, "error": "named like a mask or an output: not an input"})
             elif problem := check_image_file(path):
                 skipped.append({"input": path, "error": problem})

@@ -30,7 +30,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.others.generic import strtobool
 
-from unext_monai.transforms import check_image_file
+from unext_monai.data.checks import check_image_file
 
 
 class UNeXtLabelApp(MONAILabelApp):

@@ -33,6 +33,7 @@ from unext_monai.release.configs import (
     packaged_classes,
     packaged_configs,
     packaged_metadata,
+    training_config,
     zoo_json,
 )
 from unext_monai.release.vendor import vendored_files
@@ -317,7 +318,7 @@ def release(
                   "opset": OPSET, "onnxruntime": ort.__version__, "zeroed": zeroed, "zeroed_below": NEGLIGIBLE_WEIGHT}
         with open(card_file, encoding="utf-8") as f:
             text = model_card(f.read(), meta, name=name, card=card, dataset=dataset, record=record, checks=checks,
-                              train=json.loads(configs["train.json"]), n_params=n_params, notes=notes,
+                              train=training_config(configs_dir, dataset), n_params=n_params, notes=notes,
                               inference=json.loads(configs["inference.json"]))
         _write(os.path.join(tmp, "docs", "README.md"), text)
         try:

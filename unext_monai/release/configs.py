@@ -1,11 +1,11 @@
 """What a packaged bundle says: its configs, its ``metadata.json`` and its data set's card (``datasets.json``).
 
-``train.json`` is the repository's with the data set's overlay (``configs/<dataset>.json``) merged in, so that the
-packaged bundle trains on its own data set's layout from ``--dataset_dir`` alone; the other configs take the overlay's
-values of the entries they define (input channels, class names, post-processing). A variant of a data set (a card with
-``variant_of``: ``busi_classes`` is BUSI labelled by diagnosis) layers its own overlay after its data set's and takes
-the fields of its data set's card that it does not give. Every reference to ``unext_monai`` points to the bundle's
-``scripts`` copy, and JSON is written as the model zoo's pre-commit formats it.
+The packaged configs (``bundle_configs/``) are a model zoo bundle's: MONAI, Ignite and PyTorch parts, the network
+and what MONAI lacks from the bundle's ``scripts`` copy; they fine-tune from and evaluate a datalist file. They take
+the values of the data set's overlay (``configs/<dataset>.json``) for the entries they define (input channels, class
+names, augmentation, post-processing). A variant of a data set (a card with ``variant_of``: ``busi_classes`` is BUSI
+labelled by diagnosis) layers its own overlay after its data set's and takes the fields of its data set's card that
+it does not give. JSON is written as the model zoo's pre-commit formats it.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from importlib import metadata as importlib_metadata
 
 from monai.bundle import ConfigParser
 
-from unext_monai.bundle_scripts import SCRIPTS
-
 __all__ = ["ReleaseError", "CONFIG_FILES", "DATASET_CARDS", "zoo_json", "apply_known_entries", "dataset_layers",
-           "packaged_configs", "packaged_classes", "dataset_card", "packaged_metadata", "load_metrics"]
+           "packaged_configs", "training_config", "packaged_classes", "dataset_card", "packaged_metadata",
+           "load_metrics"]
 
-#: the repository's configs that a release packages besides ``metadata.json`` (:func:`packaged_metadata`)
+#: the packaged bundle's configs: MONAI, Ignite and PyTorch parts and the ``scripts`` copy of the network and of what
+#: MONAI lacks; they fine-tune from and evaluate a datalist (MONAI's ``load_decathlon_datalist``)
+BUNDLE_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundle_configs")
+#: the configs that a release packages besides ``metadata.json`` (:func:`packaged_metadata`)
 CONFIG_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf")
 #: the fields of a data set's card that go into ``metadata.json``; all of them, and the model card's and licence's
 META_FIELDS = ("name", "task", "description", "data_source", "data_type", "image_classes", "label_classes")
@@ -65,24 +67,29 @@ def dataset_layers(dataset: str | None) -> list[str]:
 
 
 def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
-    """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``)."""
+    """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``): :data:`BUNDLE_CONFIGS`'
+    files with the values of the data set's overlays (``configs_dir/<dataset>.json``) for the entries they define."""
     overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
-    overlays = [p for p in overlays if os.path.isfile(p)]
+    overlays = [ConfigParser.load_config_file(p) for p in overlays if os.path.isfile(p)]
     out = {}
     for name in CONFIG_FILES:
-        path = os.path.join(configs_dir, name)
+        path = os.path.join(BUNDLE_CONFIGS, name)
         if name == "logging.conf":
             with open(path, encoding="utf-8") as f:
                 out[name] = f.read()
             continue
-        if name == "train.json":
-            config = ConfigParser.load_config_files([path, *overlays])
-        else:
-            config = ConfigParser.load_config_file(path)
-            for overlay in overlays:
-                config = apply_known_entries(config, ConfigParser.load_config_file(overlay))
-        out[name] = re.sub(r"\bunext_monai\b", SCRIPTS, zoo_json(config))
+        config = ConfigParser.load_config_file(path)
+        for overlay in overlays:
+            config = apply_known_entries(config, overlay)
+        out[name] = zoo_json(config)
     return out
+
+
+def training_config(configs_dir: str, dataset: str) -> dict:
+    """The repository's ``train.json`` with the data set's overlays merged in: the recipe that trains its weights."""
+    overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
+    return ConfigParser.load_config_files([os.path.join(configs_dir, "train.json"),
+                                           *(p for p in overlays if os.path.isfile(p))])
 
 
 def packaged_classes(configs: dict[str, str]) -> list[str]:

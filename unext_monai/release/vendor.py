@@ -38,8 +38,8 @@ def vendored_files(config_texts: Iterable[str]) -> dict[str, str]:
         for name in re.findall(rf"\b{SCRIPTS}(?:\.\w+)*", text):
             parts = [PACKAGE, *name.split(".")[1:]]
             todo += [next(m for m in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if _source(m))]
-    header = (f"# Generated from {PACKAGE} {__version__} by `python -m {PACKAGE}.release`: edit the package, not this "
-              "copy.\n")
+    header = (f"# This package is generated from {PACKAGE} {__version__} by `python -m {PACKAGE}.release`: edit the "
+              "package, not this copy.\n")
     files: dict[str, str] = {}
     done: set[str] = set()
     while todo:
@@ -63,5 +63,6 @@ def vendored_files(config_texts: Iterable[str]) -> dict[str, str]:
                 i = node.lineno - 1
                 lines[i] = re.sub(rf"\bfrom\s+{re.escape(node.module)}\s+import\b", f"from {relative} import", lines[i],
                                   count=1)
-        files[f"{SCRIPTS}/{os.path.relpath(path, _PACKAGE_DIR)}"] = header + "".join(lines)
+        rel = os.path.relpath(path, _PACKAGE_DIR)
+        files[f"{SCRIPTS}/{rel}"] = (header if rel == "__init__.py" else "") + "".join(lines)
     return dict(sorted(files.items()))

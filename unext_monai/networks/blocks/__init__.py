@@ -10,17 +10,5 @@ from unext_monai.networks.blocks.shifted_mlp import (
 )
 from unext_monai.networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
 
-__all__ = [
-    "AxialShift",
-    "ChannelLayerNorm",
-    "ConvDown",
-    "ConvUp",
-    "PointwiseConv2d",
-    "PointwiseConv3d",
-    "ShiftedMLP",
-    "ShiftedMLPBlock",
-    "TokenizedDown",
-    "TokenizedUp",
-    "axial_shift_kernel",
-    "pointwise_conv",
-]
+__all__ = ["AxialShift", "ChannelLayerNorm", "ConvDown", "ConvUp", "PointwiseConv2d", "PointwiseConv3d", "ShiftedMLP",
+           "ShiftedMLPBlock", "TokenizedDown", "TokenizedUp", "axial_shift_kernel", "pointwise_conv"]

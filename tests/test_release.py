@@ -38,6 +38,7 @@ from unext_monai.release.configs import (
     packaged_classes,
     packaged_configs,
     packaged_metadata,
+    training_config,
     zoo_json,
 )
 from unext_monai.release.vendor import vendored_files
@@ -245,7 +246,7 @@ def _card(template: str, record: dict, zeroed: int = 0, metrics: dict | None = N
           class_names: tuple[str, ...] = ("lesion",), notes: str = "") -> tuple[str, dict, dict]:
     meta = packaged_metadata(_repo_meta(), card=DATASET_CARDS["busi"], version="1.2.3", changelog={"1.2.3": "x"},
                              in_channels=3, metrics=metrics, class_names=class_names)
-    train = json.loads(packaged_configs(str(REPO / "configs"), "busi")["train.json"])
+    train = training_config(str(REPO / "configs"), "busi")
     checks = {"date": "2030-01-02", "ts_diff": 1e-6, "onnx_diff": 2e-5, "opset": 18, "onnxruntime": "9.9",
               "zeroed": zeroed, "zeroed_below": 1e-30}
     card = model_card(template, meta, name="x", card=DATASET_CARDS["busi"], dataset="busi", train=train,
@@ -273,7 +274,7 @@ def test_model_card_has_the_zoo_sections_and_the_release_values():
         assert reference in _section(card, "## References")
     assert "1,234,567" in _section(card, "# Model Overview")
     commands = _section(card, "## MONAI Bundle Commands")
-    for command in ("configs/train.json --dataset_dir", "configs/multi_gpu_train.json", "configs/evaluate.json",
+    for command in ("configs/train.json --datalist", "configs/multi_gpu_train.json", "configs/evaluate.json",
                     "configs/inference.json --input_path", "ckpt_export network_def", "verify_net_in_out"):
         assert command in commands, command
     named, _, _ = _card(template, {"epochs": 123, "weights_epoch": {"epoch": 4, "val_mean_dice": 0.5555}})
@@ -523,8 +524,8 @@ def _release_refused(args, capsys) -> str:
 @pytest.mark.slow
 def test_release_of_a_grayscale_network_trained_with_deep_supervision(tmp_path):
     """in_channels 1 in the configs and a one-channel training checkpoint with deep-supervision heads: every check
-    runs with one-channel inputs; the release holds inference.json's network (no heads), and its train.json, which
-    trains with deep supervision, fine-tunes from that model.pt. Its weight values below 1e-30 (units that weight
+    runs with one-channel inputs; the release holds inference.json's network (no heads), which its train.json
+    fine-tunes. Its weight values below 1e-30 (units that weight
     decay switched off) are 0 in the packaged files, and the card says how many there were."""
 
     def gray_deep(root):
@@ -560,9 +561,7 @@ def test_release_of_a_grayscale_network_trained_with_deep_supervision(tmp_path):
     assert str(fc1[:2].numel()) in _section((out / "docs" / "README.md").read_text(), "## Performance")
     assert not negligible_values(out)
     packaged = json.loads((out / "configs" / "train.json").read_text())
-    assert packaged["deep_supervision"] is True and packaged["in_channels"] == 1
-    fine_tune = unext_monai.UNeXt(2, 1, 1, deep_supervision=True)  # fine-tuning starts the heads afresh
-    fine_tune.load_state_dict(released)
+    assert packaged["in_channels"] == 1 and "deep_supervision" not in packaged["network_def"]  # fine-tunes headless
 
 
 @pytest.mark.slow

@@ -61,8 +61,8 @@ def test_released_scripts_are_the_package_code(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_released_configs_are_the_repository_recipe(name):
-    """The packaged configs are what the release makes of today's configs/ and the data set's overlay: a change to the
-    recipe (a new train.json entry, a post-processing default) reaches the bundles users fine-tune and run."""
+    """The packaged configs are what the release makes of today's bundle_configs/ and the data set's overlay: a change
+    to them (a post-processing default, an augmentation) reaches the bundles users fine-tune and run."""
     bundle, dataset = ROOT / "bundle" / name, CASES[name][0]
     expected = packaged_configs(str(ROOT / "configs"), dataset)
     changed = sorted(f for f, text in expected.items() if (bundle / "configs" / f).read_text() != text)
@@ -84,7 +84,7 @@ def test_released_metadata_and_configs_are_true(name):
     assert meta["network_data_format"]["outputs"]["pred"]["value_range"] == []
     assert sorted(p.name for p in (bundle / "configs").iterdir()) == [
         "evaluate.json", "inference.json", "logging.conf", "metadata.json", "multi_gpu_train.json", "train.json"]
-    assert json.loads((bundle / "configs" / "train.json").read_text())["dataset_name"] == dataset_layers(dataset)[0]
+    assert sum(len(p.read_text().splitlines()) for p in (bundle / "scripts").rglob("*.py")) <= 1200
     for path in (bundle / "configs").glob("*.json"):
         text = path.read_text()
         assert zoo_json(json.loads(text)) == text, path
@@ -131,7 +131,6 @@ def test_released_bundle_segments_real_images(name, shared_dir, tmp_path):
         dices.append(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
     # trained weights, not random ones: real lesions are found (random weights score about 0)
     assert np.mean(dices) > 0.5, dices
-    assert json.loads((out / "report.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

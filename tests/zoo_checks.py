@@ -18,12 +18,13 @@ folder, as in the zoo), its folder put on ``sys.path`` as the zoo's tools do, an
 - ``torchscript``: ``monai.bundle.ckpt_export`` of ``model.pt`` gives the outputs of the shipped ``model.ts``;
 - ``train``, ``evaluate``, ``infer``: the zoo's unit-test pattern, ``ConfigWorkflow`` + ``check_properties`` for
   ``train.json``, ``train.json + evaluate.json`` and ``inference.json``, overriding only ``dataset_dir``,
-  ``max_epochs`` and ``num_workers``, on a small synthetic data set in the bundle's own layout.
+  ``max_epochs`` and ``num_workers``, on a small synthetic data set with its ``datalist.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -35,44 +36,34 @@ import numpy as np
 import torch
 from PIL import Image
 
-LAYOUTS = ("isic2018", "busi", "demo")
 
-
-def _blob_pair(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np.ndarray, np.ndarray]:
+def _blob_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[:h, :w]
     cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.3) * min(h, w)
-    mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8) * 255
-    noise = rng.integers(0, 60, (h, w) if gray else (h, w, 3))
-    image = (noise + (mask if gray else mask[..., None]) * 0.6).clip(0, 255).astype(np.uint8)
+    mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8)
+    image = (rng.integers(0, 60, (h, w, 3)) + mask[..., None] * 150).clip(0, 255).astype(np.uint8)
     return image, mask
 
 
-def make_dataset(layout: str, root: str, n: int = 12, classes: int = 1) -> list[str]:
-    """A small data set in the layout its publisher ships (the demo set's: UNeXt-pytorch's, with ``classes`` > 1 label
-    maps of the class numbers); returns the image paths."""
+def make_dataset(root: str, class_names: list[str], class_key: str | None, n: int = 12) -> list[str]:
+    """A small synthetic data set and its ``datalist.json`` (MONAI's datalist: ``training`` and ``validation`` lists
+    of ``{"image", "label"}`` paths relative to it) in ``root``: binary masks 0/255, with several classes label maps
+    of the class numbers, or with a ``class_key`` binary masks and each item's class name. Returns the image paths."""
     rng = np.random.default_rng(0)
-    images = []
+    items, images = [], []
     for i in range(n):
-        if layout == "isic2018":
-            image, mask = _blob_pair(rng, 96, 128, gray=False)
-            img = os.path.join(root, "ISIC2018_Task1-2_Training_Input", f"ISIC_{i:07d}.jpg")
-            msk = os.path.join(root, "ISIC2018_Task1_Training_GroundTruth", f"ISIC_{i:07d}_segmentation.png")
-        elif layout == "busi":
-            image, mask = _blob_pair(rng, 110, 90, gray=True)
-            cls = "benign" if i % 2 else "malignant"
-            img = os.path.join(root, "Dataset_BUSI_with_GT", cls, f"{cls} ({i // 2 + 1}).png")
-            msk = img[: -len(".png")] + "_mask.png"
-        elif layout == "demo":
-            image, mask = _blob_pair(rng, 96, 96, gray=False)
-            mask = mask if classes == 1 else (mask > 0) * np.uint8(i % classes + 1)
-            img, msk = (os.path.join(root, sub, f"demo_{i:03d}.png") for sub in ("images", os.path.join("masks", "0")))
-        else:
-            raise ValueError(f"no synthetic layout for {layout}")
-        os.makedirs(os.path.dirname(img), exist_ok=True)
-        os.makedirs(os.path.dirname(msk), exist_ok=True)
-        Image.fromarray(image).save(img)
-        Image.fromarray(mask).save(msk)
-        images.append(img)
+        image, mask = _blob_pair(rng, 96, 128)
+        item = {"image": f"images/case_{i:03d}.png", "label": f"masks/case_{i:03d}_mask.png"}
+        if class_key:
+            item[class_key] = class_names[i % len(class_names)]
+        mask = mask * (255 if len(class_names) == 1 or class_key else i % len(class_names) + 1)
+        for rel, array in ((item["image"], image), (item["label"], mask.astype(np.uint8))):
+            os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+            Image.fromarray(array).save(os.path.join(root, rel))
+        items.append(item)
+        images.append(os.path.join(root, item["image"]))
+    with open(os.path.join(root, "datalist.json"), "w") as f:
+        json.dump({"training": items[: n - 4], "validation": items[n - 4:]}, f, indent=1)
     return images
 
 
@@ -117,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     name = os.path.basename(os.path.abspath(args.bundle))
     os.makedirs(args.work, exist_ok=True)
     bundle = os.path.join(os.path.abspath(args.work), "bundles", name)
-    shutil.copytree(args.bundle, bundle, ignore=shutil.ignore_patterns("__pycache__", "eval"))
+    shutil.copytree(args.bundle, bundle, ignore=shutil.ignore_patterns("__pycache__", "eval", "runs"))
     sys.path.insert(0, bundle)  # the zoo's verify_bundle.py and unit tests do the same for a bundle's scripts/
     meta_file = os.path.join(bundle, "configs", "metadata.json")
     meta = json.load(open(meta_file))
@@ -168,19 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PASS torchscript: export of model.pt vs shipped model.ts max abs difference {diff:.1e}")
 
     train = json.load(open(os.path.join(bundle, "configs", "train.json")))
-    layout = train.get("dataset_name")
-    if layout not in LAYOUTS:
-        raise AssertionError(f"train.json's dataset_name {layout!r}: no synthetic data set for it")
     dataset_dir = os.path.join(args.work, "data")
-    images = make_dataset(layout, dataset_dir, classes=len(train.get("class_names", [""])))
+    images = make_dataset(dataset_dir, train.get("class_names", ["lesion"]), train.get("class_key"))
     override = {"dataset_dir": dataset_dir, "max_epochs": 1, "num_workers": 0}
-    shutil.rmtree(os.path.join(bundle, "eval"), ignore_errors=True)
     _workflow(bundle, ["train.json"], "train", **override)
-    for rel in ("models/model.pt", "eval/split.json"):
-        if not os.path.isfile(os.path.join(bundle, rel)):
-            raise AssertionError(f"training wrote no {rel}")
-    split = json.load(open(os.path.join(bundle, "eval", "split.json")))
-    print(f"PASS train: {len(split['training'])} training, {len(split['selection'])} selection images, 1 epoch")
+    runs = glob.glob(os.path.join(bundle, "runs", "*", "models"))
+    if len(runs) != 1 or not {"model.pt", "checkpoint_epoch=1.pt"} <= set(os.listdir(runs[0])):
+        raise AssertionError(f"training wrote no run folder with model.pt and its checkpoint: {runs}")
+    print(f"PASS train: 8 training, 4 validation images, 1 epoch into {os.path.relpath(runs[0], bundle)}")
     _workflow(bundle, ["train.json", "evaluate.json"], "train", **override)
     with open(os.path.join(bundle, "eval", "evaluation", "val_mean_dice_raw.csv")) as f:
         scored = len(f.read().splitlines()) - 1  # MONAI's MetricsSaver: a header, then one row per image
@@ -193,21 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record.getMessage())
 
-    logging.getLogger("unext_monai").addHandler(Collect())  # the logger of the bundle's code
-    # the UNeXt-pytorch layout's masks bear their pictures' names: only its images/ folder holds nothing but inputs
-    inputs = os.path.join(dataset_dir, "images") if layout == "demo" else dataset_dir
-    _workflow(bundle, ["inference.json"], "infer", dataset_dir=inputs, output_dir=out)
-    report = json.load(open(os.path.join(out, "report.json")))
-    segmented = [e for e in report["inputs"] if e["status"] == "segmented"]
-    done = {e["input"] for e in segmented}
-    if report["status"] != "completed" or done != set(images):
-        raise AssertionError(f"inference segmented {sorted(done)}, expected the {len(images)} images")
-    for item in segmented:
-        if not all(os.path.isfile(p) for p in item["outputs"]) or len(item["outputs"]) != 2:
-            raise AssertionError(f"outputs of {item['input']} missing: {item['outputs']}")
-    if not any(out in r and "inference completed" in r for r in records):
+    logging.getLogger("scripts").addHandler(Collect())  # the logger of the bundle's code
+    _workflow(bundle, ["inference.json"], "infer", dataset_dir=os.path.join(dataset_dir, "images"), output_dir=out)
+    expected = {os.path.join(out, os.path.basename(i)[: -len(".png")] + s) for i in images
+                for s in ("_mask.png", "_overlay.png")}
+    if set(glob.glob(os.path.join(out, "*"))) != expected:
+        raise AssertionError(f"inference wrote {sorted(os.listdir(out))}, expected a mask and an overlay per image")
+    if not any(out in r for r in records):
         raise AssertionError("inference did not log where it wrote")
-    print(f"PASS infer: {len(done)} images segmented from dataset_dir, {report['counts']['skipped']} files skipped")
+    print(f"PASS infer: {len(images)} images segmented from dataset_dir")
     return 0
 
 

@@ -66,9 +66,15 @@ def dataset_layers(dataset: str | None) -> list[str]:
     return [base, dataset] if base else [dataset]
 
 
+def _literal_values(config: dict) -> dict:
+    """The top-level settings of ``config`` given as plain values (no ``$`` expression, ``@`` reference or part)."""
+    return {k: v for k, v in config.items() if not isinstance(v, dict) and not str(v).startswith(("$", "@", "%"))}
+
+
 def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
     """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``): :data:`BUNDLE_CONFIGS`'
-    files with the values of the data set's overlays (``configs_dir/<dataset>.json``) for the entries they define."""
+    files with the values, for the entries they define, of the repository's config of the same name (its plain
+    settings: ``in_channels``, ``spatial_size``...) and then of the data set's overlays (``<dataset>.json``)."""
     overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
     overlays = [ConfigParser.load_config_file(p) for p in overlays if os.path.isfile(p)]
     out = {}
@@ -79,8 +85,8 @@ def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
                 out[name] = f.read()
             continue
         config = ConfigParser.load_config_file(path)
-        for overlay in overlays:
-            config = apply_known_entries(config, overlay)
+        for layer in [_literal_values(ConfigParser.load_config_file(os.path.join(configs_dir, name))), *overlays]:
+            config = apply_known_entries(config, layer)
         out[name] = zoo_json(config)
     return out
 

@@ -1,10 +1,10 @@
 """Training task: MONAI Label's ``BundleTrainTask`` on the released bundle's ``train.json``, in this process, on one
 device (MONAI Label's multi-GPU path starts ``torchrun`` and reports nothing back; no mlflow tracking).
 
-Each run writes into its own folder, ``<app>/model/<model>/runs/<run>/`` (the bundle's ``ckpt_dir`` and
-``output_dir``), starting from the served ``models/model.pt`` (the bundle's ``pretrained_checkpoint``); its best model
-then replaces the served one atomically, the replaced one kept as ``replaced_model.pt`` in the run folder. The answer
-is the run's statistics (MONAI Label's ``prepare_stats``), kept as ``/info/``'s ``train_stats``.
+Each run writes into its own folder, ``<app>/model/<model>/runs/<run>/`` (the bundle's ``run_dir``), starting from
+the served ``models/model.pt`` (the bundle's ``pretrained_checkpoint``); its best model then replaces the served one
+atomically, the replaced one kept as ``replaced_model.pt`` in the run folder. The answer is the run's statistics
+(MONAI Label's ``prepare_stats``), kept as ``/info/``'s ``train_stats``.
 """
 
 from __future__ import annotations
@@ -74,11 +74,9 @@ class UNeXtTrainTask(BundleTrainTask):
         if not train or not val:
             raise HTTPException(422, f"{len(train or [])} labelled image(s) for training, {len(val or [])} for "
                                      "validation: save final labels and give val_split > 0")
-        # the bundle derives its split log, drop_last and cosine T_max from these too
-        overrides.update(split={"training": train, "selection": val, "validation": val}, dataset_name="monailabel",
-                         dataset_dir=self._datastore_dir, max_epochs=overrides["train#trainer#max_epochs"],
-                         ckpt_dir=os.path.join(self._run_dir, "models"), output_dir=os.path.join(self._run_dir, "eval"),
-                         resume=False, pretrained_checkpoint=self.served_model if self._pretrained else None)
+        # the datastore's labels are label maps of the class numbers, not masks named by a class key
+        overrides.update(run_dir=self._run_dir, class_key=None, resume_checkpoint=None,
+                         pretrained_checkpoint=self.served_model if self._pretrained else None)
         return overrides
 
     def run_single_gpu(self, request, overrides) -> None:
@@ -91,7 +89,7 @@ class UNeXtTrainTask(BundleTrainTask):
         stats = prepare_stats(start, workflow.parser.get_parsed_content("train#trainer"),
                               workflow.parser.get_parsed_content("validate#evaluator"))
         stats["run"] = self._run_dir
-        best = os.path.join(overrides["ckpt_dir"], "model.pt")
+        best = os.path.join(self._run_dir, "models", "model.pt")
         if os.path.isfile(best):  # written at each validation that improves
             if os.path.isfile(self.served_model):
                 shutil.copy2(self.served_model, os.path.join(self._run_dir, "replaced_model.pt"))

@@ -67,8 +67,9 @@ def dataset_layers(dataset: str | None) -> list[str]:
 
 
 def _literal_values(config: dict) -> dict:
-    """The top-level settings of ``config`` given as plain values (no ``$`` expression, ``@`` reference or part)."""
-    return {k: v for k, v in config.items() if not isinstance(v, dict) and not str(v).startswith(("$", "@", "%"))}
+    """The top-level settings of ``config`` given as plain values: no part, ``$`` expression or ``@``/``%`` reference."""
+    return {k: v for k, v in config.items()
+            if not isinstance(v, dict) and not any(c in json.dumps(v) for c in ('"$', '"@', '"%'))}
 
 
 def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from packaged_bundle import (
 from PIL import Image
 
 import unext_monai
+import unext_monai.release.configs as release_configs
 from unext_monai.io import umask_mode
 from unext_monai.release import ReleaseError, training_record
 from unext_monai.release import main as release_main
@@ -566,9 +567,10 @@ def test_release_of_a_grayscale_network_trained_with_deep_supervision(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["verify_net_in_out", "ckpt_dir"])
-def test_release_refuses_a_bundle_failing_its_checks(released, tmp_path, capsys, check):
-    """metadata.json promising 2 output channels for a 1-channel network fails verify_net_in_out; an inference.json
-    whose ckpt_dir is not the packaged models/ would run without the released weights: refused, nothing appears."""
+def test_release_refuses_a_bundle_failing_its_checks(released, tmp_path, capsys, monkeypatch, check):
+    """metadata.json promising 2 output channels for a 1-channel network fails verify_net_in_out; a packaged
+    inference.json whose ckpt_dir is not the packaged models/ would run without the released weights: refused,
+    nothing appears."""
 
     def edit(root):
         if check == "verify_net_in_out":
@@ -576,9 +578,11 @@ def test_release_refuses_a_bundle_failing_its_checks(released, tmp_path, capsys,
             meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
             (root / "configs" / "metadata.json").write_text(json.dumps(meta))
         else:
-            inference = json.loads((root / "configs" / "inference.json").read_text())
+            templates = Path(shutil.copytree(release_configs.BUNDLE_CONFIGS, tmp_path / "bundle_configs"))
+            inference = json.loads((templates / "inference.json").read_text())
             inference["ckpt_dir"] = "$@bundle_root + '/elsewhere'"
-            (root / "configs" / "inference.json").write_text(json.dumps(inference))
+            (templates / "inference.json").write_text(json.dumps(inference))
+            monkeypatch.setattr(release_configs, "BUNDLE_CONFIGS", str(templates))
 
     root = _source_copy(tmp_path, edit)
     out = tmp_path / "bundle" / "bad"

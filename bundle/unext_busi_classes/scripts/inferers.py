@@ -1,6 +1,5 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""Inferers MONAI lacks: the network under autocast on any device, the exported network through a CPU inference
-engine, and flip test-time augmentation."""
+"""Inferers MONAI lacks for inference: the exported network through a CPU inference engine, and flip test-time
+augmentation (:mod:`unext_monai.autocast` has the training's)."""
 
 from __future__ import annotations
 
@@ -14,13 +13,9 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 
-__all__ = ["AutocastInferer", "EngineInferer", "ENGINES", "FlipTTAInferer", "PRECISIONS", "default_precision",
-           "native_bf16"]
+__all__ = ["EngineInferer", "ENGINES", "FlipTTAInferer", "native_bf16"]
 
 logger = logging.getLogger("unext_monai")
-
-#: the precisions :class:`AutocastInferer` takes: float32 as is, or bfloat16 autocast
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -29,43 +24,8 @@ def native_bf16(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        cpu = torch.cpu
-        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("avx512_bf16", "amx_tile"))
     return False
-
-
-def default_precision(device: torch.device | str) -> str:
-    """``"bf16"`` on CPUs that compute it natively (``benchmarks/results/train_speed.md``), else ``"fp32"``."""
-    device = torch.device(device)
-    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
-
-
-def _to_float32(output: Any) -> Any:
-    if isinstance(output, torch.Tensor):
-        return output.float()
-    if isinstance(output, (list, tuple)):  # deep supervision
-        return type(output)(_to_float32(o) for o in output)
-    return output
-
-
-class AutocastInferer(SimpleInferer):
-    """``SimpleInferer`` under ``torch.autocast`` in ``precision`` (``"fp32"``: none; ``"bf16"``) on the input's device
-    type, returning float32 (a tensor or the deep-supervision list): MONAI's engines autocast on CUDA only."""
-
-    def __init__(self, precision: str = "fp32") -> None:
-        super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.dtype = PRECISIONS[precision]
-
-    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.dtype is None:
-            return network(inputs, *args, **kwargs)
-        with torch.autocast(device_type=inputs.device.type, dtype=self.dtype):
-            output = network(inputs, *args, **kwargs)
-        return _to_float32(output)
 
 
 #: the ``engine`` settings of :class:`EngineInferer`
@@ -105,17 +65,13 @@ def _onnxruntime(model_file: str, precision: str, threads: int, spatial_size: Se
 
 
 class EngineInferer(SimpleInferer):
-    """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine instead of
-    the PyTorch network: MONAI's inferers only call the network.
-
-    The engine is chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where only it is
-    installed), the network's masks; ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512
-    BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network itself. Where the engine or the file is missing it
-    falls back (ONNX Runtime, then the network), and one log line says what runs and why. The first output is checked
-    against the network's (a ``model.onnx`` exported from other weights): if the lesion masks disagree (Dice
-    below 0.99) or, for float32, the logits differ beyond rounding, the network is used from then on, with a
-    warning. CUDA inputs, inputs of another size than ``spatial_size`` and calls with extra arguments go to the
-    network.
+    """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine (MONAI's
+    inferers only call the network), chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where
+    only it is installed); ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512 BF16, AMX),
+    ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine or file falls back (ONNX Runtime, then the
+    network) with one log line saying why. The first output is checked against the network's: if the lesion masks
+    disagree (Dice under 0.99) or float32 logits differ beyond rounding, the network runs from then on, with a
+    warning. CUDA inputs, other sizes than ``spatial_size`` and calls with extra arguments go to the network.
 
     Args:
         model_file: the ONNX file exported from the network (:func:`unext_monai.networks.export.export_onnx`).
@@ -174,13 +130,9 @@ class EngineInferer(SimpleInferer):
 
 
 class FlipTTAInferer(SimpleInferer):
-    """The mean of the logits over flipped copies of the input (B, C, *spatial), each flipped back: deterministic, so
-    it slots in where ``SimpleInferer`` does (MONAI's ``TestTimeAugmentation`` draws random transforms, another job).
-
-    Args:
-        flips: the spatial axes flipped in each pass (``()``: as is); default four passes in 2D.
-        inferer: runs each pass (default ``SimpleInferer``: the network).
-    """
+    """The mean of the logits over copies of the input (B, C, *spatial) flipped along ``flips`` (axes per pass, ``()``
+    as is), each run by ``inferer`` (default: the network) and flipped back. Deterministic, so it slots in where
+    ``SimpleInferer`` does (MONAI's ``TestTimeAugmentation`` draws random transforms)."""
 
     def __init__(self, flips: Sequence[Sequence[int]] = ((), (0,), (1,), (0, 1)), inferer: Any = None) -> None:
         super().__init__()

@@ -1,11 +1,5 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""The package's small file jobs: atomic writes and file stems.
-
-Every file the package writes (checkpoints, splits, metrics, masks, reports, exports) goes through
-:func:`write_atomic`: it is written to a hidden temporary file in the destination folder, flushed to disk, given the
-permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), and renamed over the destination. A
-process killed at any moment leaves either the old file or the new one, never a half-written one, and no temporary
-file survives an exception.
+"""Atomic writes and file stems. Every file the package writes goes through :func:`write_atomic`: a process killed at
+any moment leaves the old file or the new one, never a half-written one, and no temporary file survives an exception.
 """
 
 from __future__ import annotations
@@ -13,20 +7,11 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import logging
 import os
 import tempfile
 from typing import Any, Callable
 
-__all__ = [
-    "write_atomic",
-    "write_json_atomic",
-    "umask_mode",
-    "NIFTI_SUFFIXES",
-    "file_stem",
-]
-
-logger = logging.getLogger("unext_monai")
+__all__ = ["write_atomic", "write_json_atomic", "umask_mode", "NIFTI_SUFFIXES", "file_stem"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -39,14 +24,10 @@ def umask_mode(mode: int = 0o666) -> int:
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: bool = True) -> str:
-    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it to ``path``; with ``durable``
-    the file and the rename are flushed to disk (``fsync``) first, so that they also survive a power loss (outputs
-    that a run can write again leave it out: it is the slowest part of writing a small file).
-
-    The temporary file is ``.<name>.<random>.part``, never under the destination's suffix (a folder's ``*.pt`` or
-    ``*.png`` never lists it), except for NIfTI, whose writer picks the compression from the name:
-    ``.<name>.<random>.part.nii.gz``. The folder is created if needed. Returns ``path`` as a string.
-    """
+    """Fill a temporary file beside ``path`` with ``write(tmp_path)``, give it a plain file's permissions and rename it
+    to ``path`` (returned as a string); ``durable`` flushes both to disk first (outputs a run can write again skip it).
+    The temporary ``.<name>.<random>.part`` never has the destination's suffix (but ``.part.nii.gz``: NIfTI writers
+    pick the compression from the name), so a folder's ``*.png`` never lists it."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -86,16 +67,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> st
 
 def _fsync_dir(folder: str) -> None:
     """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def file_stem(path: str | os.PathLike) -> str:

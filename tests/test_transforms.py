@@ -196,7 +196,7 @@ def test_writer_writes_mask_and_overlay_atomically_with_plain_permissions(tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_mask.png", "o.png"]
     classes = np.zeros((6, 9), np.uint8)
     classes[0, 0], classes[1, 1] = 1, 2
-    write_segmentation(classes, str(src), str(tmp_path / "k.png"), num_classes=2)
+    write_segmentation(classes, str(src), str(tmp_path / "k.png"), class_names=("benign", "malignant"))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "k.png")), classes)
 
 
@@ -253,7 +253,7 @@ def test_the_overlay_of_several_classes_carries_their_legend(tmp_path: Path):
     labels[40:60, 60:90] = 2
     for names, legend in ((("benign", "malignant"), True), (("lesion",), False)):
         write_segmentation(labels, str(tmp_path / "black.png"), str(tmp_path / "m.png"), str(tmp_path / "o.png"),
-                           num_classes=len(names), class_names=names)
+                           class_names=names)
         overlay = np.asarray(Image.open(tmp_path / "o.png"))
         swatches = [overlay[9 + 14 * i, 9].tolist() for i in range(2)]  # inside each class's colour square
         assert swatches == ([list(OVERLAY_COLOURS[0][1]), list(OVERLAY_COLOURS[1][1])] if legend else [[0, 0, 0]] * 2)

@@ -3,22 +3,18 @@ and an earlier run's outputs moved aside (never overwritten) only once training 
 
 from __future__ import annotations
 
-import ast
-import difflib
 import glob
-import inspect
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from unext_monai.distributed import is_rank0, on_rank0
 
-__all__ = ["check_command_line", "prepare_training_run", "move_earlier_run_aside",
+__all__ = ["prepare_training_run", "move_earlier_run_aside",
            "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
 
 logger = logging.getLogger("unext_monai")
@@ -28,57 +24,6 @@ PREVIOUS_RUNS = "previous_runs"
 #: file (inside the checkpoint folder) that the training using the folder holds locked; it names the process
 LOCK_FILE = ".training.lock"
 _held_locks: dict[str, int] = {}  # lock file -> descriptor, open (so locked) until this process ends
-
-
-def _keys(config: Any, prefix: str = "") -> list[str]:
-    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
-    return [k for key, value in items for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}#"))]
-
-
-def check_command_line(argv: Sequence[str] | None = None) -> None:
-    """Refuse, before anything runs, the ``--key value`` overrides of ``python -m monai.bundle run`` that name no
-    config entry (MONAI adds them silently: ``--max_epoch 2`` would run the whole schedule), and a true/false entry
-    given anything but ``True`` or ``False`` (the command line passes ``false`` on as a text, which counts as true).
-    Other callers pass overrides as they mean them and are not checked.
-
-    Raises:
-        ValueError: naming each such override (and the nearest known key).
-    """
-    argv = list(sys.argv if argv is None else argv)
-    if len(argv) < 2 or argv[1] != "run" or not os.path.normpath(argv[0]).endswith(os.path.join("monai", "bundle",
-                                                                                                   "__main__.py")):
-        return
-    from monai.bundle import ConfigParser, ConfigWorkflow
-    from monai.bundle.scripts import run
-
-    values, tokens = {}, argv[2:]
-    for i, token in enumerate(tokens):
-        if token.startswith("--"):
-            key, eq, value = token[2:].partition("=")
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else "--"
-            values[key.replace("-", "_")] = value if eq else ("True" if nxt.startswith("--") else nxt)
-    if "args_file" in values:
-        values = {**ConfigParser.load_config_file(values["args_file"]), **values}
-    own = {*inspect.signature(ConfigWorkflow.__init__).parameters, *inspect.signature(run).parameters} - {"override"}
-    if "config_file" not in values:
-        return
-    files = values["config_file"]
-    files = ast.literal_eval(files) if isinstance(files, str) and files.startswith("[") else files
-    files = files.split(",") if isinstance(files, str) else list(files)
-    config = ConfigParser(ConfigParser.load_config_files(files))
-    known = set(_keys(config.get()))
-    problems = []
-    for key, token in values.items():
-        if key in own:
-            continue
-        if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            problems.append(f"--{key} is no entry of {', '.join(files)}" + (f" (did you mean --{near[0]}?)" if near
-                                                                             else ""))
-        elif isinstance(config[key], bool) and token not in ("True", "False", True, False):  # fire reads these only
-            problems.append(f"--{key} {token}: a true/false entry takes True or False")
-    if problems:
-        raise ValueError("; ".join(problems) + ". Nothing was run.")
 
 
 def _earlier_outputs(ckpt_dir: str, output_dir: str) -> list[str]:

@@ -15,8 +15,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from unext_monai.console import check_command_line
 from unext_monai.networks.nets import UNeXt
-from unext_monai.runs import check_command_line
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]

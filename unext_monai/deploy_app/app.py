@@ -99,7 +99,7 @@ class BundleSegmentationOperator(MonaiBundleInferenceOperator):
             written, extra = [mask_file], {"dicom": self._write_dicom_seg(source, mask, mask_file)}
         else:
             written, extra = write_segmentation(mask, source, mask_file, self.item.get("overlay_file"),
-                                                metadata.get("original_affine"), len(self.labels), self.labels), {}
+                                                metadata.get("original_affine"), self.labels), {}
         logger.info(f"{source}: {int((mask > 0).sum())} lesion pixels of {mask.size}; wrote {', '.join(written)}")
         self.report.segmented(source, written, lesion_pixels=int((mask > 0).sum()), **extra)
 

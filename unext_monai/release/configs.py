@@ -67,7 +67,7 @@ def dataset_layers(dataset: str | None) -> list[str]:
 
 
 def _literal_values(config: dict) -> dict:
-    """The top-level settings of ``config`` given as plain values: no part, ``$`` expression or ``@``/``%`` reference."""
+    """The top-level settings of ``config`` given as plain values: no part, ``$`` expression, ``@`` or ``%`` link."""
     return {k: v for k, v in config.items()
             if not isinstance(v, dict) and not any(c in json.dumps(v) for c in ('"$', '"@', '"%'))}
 

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["write_atomic", "write_json_atomic", "umask_mode", "NIFTI_SUFFIXES", "file_stem"]
@@ -56,13 +57,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 2) -> str:
     """Write ``data`` as JSON to ``path`` atomically (see :func:`write_atomic`)."""
-
-    def dump(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent)
-            f.write("\n")
-
-    return write_atomic(path, dump)
+    text = json.dumps(data, indent=indent) + "\n"
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _fsync_dir(folder: str) -> None:
@@ -78,6 +74,4 @@ def _fsync_dir(folder: str) -> None:
 def file_stem(path: str | os.PathLike) -> str:
     """The file name without its suffix (``.nii.gz`` counts as one): ``/a/case1.nii.gz`` -> ``case1``."""
     name = os.path.basename(os.fspath(path))
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    return os.path.splitext(name)[0]
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else os.path.splitext(name)[0]

@@ -1,11 +1,10 @@
 """The one way pictures and masks are read and results written: the pre-flight check, training, evaluation,
 inference, MONAI Label and MONAI Deploy all use these, so no check can pass what a loader then reads differently.
 
-What a mask means (:func:`mask_labels`): its stored values, as the file holds them (a palette PNG's indices, not
-its colours; gray values; an RGB(A) mask whose channels are equal as gray, alpha ignored). With one class (binary),
-0 is background and the one other value present (1, 255, ...) is lesion. With K classes, values are the class numbers
-0..K. Anything else (several lesion values in a binary mask, values outside 0..K, colour or fractional masks) is
-refused with the file and its values named: never guessed.
+What a mask means (:func:`mask_labels`): its stored values (a palette PNG's indices, not its colours; gray values; an
+RGB(A) mask with equal channels as gray). With one class, 0 is background and the one other value present (1, 255,
+...) is lesion; with K classes, values are the class numbers 0..K. Anything else (several lesion values in a binary
+mask, values outside 0..K, colour or fractional masks) is refused with the file and its values named: never guessed.
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ def _intensities(image: Image.Image) -> Image.Image:
 
 
 class _SuffixOnly:
-    """A MONAI reader that reads only its own file types: ``LoadImage`` given readers tries every one of them on
-    every file, so ITK would read NIfTI without nibabel's orientation, and a damaged PNG be reported as bad DICOM."""
+    """A MONAI reader of its own file types only (``LoadImage`` tries every reader on every file: ITK would read
+    NIfTI without nibabel's orientation, a damaged PNG be reported as bad DICOM)."""
 
     suffixes: tuple[str, ...] = ()
 
@@ -288,11 +287,10 @@ def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -
 
 
 def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
-                       affine: np.ndarray | None = None, num_classes: int = 1,
-                       class_names: Sequence[str] = ()) -> list[str]:
+                       affine: np.ndarray | None = None, class_names: Sequence[str] = ("lesion",)) -> list[str]:
     """Write the label map (H, W) of the picture ``source`` atomically, not flushed (a run can write it again): a PNG
-    (binary 0/255, K classes their numbers) or NIfTI with ``affine``; with ``overlay_path`` the :func:`_overlay` PNG.
-    Returns the paths written (no overlay where the picture's size differs)."""
+    (one class: 0/255; K ``class_names``: their numbers) or NIfTI with ``affine``; with ``overlay_path`` the
+    :func:`_overlay` PNG. Returns the paths written (no overlay where the picture's size differs)."""
     labels = np.asarray(labels).astype(np.uint8)
     if mask_path.lower().endswith(NIFTI_SUFFIXES):
         import nibabel as nib
@@ -300,7 +298,7 @@ def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_
         image = nib.Nifti1Image(labels, np.eye(4) if affine is None else np.asarray(affine))
         write_atomic(mask_path, lambda p: nib.save(image, p), durable=False)
     else:
-        picture = Image.fromarray(labels * 255 if num_classes == 1 else labels)
+        picture = Image.fromarray(labels * 255 if len(class_names) == 1 else labels)
         write_atomic(mask_path, lambda p: picture.save(p, format="PNG", compress_level=1), durable=False)
     written = [mask_path]
     overlay = _overlay(source, labels, class_names) if overlay_path else None
@@ -354,7 +352,7 @@ class SavePredictiond(MapTransform):
             affine = (getattr(pred, "meta", None) or {}).get("original_affine")
             paths = self.outputs({**d, self.image_key: source})
             d[f"{key}_files"] = write_segmentation(labels, source, paths[0], paths[1] if len(paths) > 1 else None,
-                                                  affine, len(self.class_names), self.class_names)
+                                                  affine, self.class_names)
             if not labels.any():
                 logger.info(f"{source}: no lesion found")
         return d

@@ -32,14 +32,13 @@ def native_bf16(device: torch.device | str) -> bool:
 ENGINES = ("fp32", "bf16", "pytorch")
 
 
-def _openvino(model_file: str, precision: str, threads: int, spatial_size: Sequence[int] | None
-              ) -> tuple[str, Callable]:
+def _openvino(model_file: str, precision: str, threads: int, size: Sequence[int] | None) -> tuple[str, Callable]:
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(model_file)
-    if spatial_size:  # a static size lets OpenVINO fold the network's padding and shape arithmetic
-        model.reshape([-1, model.inputs[0].partial_shape[1].get_length(), *spatial_size])
+    if size:  # a static size lets OpenVINO fold the network's padding and shape arithmetic
+        model.reshape([-1, model.inputs[0].partial_shape[1].get_length(), *size])
     precision = {"fp32": "f32"}.get(precision, precision)
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
               "CPU_DENORMALS_OPTIMIZATION": True}
@@ -48,8 +47,7 @@ def _openvino(model_file: str, precision: str, threads: int, spatial_size: Seque
     return f"OpenVINO {ov.__version__.split('-')[0]} {precision}", lambda x: request.infer({0: x})[0]
 
 
-def _onnxruntime(model_file: str, precision: str, threads: int, spatial_size: Sequence[int] | None
-                 ) -> tuple[str, Callable]:
+def _onnxruntime(model_file: str, precision: str, threads: int, size: Sequence[int] | None) -> tuple[str, Callable]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -57,8 +55,8 @@ def _onnxruntime(model_file: str, precision: str, threads: int, spatial_size: Se
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy waiting on shared CPUs
     options.add_session_config_entry("session.set_denormal_as_zero", "1")  # its pool threads; the caller's below
     torch.set_flush_denormal(True)  # weights that weight decay drove near 0 give subnormal products: slow on x86
-    for i, size in enumerate(spatial_size or []):  # export_onnx's names of the dynamic sides
-        options.add_free_dimension_override_by_name(f"spatial_{i}", int(size))
+    for i, side in enumerate(size or []):  # export_onnx's names of the dynamic sides
+        options.add_free_dimension_override_by_name(f"spatial_{i}", int(side))
     session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return f"ONNX Runtime {ort.__version__} fp32", lambda x: session.run(None, {name: x})[0]
@@ -75,9 +73,8 @@ class EngineInferer(SimpleInferer):
 
     Args:
         model_file: the ONNX file exported from the network (:func:`unext_monai.networks.export.export_onnx`).
-        engine: one of :data:`ENGINES`.
+        engine: one of :data:`ENGINES`; ``threads``: the engine's (default ``torch.get_num_threads()``).
         spatial_size: the one input size the engine will see (the bundle's resized input), or None for any size.
-        threads: engine threads (default ``torch.get_num_threads()``).
     """
 
     def __init__(self, model_file: str, engine: str = "fp32", spatial_size: Sequence[int] | None = None,

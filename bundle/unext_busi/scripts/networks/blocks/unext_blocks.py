@@ -44,10 +44,8 @@ class _ConvStage(nn.Module):
 
 
 class ConvDown(_ConvStage):
-    """Convolutional encoder stage: 3x3 conv (bias) -> norm -> 2x max-pool -> activation.
-
-    (B, in_channels, *S) -> (B, out_channels, *S // 2). Arguments as :class:`_ConvStage`.
-    """
+    """Convolutional encoder stage: 3x3 conv (bias) -> norm -> 2x max-pool -> activation, (B, in_channels, *S) ->
+    (B, out_channels, *S // 2). Arguments as :class:`_ConvStage`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.conv(x))
@@ -55,11 +53,8 @@ class ConvDown(_ConvStage):
 
 
 class ConvUp(_ConvStage):
-    """Convolutional decoder stage: 3x3 conv (bias) -> norm -> 2x (bi/tri)linear upsampling -> activation.
-
-    (B, in_channels, *S) -> (B, out_channels, *2S). The reference's last stage has no norm (``norm=""``).
-    Arguments as :class:`_ConvStage`.
-    """
+    """Convolutional decoder stage: 3x3 conv (bias) -> norm -> 2x (bi/tri)linear upsampling -> activation,
+    (B, in_channels, *S) -> (B, out_channels, *2S). Arguments as :class:`_ConvStage` (the reference's last: no norm)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.conv(x))
@@ -68,11 +63,8 @@ class ConvUp(_ConvStage):
 
 
 class TokenizedDown(nn.Module):
-    """Tokenized-MLP encoder stage: overlapping patch embedding (3x3 conv, stride 2) -> LayerNorm ->
-    shifted-MLP block -> LayerNorm.
-
-    (B, in_channels, *S) -> (B, out_channels, *ceil(S/2)). Keyword arguments go to :class:`ShiftedMLPBlock`.
-    """
+    """Tokenized-MLP encoder stage: overlapping patch embedding (3x3 conv, stride 2) -> LayerNorm -> shifted-MLP block
+    -> LayerNorm, (B, in_channels, *S) -> (B, out_channels, *ceil(S/2)). Keyword arguments go to the block."""
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **block_args) -> None:
         super().__init__()
@@ -86,11 +78,9 @@ class TokenizedDown(nn.Module):
 
 
 class TokenizedUp(nn.Module):
-    """Tokenized-MLP decoder stage: :class:`ConvUp` -> add the skip -> shifted-MLP block -> LayerNorm.
-
-    (B, in_channels, *S) and skip (B, out_channels, *2S) -> (B, out_channels, *2S). ``norm`` and ``act`` go to the
-    :class:`ConvUp`, the other keyword arguments to :class:`ShiftedMLPBlock`.
-    """
+    """Tokenized-MLP decoder stage: :class:`ConvUp` -> add the skip -> shifted-MLP block -> LayerNorm, (B,
+    in_channels, *S) and skip (B, out_channels, *2S) -> (B, out_channels, *2S); ``norm`` and ``act`` go to the
+    :class:`ConvUp`, the other keyword arguments to :class:`ShiftedMLPBlock`."""
 
     def __init__(
         self,

@@ -21,22 +21,11 @@ __all__ = [
 
 
 def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> torch.Tensor:
-    """The one-hot depthwise convolution kernel that shifts channel groups along each of ``axes``, filling with zeros.
-
-    The channels are split into groups of ``ceil(channels / shift_size)`` as ``torch.chunk`` splits them (the
-    reference's pad -> chunk -> roll -> crop); group ``g`` moves by ``s = g - shift_size // 2`` along every axis in
-    ``axes``: ``out[..., i, ...] = x[..., i - s, ...]``, zero outside. A zero-filled translation is a depthwise
-    convolution whose kernel holds a single 1, exact forward and backward.
-
-    Args:
-        channels: number of channels of the map to shift.
-        shift_size: number of channel groups; an odd number gives shifts symmetric around zero.
-        axes: spatial axes to shift along (0 for the first spatial dimension: height in 2D, depth in 3D).
-        spatial_dims: 2 or 3.
-
-    Returns:
-        a float32 tensor of shape (channels, 1, *k) with ``k[a] = shift_size`` for ``a`` in ``axes``, 1 otherwise.
-    """
+    """The one-hot depthwise convolution kernel (channels, 1, *k), ``k[a] = shift_size`` for ``a`` in ``axes`` (0: the
+    first spatial axis) and 1 otherwise, that shifts channel groups along ``axes``, filling with zeros: exact forward
+    and backward. The channels are split into groups of ``ceil(channels / shift_size)`` as ``torch.chunk`` splits them
+    (the reference's pad -> chunk -> roll -> crop); group ``g`` moves by ``s = g - shift_size // 2`` along every axis
+    in ``axes``: ``out[..., i, ...] = x[..., i - s, ...]``, zero outside."""
     pad = shift_size // 2
     group = (channels + shift_size - 1) // shift_size
     size = [shift_size if a in axes else 1 for a in range(spatial_dims)]
@@ -48,14 +37,10 @@ def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_
 
 
 class AxialShift(nn.Module):
-    """Zero-filled shift of channel groups along spatial axes (see :func:`axial_shift_kernel`), run as a depthwise
-    convolution with that fixed kernel: one kernel call that keeps the memory format, where pad/split/cat would copy.
-
-    The kernel is a non-persistent buffer rebuilt after every move (``to``, ``to_empty``...), so a network built on
-    the meta device shifts correctly. ``shift_size`` 1 (the ablation's "shift off") returns the input as it is.
-
-    (B, channels, *S) -> (B, channels, *S).
-    """
+    """Zero-filled shift of channel groups along spatial axes, (B, channels, *S) -> (B, channels, *S): a depthwise
+    convolution with :func:`axial_shift_kernel` (one call that keeps the memory format; pad/split/cat would copy), a
+    non-persistent buffer rebuilt after every move (``to``, ``to_empty``: the meta device works). ``shift_size`` 1
+    (the ablation's "shift off") returns the input as it is."""
 
     def __init__(self, spatial_dims: int, channels: int, shift_size: int, axes: list[int]) -> None:
         super().__init__()
@@ -114,15 +99,10 @@ class _Pointwise:
 
 class PointwiseConv2d(_Pointwise, nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (the same parameters, initialisation and state dict)
-    computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward.
-
-    Args:
-        in_channels, out_channels: channels of the input and output maps.
-        channels_first: False (default): a linear layer on the channels-last view, for layers inside the network: on
-            channels-last maps the views are free and the output is channels-last. True: a matrix product over the
-            flattened channel-first map, for the network's outputs: contiguous channel-first logits, and in ONNX a
-            plain MatMul without transposes.
-    """
+    computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward. With
+    ``channels_first`` False (inside the network) a linear layer on the channels-last view (free on channels-last maps,
+    channels-last out); True (the outputs) a matrix product over the flattened map: contiguous channel-first logits,
+    in ONNX a plain MatMul without transposes."""
 
 
 class PointwiseConv3d(_Pointwise, nn.Conv3d):
@@ -135,11 +115,8 @@ def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int, chann
 
 
 class ChannelLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial).
-
-    Its parameters are those of ``nn.LayerNorm(C)``, so the token LayerNorms of the reference load unchanged. On a
-    channels-last map the permutations are views.
-    """
+    """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial), with the parameters of
+    ``nn.LayerNorm(C)`` (the reference's token LayerNorms load unchanged); channels-last, the permutes are views."""
 
     def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
         super().__init__(num_channels, eps=eps)
@@ -152,12 +129,10 @@ class ChannelLayerNorm(nn.LayerNorm):
 
 
 class ShiftedMLP(nn.Module):
-    """UNeXt's shifted MLP on a channel-first map.
-
-    shift -> fc1 -> depthwise 3x3 conv -> GELU -> dropout -> shift -> fc2 -> dropout. The token-wise linear layers
-    ``fc1``/``fc2`` of the reference are 1x1 convolutions (:class:`PointwiseConv2d`: the same function without
-    reshapes to tokens). Before ``fc1`` the map is shifted along every spatial axis but the last (height in 2D, as the
-    reference's code does; depth and height in 3D), before ``fc2`` along the last (width).
+    """UNeXt's shifted MLP on a channel-first map: shift -> fc1 -> depthwise 3x3 conv -> GELU -> dropout -> shift ->
+    fc2 -> dropout, the reference's token-wise ``fc1``/``fc2`` as 1x1 convolutions (:class:`PointwiseConv2d`: no
+    reshapes to tokens), shifted before ``fc1`` along every spatial axis but the last (height in 2D, as the
+    reference's code does), before ``fc2`` along the last (width).
 
     Args:
         spatial_dims: 2 or 3.

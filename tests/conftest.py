@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,10 +20,17 @@ def shared_dir() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     """The package's filters of upstream warnings (``unext_monai.console``, applied when it is imported) for
-    the whole session: pytest sets aside what collection imported, and restores this base state around every test."""
+    the whole session: pytest sets aside what collection imported, and restores this base state around every test.
+
+    One intra-op thread in every process of the suite (this one, pytest-xdist's workers and every subprocess a test
+    starts) unless ``OMP_NUM_THREADS`` says otherwise: the suite runs two workers on CI's two cores, and a process
+    with a thread per core then waits at every parallel operation for a thread the other process has descheduled
+    (the real data sets' check took 54 s instead of 7 s beside one other busy process)."""
     from unext_monai.console import quiet_upstream_noise
 
     quiet_upstream_noise()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,32 @@ def test_a_set_left_aside_by_an_interrupted_replacement_is_put_back_and_reused(t
     make_demo_dataset(str(tmp_path / "demo"), num_images=2, size=16)
     assert (tmp_path / "demo" / "images" / "demo_000.png").stat().st_mtime == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_processes_making_the_same_set_make_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ranks of a training make the same set at once: the second waits for the first and uses its set, never
+    renaming its own over it while the first reads it (rank 1 found no images/ in a two-node run)."""
+    from unext_monai.data import demo
+
+    entered, go, renames = threading.Event(), threading.Event(), []
+    make_case = demo._make_case
+
+    def slow_case(*args, **kwargs):
+        entered.set()
+        go.wait(10)
+        return make_case(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "_make_case", slow_case)
+    monkeypatch.setattr(demo, "replace_folder", lambda built, target: renames.append(target) or os.replace(built,
+                                                                                                           target))
+    first = threading.Thread(target=make_demo_dataset, args=(str(tmp_path / "set"), 2, 32))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=make_demo_dataset, args=(str(tmp_path / "set"), 2, 32))
+    second.start()
+    second.join(0.5)  # it waits for the first
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert renames == [str(tmp_path / "set")]
+    assert len(_files(tmp_path / "set")) == 5

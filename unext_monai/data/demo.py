@@ -4,6 +4,7 @@ epochs, with nothing downloaded."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -123,6 +124,18 @@ def make_demo_dataset(directory: str, num_images: int | None = None, size: int =
     directory = os.path.abspath(directory)
     params = {"num_images": int(num_images), "size": int(size), "seed": int(seed), "version": DEMO_VERSION,
               **({"classes": int(classes)} if classes > 1 else {})}
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    # one process at a time (a lock on the parent folder): the ranks of a training make the same set, and a second
+    # rename would move the set aside while the first rank reads it
+    parent = os.open(os.path.dirname(directory), os.O_RDONLY)
+    try:
+        fcntl.flock(parent, fcntl.LOCK_EX)
+        return _make(directory, params)
+    finally:
+        os.close(parent)
+
+
+def _make(directory: str, params: dict) -> str:
     tidy_build_leftovers(directory)  # a set whose replacement was killed midway is back before it is looked at
     if _is_complete(directory, params):
         return directory
@@ -133,19 +146,17 @@ def make_demo_dataset(directory: str, num_images: int | None = None, size: int =
     try:
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks", "0"))
-        for i in range(num_images):
-            image, mask = _make_case(np.random.default_rng([int(seed), i]), size, classes)
+        for i in range(params["num_images"]):
+            rng = np.random.default_rng([params["seed"], i])
+            image, mask = _make_case(rng, params["size"], params.get("classes", 1))
             name = f"demo_{i:03d}.png"
             Image.fromarray(image, mode="RGB").save(os.path.join(tmp, "images", name), compress_level=1)
             Image.fromarray(mask, mode="L").save(os.path.join(tmp, "masks", "0", name))
         with open(os.path.join(tmp, _MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f)
-        try:  # over a stale or incomplete demo set, or an empty folder
-            replace_folder(tmp, directory)
-        except OSError:
-            if not _is_complete(directory, params):  # not another process that finished the same set first
-                raise
+        replace_folder(tmp, directory)  # over a stale or incomplete demo set, or an empty folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(f"wrote the synthetic demo set ({num_images} images, {size}x{size}, seed {seed}) to {directory}")
+    logger.info(f"wrote the synthetic demo set ({params['num_images']} images, {params['size']}x{params['size']}, "
+                f"seed {params['seed']}) to {directory}")
     return directory

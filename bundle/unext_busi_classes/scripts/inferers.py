@@ -15,7 +15,7 @@ from monai.inferers import SimpleInferer
 
 __all__ = ["EngineInferer", "ENGINES", "FlipTTAInferer", "native_bf16"]
 
-logger = logging.getLogger("unext_monai")
+logger = logging.getLogger(__name__.split(".")[0])
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -101,7 +101,7 @@ class EngineInferer(SimpleInferer):
                 break
             except ImportError:
                 missing = True
-                why.append(f"{load.__name__[1:]} is not installed (pip install unext-monai[engines])")
+                why.append(f"{load.__name__[1:]} is not installed (pip install onnxruntime openvino)")
         (logger.warning if missing else logger.info)(f"inference: {self.name}" + (f"; {'; '.join(why)}" * bool(why)))
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:

@@ -103,9 +103,8 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
     ``allow_empty`` returns a report of skipped files only where there is nothing to segment.
 
     Raises:
-        ValueError: no ``input_path``; nothing readable in it; ``output_dir`` inside the input folder (or the folder of
-            a single input file); an output file that exists (``overwrite`` replaces them) or is a folder; an output
-            folder that cannot be written.
+        ValueError: no ``input_path``; nothing readable in it; ``output_dir`` inside the input folder; an output file
+            that exists (``overwrite`` replaces them) or is a folder; an output folder that cannot be written.
         FileNotFoundError: ``input_path`` does not exist.
     """
     if not input_path:

@@ -2,7 +2,7 @@
 
 ``python -m unext_monai.release --name NAME [--dataset D] [--version V --changelog TEXT] [--train_dir eval]
 [--metrics eval/evaluation/metrics.csv] [--card_notes FILE]`` (console script ``unext-release``); what the folder
-holds, the options and the checks: ``docs/integrations.md``, section 1. The folder is built beside the output under a
+holds, the options and the checks: ``docs/integrations.md`` (Release). The folder is built beside the output under a
 temporary name, checked (the checkpoint loads strictly into ``network_def``, MONAI's ``verify_net_in_out``,
 TorchScript and ONNX Runtime match PyTorch, the inference config's components instantiate) and only then renamed into
 place. A refusal is one ``release: refused: ...`` line and exit status 1, with nothing left behind.
@@ -208,7 +208,7 @@ def release(
     overwrite: bool = False,
 ) -> str:
     """Build the release folder of the bundle at ``bundle_root`` and return its path. The arguments are the command
-    line's options (``docs/integrations.md``, section 1).
+    line's options (``docs/integrations.md``, Release).
 
     Raises:
         ReleaseError: bad arguments, or a failed build step or check (nothing is left behind).

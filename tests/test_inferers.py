@@ -84,7 +84,7 @@ def test_engine_falls_back_with_one_line_when_not_installed(engine_net: UNeXt, o
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     inferer, lines = _engine_log(caplog, onnx_file, "fp32")
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
-    hint = "is not installed (pip install unext-monai[engines])"
+    hint = "is not installed (pip install onnxruntime openvino)"
     assert lines[0].getMessage() == f"inference: PyTorch network; onnxruntime {hint}; openvino {hint}"
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

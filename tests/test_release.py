@@ -79,6 +79,7 @@ def test_packaged_configs_are_the_zoo_configs_with_their_overlay_s_values():
     train, inference = json.loads(texts["train.json"]), json.loads(texts["inference.json"])
     overlay = json.loads((REPO / "configs" / "busi.json").read_text())
     assert train["max_epochs"] == overlay["max_epochs"] and "dataset_name" not in train and "split" not in train
+    assert train["pretrained_checkpoint"] == "$@ckpt_dir + '/model.pt'"  # fine-tuning starts from the released weights
     assert train["train"]["random_transforms"] == overlay["train#random_transforms"]
     shared = [k for k in overlay if k in inference]
     assert "min_lesion_confidence" in shared and {k: inference[k] for k in shared} == {k: overlay[k] for k in shared}

@@ -75,7 +75,8 @@ def _literal_values(config: dict) -> dict:
 def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
     """``{file name: text}`` of the packaged bundle's configs (all but ``metadata.json``): :data:`BUNDLE_CONFIGS`'
     files with the values, for the entries they define, of the repository's config of the same name (its plain
-    settings: ``in_channels``, ``spatial_size``...) and then of the data set's overlays (``<dataset>.json``)."""
+    settings, over the files' plain settings: ``in_channels``, ``spatial_size``...) and then of the data set's
+    overlays (``<dataset>.json``)."""
     overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
     overlays = [ConfigParser.load_config_file(p) for p in overlays if os.path.isfile(p)]
     out = {}
@@ -86,7 +87,9 @@ def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
                 out[name] = f.read()
             continue
         config = ConfigParser.load_config_file(path)
-        for layer in [_literal_values(ConfigParser.load_config_file(os.path.join(configs_dir, name))), *overlays]:
+        plain = _literal_values(config)  # the repository's values replace settings, never the bundle's expressions
+        repo = _literal_values(ConfigParser.load_config_file(os.path.join(configs_dir, name)))
+        for layer in [{k: v for k, v in repo.items() if k in plain}, *overlays]:
             config = apply_known_entries(config, layer)
         out[name] = zoo_json(config)
     return out

@@ -57,7 +57,6 @@ class UNeXtTrainTask(BundleTrainTask):
             return json.load(f)
 
     def __call__(self, request, datastore) -> Dict[str, Any]:
-        self._datastore_dir = getattr(datastore, "_datastore_path", "")
         runs = os.path.join(self.model_dir, "runs")
         os.makedirs(runs, exist_ok=True)
         self._run_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs)

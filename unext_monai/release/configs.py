@@ -66,6 +66,11 @@ def dataset_layers(dataset: str | None) -> list[str]:
     return [base, dataset] if base else [dataset]
 
 
+def _overlay_files(configs_dir: str, dataset: str) -> list[str]:
+    """The overlays of ``dataset`` in ``configs_dir`` (``<d>.json`` of :func:`dataset_layers`) that exist, in order."""
+    return [p for p in (os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)) if os.path.isfile(p)]
+
+
 def _literal_values(config: dict) -> dict:
     """The top-level settings of ``config`` given as plain values: no part, ``$`` expression, ``@`` or ``%`` link."""
     return {k: v for k, v in config.items()
@@ -77,8 +82,7 @@ def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
     files with the values, for the entries they define, of the repository's config of the same name (its plain
     settings, over the files' plain settings: ``in_channels``, ``spatial_size``...) and then of the data set's
     overlays (``<dataset>.json``)."""
-    overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
-    overlays = [ConfigParser.load_config_file(p) for p in overlays if os.path.isfile(p)]
+    overlays = [ConfigParser.load_config_file(p) for p in _overlay_files(configs_dir, dataset)]
     out = {}
     for name in CONFIG_FILES:
         path = os.path.join(BUNDLE_CONFIGS, name)
@@ -97,9 +101,8 @@ def packaged_configs(configs_dir: str, dataset: str) -> dict[str, str]:
 
 def training_config(configs_dir: str, dataset: str) -> dict:
     """The repository's ``train.json`` with the data set's overlays merged in: the recipe that trains its weights."""
-    overlays = [os.path.join(configs_dir, f"{d}.json") for d in dataset_layers(dataset)]
     return ConfigParser.load_config_files([os.path.join(configs_dir, "train.json"),
-                                           *(p for p in overlays if os.path.isfile(p))])
+                                           *_overlay_files(configs_dir, dataset)])
 
 
 def packaged_classes(configs: dict[str, str]) -> list[str]:

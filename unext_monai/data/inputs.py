@@ -21,8 +21,8 @@ import threading
 from typing import Any
 
 from unext_monai.data.checks import check_image_file
-from unext_monai.io import NIFTI_SUFFIXES, file_stem, write_json_atomic
-from unext_monai.transforms import NOT_INPUTS
+from unext_monai.io import file_stem, write_json_atomic
+from unext_monai.transforms import NOT_INPUTS, output_files
 
 __all__ = ["find_inputs", "plan_inference", "InferenceReport", "output_stems", "REPORT_NAME"]
 
@@ -123,13 +123,9 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
         stems.update(output_stems([f for f in inputs if os.path.dirname(f) == folder]))
     for f in inputs:
         folder = os.path.normpath(os.path.join(output_dir, os.path.relpath(os.path.dirname(f), base)))
-        suffix = ".nii.gz" if f.lower().endswith(NIFTI_SUFFIXES) else ".png"
-        item = {"image": f, "mask_file": os.path.join(folder, f"{stems[f]}_mask{suffix}")}
-        if dicom_seg and f.lower().endswith(".dcm"):
-            item["mask_file"] = os.path.join(folder, f"{stems[f]}_seg.dcm")
-        elif overlay:
-            item["overlay_file"] = os.path.join(folder, f"{stems[f]}_overlay.png")
-        items.append(item)
+        seg = dicom_seg and f.lower().endswith(".dcm")  # a DICOM Segmentation, and no overlay
+        files = [os.path.join(folder, f"{stems[f]}_seg.dcm")] if seg else output_files(folder, stems[f], f, overlay)
+        items.append({"image": f, "mask_file": files[0], **({"overlay_file": files[1]} if len(files) > 1 else {})})
     report_path = os.path.join(output_dir, REPORT_NAME)
     planned = [p for it in items for k, p in it.items() if k != "image"]
     taken = next((p for p in planned + [report_path] if os.path.isdir(p)), None)

@@ -29,8 +29,8 @@ from scipy.ndimage import binary_erosion
 from .io import NIFTI_SUFFIXES, file_stem, write_atomic
 
 __all__ = ["IMAGE_SUFFIXES", "NOT_INPUTS", "picture_readers", "ToModelChannelsd", "mask_labels", "LoadMaskd",
-           "read_picture", "pictures_in", "LesionConfidenceGated", "OVERLAY_COLOURS", "write_segmentation",
-           "SavePredictiond"]
+           "read_picture", "pictures_in", "LesionConfidenceGated", "OVERLAY_COLOURS", "output_files",
+           "write_segmentation", "SavePredictiond"]
 
 logger = logging.getLogger(__name__.split(".")[0])
 
@@ -286,6 +286,13 @@ def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -
     return picture
 
 
+def output_files(folder: str, stem: str, image: str, overlay: bool = True) -> list[str]:
+    """The mask file of the picture ``image`` in ``folder``, ``<stem>_mask.png`` (NIfTI: ``.nii.gz``), and with
+    ``overlay`` its ``<stem>_overlay.png``."""
+    mask = os.path.join(folder, f"{stem}_mask{'.nii.gz' if image.lower().endswith(NIFTI_SUFFIXES) else '.png'}")
+    return [mask, *([os.path.join(folder, f"{stem}_overlay.png")] if overlay else [])]
+
+
 def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
                        affine: np.ndarray | None = None, class_names: Sequence[str] = ("lesion",)) -> list[str]:
     """Write the label map (H, W) of the picture ``source`` atomically, not flushed (a run can write it again): a PNG
@@ -327,9 +334,7 @@ class SavePredictiond(MapTransform):
         if self.output_dir is None:
             return [item["mask_file"], *([item["overlay_file"]] if item.get("overlay_file") else [])]
         image = str(item[self.image_key])
-        stem = os.path.join(self.output_dir, file_stem(image))
-        mask = stem + ("_mask.nii.gz" if image.lower().endswith(NIFTI_SUFFIXES) else "_mask.png")
-        return [mask, *([stem + "_overlay.png"] if self.overlay else [])]
+        return output_files(self.output_dir, file_stem(image), image, self.overlay)
 
     def refuse_existing(self, datalist: Sequence[Mapping[Hashable, Any]]) -> None:
         """Raise ``ValueError`` naming an output two items share, or one that exists (unless ``overwrite``)."""

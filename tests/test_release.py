@@ -279,8 +279,6 @@ def test_model_card_has_the_zoo_sections_and_the_release_values():
     for command in ("configs/train.json --datalist", "configs/multi_gpu_train.json", "configs/evaluate.json",
                     "configs/inference.json --input_path", "ckpt_export network_def", "verify_net_in_out"):
         assert command in commands, command
-    named, _, _ = _card(template, {"epochs": 123, "weights_epoch": {"epoch": 4, "val_mean_dice": 0.5555}})
-    assert "0.5555" in _section(named, "## Performance") and "0.8123" not in named
     unmarked = template.replace("<!-- release:data -->\n", "", 1).replace("<!-- /release:data -->\n", "", 1)
     with pytest.raises(ReleaseError):
         _card(unmarked, record)
@@ -706,17 +704,13 @@ def test_release_names_the_file_it_cannot_read(tmp_path, capsys):
 
 
 def test_training_record_names_the_released_epoch(tmp_path):
-    """The card states the selection row of the weights released: the best row, or the epoch named at release."""
+    """The card states the selection row of the weights released: the best row."""
     (tmp_path / "val_metrics.csv").write_text("epoch,val_mean_dice,val_mean_iou\n1,0.5,0.4\n2,0.8,0.7\n3,0.7,0.6\n")
     (tmp_path / "split.json").write_text(json.dumps({"meta": {"dataset": "busi", "seed": 3}, "training": [{}] * 4,
                                                      "selection": [{}] * 2, "validation": [{}]}))
     record = training_record(str(tmp_path))
     assert record["best"] == {"epoch": 2, "val_mean_dice": 0.8, "val_mean_iou": 0.7} and record["epochs"] == 3
     assert record["split"] == {"dataset": "busi", "seed": 3, "n_training": 4, "n_selection": 2, "n_validation": 1}
-    named = training_record(str(tmp_path), weights_epoch=3)
-    assert named["weights_epoch"] == {"epoch": 3, "val_mean_dice": 0.7, "val_mean_iou": 0.6} and "best" not in named
-    with pytest.raises(ReleaseError):
-        training_record(str(tmp_path), weights_epoch=9)
 
 
 @pytest.mark.slow

@@ -1,11 +1,5 @@
-"""What a distributed run needs beyond PyTorch's engine: preparation in one process, and a clean end.
-
-Under ``torchrun`` every process runs the same configs. Steps that write files (the demo set, ``split.json``, the
-run's folders) must run in one process only, and the others must use its result, not whatever they find on disk
-while it is being written. :func:`on_rank0` runs a step in the process of rank 0 and hands the result to every rank
-through ``torch.distributed`` (no shared file is polled); when the step fails there, every rank fails with its
-message instead of waiting. Without an initialised process group it simply calls the step.
-"""
+"""What a distributed run (``torchrun``: every process runs the same configs) needs beyond PyTorch's engine: a step
+that writes files (the run's folders) run in one process, its result handed to every rank, and a clean end."""
 
 from __future__ import annotations
 
@@ -17,7 +11,6 @@ __all__ = ["on_rank0", "is_rank0", "distributed", "end_process_group"]
 
 T = TypeVar("T")
 
-# The final barrier's handle, held until the interpreter exits: see end_process_group.
 _final_barrier: list[dist.Work] = []
 
 
@@ -59,14 +52,9 @@ def on_rank0(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def end_process_group() -> None:
-    """Wait until every rank gets here, then destroy the default process group; nothing without one.
-
-    The barrier's handle is kept for the rest of the process, so the main thread, not one of gloo's worker threads,
-    is the one that frees it. A finished gloo barrier holds the collectives that were still in flight when it was
-    issued (the last metric ``all_gather``, whose tensors belong to Python); freeing them needs the GIL, and a worker
-    thread that asks for the GIL while the interpreter is already shutting down aborts the whole process
-    ("terminate called without an active exception") after the run has finished and saved.
-    """
+    """Wait until every rank gets here, then destroy the default process group; nothing without one. The barrier's
+    handle is kept until the process ends: a gloo worker thread that freed it (and the last metric ``all_gather``'s
+    Python tensors it holds) during interpreter shutdown would abort the finished run."""
     if not (dist.is_available() and dist.is_initialized()):
         return
     barrier = dist.barrier(async_op=True)

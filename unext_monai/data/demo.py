@@ -19,8 +19,8 @@ __all__ = ["make_demo_dataset", "existing_demo_dataset", "DEMO_VERSION"]
 
 logger = logging.getLogger("unext_monai")
 
+#: bumped whenever the generator's output changes, so that stale demo folders are rebuilt
 DEMO_VERSION = 1
-"""Bumped whenever the generator's output changes, so that stale demo folders are rebuilt."""
 
 _MARKER = "demo_dataset.json"
 
@@ -73,30 +73,17 @@ def _make_case(rng: np.random.Generator, size: int, classes: int = 1) -> tuple[n
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def _is_complete(directory: str, params: dict) -> bool:
-    marker = os.path.join(directory, _MARKER)
-    try:
-        with open(marker, encoding="utf-8") as f:
-            if json.load(f) != params:
-                return False
-    except (OSError, ValueError):
-        return False
-    names = [f"demo_{i:03d}.png" for i in range(params["num_images"])]
-    return all(
-        os.path.isfile(os.path.join(directory, sub, n)) for n in names for sub in ("images", os.path.join("masks", "0"))
-    )
-
-
 def existing_demo_dataset(directory: str) -> dict | None:
     """The arguments of the complete demo set in ``directory`` (made by this version), or ``None`` if there is none."""
     try:
         with open(os.path.join(directory, _MARKER), encoding="utf-8") as f:
             params = json.load(f)
-        if params.get("version") == DEMO_VERSION and _is_complete(directory, params):
-            return params
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass
-    return None
+        names = [f"demo_{i:03d}.png" for i in range(params["num_images"])]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    complete = params.get("version") == DEMO_VERSION and all(os.path.isfile(os.path.join(directory, sub, n))
+                                                             for n in names for sub in ("images", "masks/0"))
+    return params if complete else None
 
 
 def make_demo_dataset(directory: str, num_images: int | None = None, size: int = 256, seed: int = 0,
@@ -137,7 +124,7 @@ def make_demo_dataset(directory: str, num_images: int | None = None, size: int =
 
 def _make(directory: str, params: dict) -> str:
     tidy_build_leftovers(directory)  # a set whose replacement was killed midway is back before it is looked at
-    if _is_complete(directory, params):
+    if existing_demo_dataset(directory) == params:
         return directory
     if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, _MARKER)):
         raise FileExistsError(f"{directory} exists and is not a demo set made by make_demo_dataset: choose another")

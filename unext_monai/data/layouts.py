@@ -16,14 +16,7 @@ from monai.data import load_decathlon_datalist
 from unext_monai.io import file_stem
 from unext_monai.transforms import IMAGE_SUFFIXES
 
-__all__ = [
-    "DATASETS",
-    "read_isic2018",
-    "read_busi",
-    "read_unext_pytorch",
-    "read_datalist_json",
-    "read_dataset",
-]
+__all__ = ["DATASETS", "read_isic2018", "read_busi", "read_unext_pytorch", "read_datalist_json", "read_dataset"]
 
 logger = logging.getLogger("unext_monai")
 
@@ -38,11 +31,8 @@ _BUSI_MASK = re.compile(r"^(?P<name>.+)_mask(?:_(?P<index>\d+))?$")
 
 def _image_files(folder: str) -> list[str]:
     """Absolute paths of the image files directly inside ``folder``, sorted."""
-    names = sorted(
-        n for n in os.listdir(folder)
-        if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".") and os.path.isfile(os.path.join(folder, n))
-    )
-    return [os.path.abspath(os.path.join(folder, n)) for n in names]
+    return [os.path.abspath(os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+            if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".") and os.path.isfile(os.path.join(folder, n))]
 
 
 def _byfile_stem(files: Iterable[str], what: str, strip_suffix: str = "") -> dict[str, str]:
@@ -97,25 +87,18 @@ def read_isic2018(root: str) -> list[dict]:
     subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     inputs = [d for d in subdirs if d.lower().endswith("_input")]
     truths = [d for d in subdirs if d.lower().endswith("_groundtruth") and "task2" not in d.lower()]
-    if not inputs:
-        raise FileNotFoundError(f"no ISIC '*_Input' image folder in {root} (found: {subdirs or 'nothing'})")
-    if not truths:
-        raise FileNotFoundError(f"no ISIC '*_GroundTruth' mask folder in {root} (found: {subdirs})")
-    if len(inputs) == 1 and len(truths) == 1:
+    if not inputs or not truths:
+        raise FileNotFoundError(f"no ISIC '*_Input' image folder and '*_GroundTruth' mask folder in {root} (found: "
+                                f"{subdirs or 'nothing'})")
+    pairs = [(i, t) for i in inputs for t in truths if _split_word(i, "_input") == _split_word(t, "_groundtruth")]
+    if len(inputs) == len(truths) == 1:
         pairs = [(inputs[0], truths[0])]
-    else:
-        gt_by_word: dict[str, str] = {}
-        for d in truths:
-            gt_by_word.setdefault(_split_word(d, "_groundtruth"), d)
-        pairs = [(d, gt_by_word[w]) for d in inputs if (w := _split_word(d, "_input")) in gt_by_word]
-        if not pairs:
-            raise FileNotFoundError(f"no '*_Input' folder in {root} has a matching '*_GroundTruth' folder: {subdirs}")
-        if len(pairs) > 1:
-            training = [p for p in pairs if _split_word(p[0], "_input") == "training"]
-            if not training:
-                raise ValueError(f"{root} holds several ISIC splits {[p[0] for p in pairs]}: point at one of them")
-            logger.info(f"{root} holds several ISIC splits: reading {training[0][0]}")
-            pairs = training
+    elif len(pairs) > 1:
+        logger.info(f"{root} holds several ISIC splits: reading the training one")
+        pairs = [p for p in pairs if _split_word(p[0], "_input") == "training"]
+    if len(pairs) != 1:
+        raise ValueError(f"{root}: no '*_Input' folder with a matching '*_GroundTruth' folder, or several splits "
+                         f"without a training one: {subdirs}; point at one")
     image_dir, mask_dir = (os.path.join(root, d) for d in pairs[0])
     images = _byfile_stem(_image_files(image_dir), "image")
     masks = _byfile_stem(_image_files(mask_dir), "mask", strip_suffix="_segmentation")
@@ -130,47 +113,33 @@ def read_busi(root: str, include_normal: bool = False) -> list[dict]:
     classes = BUSI_CLASSES if include_normal else BUSI_CLASSES[:2]
     present = [c for c in classes if os.path.isdir(os.path.join(base, c))]
     if not present:
-        raise FileNotFoundError(
-            f"no BUSI class folders {list(classes)} in {base} (expected {_BUSI_FOLDER}/<class>/ under dataset_dir)"
-        )
+        raise FileNotFoundError(f"no BUSI class folders {list(classes)} in {base} (expected {_BUSI_FOLDER}/<class>/ "
+                                "under dataset_dir)")
     for c in classes:
         if c not in present:
             logger.warning(f"BUSI class folder {os.path.join(base, c)} does not exist: reading {present} only")
     items = []
     for cls in present:
-        folder = os.path.join(base, cls)
-        images: dict[str, str] = {}
+        files = _image_files(os.path.join(base, cls))
         masks: dict[str, list[tuple[int, str]]] = {}
-        for f in _image_files(folder):
-            m = _BUSI_MASK.match(file_stem(f))
-            if m:
+        for f in files:
+            if m := _BUSI_MASK.match(file_stem(f)):
                 masks.setdefault(m["name"], []).append((int(m["index"] or 0), f))
-            elif file_stem(f) in images:
-                logger.warning(f"two image files for case '{file_stem(f)}': using {images[file_stem(f)]}, ignoring {f}")
-            else:
-                images[file_stem(f)] = f
-        for it in _join(images, {k: [f for _, f in sorted(v)] for k, v in masks.items()}):
-            it["class"] = cls
-            items.append(it)
+        images = _byfile_stem([f for f in files if not _BUSI_MASK.match(file_stem(f))], "image")
+        masks_in_order = {k: [f for _, f in sorted(v)] for k, v in masks.items()}
+        items += [{**it, "class": cls} for it in _join(images, masks_in_order)]
     return _sorted_with_pairs(items, base)
 
 
 def _unext_root(root: str) -> str:
     """``root`` itself when it holds ``images/`` and ``masks/``, else its single sub-folder that does."""
-    def is_dataset(d: str) -> bool:
-        return os.path.isdir(os.path.join(d, "images")) and os.path.isdir(os.path.join(d, "masks"))
-
-    if is_dataset(root):
-        return root
-    candidates = sorted(
-        os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
-        and is_dataset(os.path.join(root, d))
-    )
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
-        raise ValueError(f"{root} holds several datasets {[os.path.basename(c) for c in candidates]}: point at one")
-    raise FileNotFoundError(f"no 'images/' and 'masks/0/' folders in {root} (UNeXt-pytorch layout expected)")
+    folders = [root] + sorted(os.path.join(root, d) for d in os.listdir(root))
+    found = [d for d in folders if os.path.isdir(os.path.join(d, "images")) and os.path.isdir(os.path.join(d, "masks"))]
+    if len(found) > 1 and found[0] != root:
+        raise ValueError(f"{root} holds several datasets {[os.path.basename(c) for c in found]}: point at one")
+    if not found:
+        raise FileNotFoundError(f"no 'images/' and 'masks/0/' folders in {root} (UNeXt-pytorch layout expected)")
+    return found[0]
 
 
 def read_unext_pytorch(root: str) -> list[dict]:
@@ -230,8 +199,6 @@ def read_dataset(dataset: str, dataset_dir: str, include_normal: bool = False,
     name = str(dataset).lower()
     if name not in DATASETS:
         raise ValueError(f"unknown dataset_name {dataset!r}: choose one of {DATASETS}")
-    if not dataset_dir or not os.path.exists(dataset_dir):
-        raise FileNotFoundError(f"dataset_dir {dataset_dir} does not exist")
     if name == "isic2018":
         return read_isic2018(dataset_dir)
     if name == "busi":

@@ -13,6 +13,7 @@ from monai.data import partition_dataset, partition_dataset_classes
 
 from unext_monai.data.checks import check_datalist
 from unext_monai.data.layouts import read_datalist_json, read_dataset
+from unext_monai.distributed import is_rank0
 from unext_monai.io import write_json_atomic
 
 __all__ = ["prepare_split", "read_all", "SPLIT_FILE", "SPLIT_PARTS"]
@@ -105,7 +106,7 @@ def prepare_split(dataset: str, dataset_dir: str | None, output_dir: str, val_fr
         split = _partition(items, {"validation": val_fraction, "selection": rest * selection_fraction,
                                    "training": rest * (1 - selection_fraction)}, seed)
     split = {k: split[k] for k in SPLIT_PARTS}
-    if write and _rank() == 0:
+    if write and is_rank0():
         write_json_atomic(path, {**split, "meta": meta})
     logger.info(f"{'wrote' if write else 'made (not written)'} {path}: "
                 + ", ".join(f"{len(split[k])} {k}" for k in SPLIT_PARTS))
@@ -119,8 +120,3 @@ def _has_list(path: str, key: str) -> bool:
     except (OSError, ValueError, AttributeError):  # read_datalist_json names what is wrong with the file
         return False
 
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

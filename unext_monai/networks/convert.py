@@ -27,81 +27,59 @@ _PREFIXES = {
 }
 # inside a shifted block
 _BLOCK_PARTS = {"norm2.": "norm.", "mlp.fc1.": "mlp.fc1.", "mlp.dwconv.dwconv.": "mlp.dwconv.", "mlp.fc2.": "mlp.fc2."}
-_REQUIRED = ("encoder1.weight", "encoder2.weight", "encoder3.weight", "patch_embed3.proj.weight",
-             "patch_embed4.proj.weight", "final.weight", "block1.0.mlp.fc1.weight")
+#: the reference's layers whose output widths are UNeXt's ``features``
+_FEATURES = ("encoder1", "encoder2", "encoder3", "patch_embed3.proj", "patch_embed4.proj")
 
 
 def _map_key(key: str) -> str | None:
-    for ref, ours in _PREFIXES.items():
-        if key.startswith(ref):
-            rest = key[len(ref):]
-            if ref.startswith(("block", "dblock")):
-                for ref_part, our_part in _BLOCK_PARTS.items():
-                    if rest.startswith(ref_part):
-                        return ours + our_part + rest[len(ref_part):]
-                return None
-            return ours + rest
-    return None
-
-
-def _load_state_dict(source: Mapping[str, torch.Tensor] | str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """Return the reference state dict and a name for error messages; never executes code from a file."""
-    if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        loaded = load_checkpoint_file(name, map_location="cpu")
-    else:
-        name, loaded = "the given state dict", source
-    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(loaded).__name__}.")
-    # checkpoints saved from nn.DataParallel carry a "module." prefix
-    state = {re.sub(r"^module\.", "", k): v for k, v in loaded.items()}
-    missing = [k for k in _REQUIRED if k not in state]
-    if missing:
-        raise ValueError(
-            f"{name}: not a UNeXt-pytorch (archs.UNext / UNext_S) state dict; missing keys {missing}."
-        )
-    return state, name
+    ref = next((r for r in _PREFIXES if key.startswith(r)), None)
+    if ref is None:
+        return None
+    rest = key[len(ref):]
+    if not ref.startswith(("block", "dblock")):
+        return _PREFIXES[ref] + rest
+    part = next((p for p in _BLOCK_PARTS if rest.startswith(p)), None)
+    return None if part is None else _PREFIXES[ref] + _BLOCK_PARTS[part] + rest[len(part):]
 
 
 def convert_unext_pytorch_state_dict(
     source: Mapping[str, torch.Tensor] | str | os.PathLike,
 ) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    """Map a UNeXt-pytorch state dict onto :class:`UNeXt`'s keys and infer the constructor arguments.
+    """Map a UNeXt-pytorch state dict (see :func:`from_unext_pytorch`) onto :class:`UNeXt`'s keys and infer the
+    constructor arguments.
 
     Returns:
         the converted state dict and the keyword arguments of the matching ``UNeXt`` (``spatial_dims``,
         ``in_channels``, ``out_channels``, ``features``, ``mlp_ratio``).
+
+    Raises:
+        ValueError: naming the file: not a state dict of ``archs.UNext`` / ``UNext_S``.
     """
-    state, name = _load_state_dict(source)
-    features = (
-        state["encoder1.weight"].shape[0],
-        state["encoder2.weight"].shape[0],
-        state["encoder3.weight"].shape[0],
-        state["patch_embed3.proj.weight"].shape[0],
-        state["patch_embed4.proj.weight"].shape[0],
-    )
-    hidden = state["block1.0.mlp.fc1.weight"].shape[0]
-    kwargs: dict[str, object] = {
-        "spatial_dims": 2,
-        "in_channels": int(state["encoder1.weight"].shape[1]),
-        "out_channels": int(state["final.weight"].shape[0]),
-        "features": tuple(int(f) for f in features),
-        "mlp_ratio": hidden / features[3],
-    }
-    converted: dict[str, torch.Tensor] = {}
-    unknown = []
+    is_file = isinstance(source, (str, os.PathLike))
+    name = os.fspath(source) if is_file else "the given state dict"
+    loaded = load_checkpoint_file(name, map_location="cpu") if is_file else source  # never runs code from a file
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{name}: expected a state dict (a mapping of names to tensors), got {type(loaded).__name__}.")
+    state = {re.sub(r"^module\.", "", k): v for k, v in loaded.items()}  # nn.DataParallel's prefix
+    missing = [k for k in (*(f"{f}.weight" for f in _FEATURES), "final.weight", "block1.0.mlp.fc1.weight")
+               if k not in state]
+    if missing:
+        raise ValueError(f"{name}: not a UNeXt-pytorch (archs.UNext / UNext_S) state dict; missing keys {missing}.")
+    unknown = [k for k in state if _map_key(k) is None]
+    if unknown:
+        raise ValueError(f"{name}: keys that UNeXt-pytorch's UNext does not have: {unknown[:10]}.")
+    features = tuple(int(state[f"{f}.weight"].shape[0]) for f in _FEATURES)
+    kwargs: dict[str, object] = {"spatial_dims": 2, "in_channels": int(state["encoder1.weight"].shape[1]),
+                                 "out_channels": int(state["final.weight"].shape[0]), "features": features,
+                                 "mlp_ratio": state["block1.0.mlp.fc1.weight"].shape[0] / features[3]}
+    converted = {}
     for key, value in state.items():
         ours = _map_key(key)
-        if ours is None:
-            unknown.append(key)
-            continue
         if ".mlp.fc" in ours and ours.endswith(".weight") and value.dim() == 2:
             value = value[:, :, None, None]  # nn.Linear over tokens -> 1x1 convolution
         converted[ours] = value
-    if unknown:
-        raise ValueError(f"{name}: keys that UNeXt-pytorch's UNext does not have: {unknown[:10]}.")
     return converted, kwargs
 
 
@@ -121,8 +99,6 @@ def from_unext_pytorch(source: Mapping[str, torch.Tensor] | str | os.PathLike) -
     net = UNeXt(**kwargs)  # type: ignore[arg-type]
     result = net.load_state_dict(converted, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"UNeXt-pytorch checkpoint does not fit UNeXt{kwargs['features']}: missing {result.missing_keys}, "
-            f"unexpected {result.unexpected_keys}."
-        )
+        raise ValueError(f"UNeXt-pytorch checkpoint does not fit UNeXt{kwargs['features']}: missing "
+                         f"{result.missing_keys}, unexpected {result.unexpected_keys}.")
     return net.eval()

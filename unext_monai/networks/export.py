@@ -33,17 +33,11 @@ def _zero_negligible_constants(onnx_file: str) -> None:
 def export_onnx(
     net: torch.nn.Module, path: str | os.PathLike, in_channels: int, spatial_dims: int = 2, opset: int = 18
 ) -> str:
-    """Write ``net`` (put in eval mode) to an ONNX file whose input ``image`` (B, in_channels, *spatial) and output
-    ``pred`` have dynamic batch and spatial sizes, with PyTorch's TorchScript-based exporter (through MONAI's
-    ``convert_to_onnx``).
-
-    The graph holds for any batch and size, down to 1x1. (PyTorch's newer exporter, ``dynamo=True``, gives such a
-    graph too from an example of batch 2 or more with sides over 32; from an example of batch 1 it specialises the
-    batch, and the graph then fails or computes wrong logits at other batches.) The exporter folds BatchNorm into the
-    convolutions; values of the folded constants below 1e-30 are set to 0, as in the weights
-    (:func:`unext_monai.networks.weights.zero_negligible_weights`), so that ONNX Runtime computes no subnormal
-    numbers from them. The file is written atomically (:func:`unext_monai.io.write_atomic`). Returns the path written.
-    """
+    """Write ``net`` (put in eval mode) atomically to an ONNX file whose input ``image`` (B, in_channels, *spatial)
+    and output ``pred`` have dynamic batch and spatial sizes (any, down to 1x1), with MONAI's ``convert_to_onnx`` and
+    PyTorch's TorchScript-based exporter (``dynamo=True`` specialises the example's batch); returns the path. The
+    exporter folds BatchNorm into the convolutions: folded constants below 1e-30 are set to 0 as in the weights
+    (:func:`~unext_monai.networks.weights.zero_negligible_weights`), so ONNX Runtime computes no subnormals."""
     names = ["batch"] + [f"spatial_{i}" for i in range(spatial_dims)]
     axes = {0: names[0], **{2 + i: names[1 + i] for i in range(spatial_dims)}}
     example = torch.rand(2, in_channels, *([64] * spatial_dims))

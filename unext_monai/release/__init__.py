@@ -74,10 +74,9 @@ def _weights(ckpt_file: str) -> dict:
     return weights
 
 
-def training_record(train_dir: str, weights_epoch: int | None = None, key: str = "val_mean_dice") -> dict:
+def training_record(train_dir: str, key: str = "val_mean_dice") -> dict:
     """What the card says of the training run in ``train_dir``: the split's meta and sizes (``split.json``), the
-    epochs and the selection row of the released weights (``val_metrics.csv``): the best row, or with
-    ``weights_epoch`` that epoch's row (``record["weights_epoch"]``)."""
+    epochs and the best row of ``val_metrics.csv`` (the row whose ``key`` picked the released ``model.pt``)."""
     record: dict = {}
     split = _read_json(os.path.join(train_dir, "split.json"))
     if split is not None:
@@ -90,20 +89,14 @@ def training_record(train_dir: str, weights_epoch: int | None = None, key: str =
         rows = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
     if rows:
         record["epochs"] = max(r["epoch"] for r in rows)
-    if weights_epoch is not None:
-        named = [r for r in rows if r["epoch"] == weights_epoch]
-        if not named:
-            raise ReleaseError(f"--weights_epoch {weights_epoch}: {history} has no such epoch")
-        record["weights_epoch"] = named[0]
-    elif any(key in r for r in rows):
+    if any(key in r for r in rows):
         record["best"] = max((r for r in rows if key in r), key=lambda r: r[key])
     return record
 
 
 def _trained_classes(record: dict) -> list[str]:
     """The classes a training record scores one by one (``val_mean_dice_<class>``: trainings of K classes)."""
-    row = record.get("weights_epoch") or record.get("best") or {}
-    return [k[len("val_mean_dice_"):] for k in row if k.startswith("val_mean_dice_")]
+    return [k[len("val_mean_dice_"):] for k in record.get("best") or {} if k.startswith("val_mean_dice_")]
 
 
 def _read_notes(path: str) -> str:
@@ -203,7 +196,6 @@ def release(
     changelog: str | None = None,
     train_dir: str | None = None,
     metrics: str | None = None,
-    weights_epoch: int | None = None,
     card_notes: str | None = None,
     overwrite: bool = False,
 ) -> str:
@@ -240,12 +232,12 @@ def release(
     previous = _read_json(os.path.join(output, "configs", "metadata.json"))
     same_weights = previous is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
     source = os.path.join(output, RECORD_FILE)  # the same weights' run may be long gone: its record stands
-    if same_weights and not train_dir and weights_epoch is None and os.path.isfile(source):
+    if same_weights and not train_dir and os.path.isfile(source):
         print(f"release: same weights as {output}: keeping its training record")
         record = _read_json(source)
     else:
         source = os.path.abspath(train_dir or os.path.join(bundle_root, "eval"))
-        record = training_record(source, weights_epoch)
+        record = training_record(source)
     recorded = (record.get("split") or {}).get("dataset")
     if dataset and recorded and recorded not in dataset_layers(dataset):
         raise ReleaseError(f"--dataset {dataset}, but {source} says the weights were trained on {recorded}")
@@ -351,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train_dir", default=None,
                     help="training output folder with split.json and val_metrics.csv (default: <bundle_root>/eval)")
     ap.add_argument("--metrics", default=None, help="evaluation metrics.csv (or flat JSON) for eval_metrics")
-    ap.add_argument("--weights_epoch", type=int, default=None,
-                    help="the epoch whose weights --ckpt holds, when not the best row of val_metrics.csv")
     ap.add_argument("--card_notes", default=None,
                     help="markdown put as it is into the card's Performance section (tables, per-class scores); "
                          "default: the existing release's, for the same weights")

@@ -77,7 +77,7 @@ def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: st
     if sorted(sections) != sorted(key for key, _ in SECTION.findall(repo_card)):
         raise ReleaseError(f"the marked sections of the repository's model card are not card.md's {sorted(sections)}")
     classes = [pred["channel_def"][str(i)] for i in range(pred["num_channels"])]
-    split, named = record.get("split") or {}, record.get("weights_epoch")
+    split = record.get("split") or {}
     fields = dict(meta=meta, card=card, name=name, task=meta["task"].lower(), n_params=n_params, **checks,
                   image_name=image_name, image=image, image_shape=", ".join(map(str, image["spatial_shape"])),
                   channels=", ".join(image["channel_def"].values()), pred_name=pred_name, pred=pred,
@@ -99,13 +99,13 @@ def model_card(repo_card: str, meta: dict, *, name: str, card: dict, dataset: st
         parts = ", ".join(f"{split[k]} {k[2:]}" for k in ("n_training", "n_selection", "n_validation") if k in split)
         fields["trained_on"] = (f"These weights were trained on **{split.get('dataset', dataset)}** ({parts} images; "
                                 f"seeded split, seed {split.get('seed')}).")
-    held = f"epoch {named['epoch']} (named at release; see the changelog)" if named else "the best epoch on the " \
-        "selection part"
     fields["epochs"] = (f"These weights: {record['epochs']} epoch(s) trained; `models/model.pt` holds the weights of "
-                        f"{held}." if record.get("epochs") else "How these weights were trained (epochs and overrides "
-                        "of the recipe) is stated in the changelog of `configs/metadata.json`.")
-    performance = [f"{what} on the selection part during training (epoch {row['epoch']}): {_scores(row)}."
-                   for what, row in (("Best score", record.get("best")), ("Score of these weights", named)) if row]
+                        "the best epoch on the selection part." if record.get("epochs") else "How these weights were "
+                        "trained (epochs and overrides of the recipe) is stated in the changelog of "
+                        "`configs/metadata.json`.")
+    best = record.get("best")
+    performance = [f"Best score on the selection part during training (epoch {best['epoch']}): {_scores(best)}."] \
+        if best else []
     if meta["eval_metrics"]:
         performance.insert(0, "Evaluation of these weights (`eval_metrics` in `configs/metadata.json`; per image at "
                            f"the picture's own size, mean over images): {_scores(meta['eval_metrics'])}.")

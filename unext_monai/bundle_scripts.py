@@ -1,11 +1,7 @@
-"""Importing a packaged bundle's ``scripts`` package, the code its configs name (``scripts.transforms...``).
-
-A release vendors the package's modules into ``bundle/<name>/scripts/`` (see :mod:`unext_monai.release.vendor`), so a
-bundle runs with MONAI alone, its folder on ``sys.path`` as the model zoo runs it: :func:`bundle_on_path`. A
-``model.ts`` taken out of its bundle folder (a MONAI Application Package holds only ``models/<name>/model.ts``) carries
-the configs but not the scripts: :func:`scripts_from_package` then serves ``scripts.X`` from the installed
-``unext_monai.X``, the code the scripts are a copy of. :func:`bundle_scripts` picks the one that applies.
-"""
+"""Importing a packaged bundle's ``scripts`` package, the code its configs name (``scripts.transforms...``): the
+bundle's own copy with its folder on ``sys.path`` (:func:`bundle_on_path`), or for a ``model.ts`` without its bundle
+folder (a MONAI Application Package's ``models/<name>/model.ts``) the installed ``unext_monai`` the copy was made from
+(:func:`scripts_from_package`); :func:`bundle_scripts` picks the one that applies."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from monai.transforms import Randomizable, Transform
 from unext_monai.distributed import is_rank0
 from unext_monai.io import write_atomic
 
-__all__ = ["load_checkpoint_file", "NamedCheckpointLoader", "AtomicCheckpointSaver", "RandomStates",
+__all__ = ["load_checkpoint_file", "same_state", "NamedCheckpointLoader", "AtomicCheckpointSaver", "RandomStates",
            "BestModelState"]
 
 logger = logging.getLogger("unext_monai")
@@ -57,6 +57,11 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> A
         return torch.load(name, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(f"{name}: cannot be loaded as weights only ({_problem(e)})") from None
+
+
+def same_state(a: Any, b: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the state dict ``a`` holds exactly the tensors of ``b``."""
+    return isinstance(a, Mapping) and a.keys() == b.keys() and all(torch.equal(a[k], v) for k, v in b.items())
 
 
 class NamedCheckpointLoader(CheckpointLoader):
@@ -216,8 +221,6 @@ class BestModelState:
         path, model = self._path(), state["model"]
         if not is_rank0():  # the process that writes the checkpoints
             return
-        current = load_checkpoint_file(path, "cpu") if model is not None and path.is_file() else None
-        if model is not None and (current is None or current.keys() != model.keys()
-                                  or any(not torch.equal(current[k], v) for k, v in model.items())):
+        if model is not None and not (path.is_file() and same_state(load_checkpoint_file(path, "cpu"), model)):
             write_atomic(path, lambda tmp: torch.save(model, tmp))
             logger.info(f"{path}: restored the best model of epoch {state['best'][1]} from the checkpoint")

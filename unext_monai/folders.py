@@ -17,10 +17,8 @@ logger = logging.getLogger("unext_monai")
 
 
 def make_build_folder(target: str | os.PathLike) -> str:
-    """Make and return the empty folder ``.<name>.build-<pid>-<random>`` beside ``target``, in which a folder is
-    built whole before :func:`replace_folder` puts it at ``target``. It gets a plain folder's permissions (``0o777``
-    less the umask), which the built folder keeps at ``target``. First calls :func:`tidy_build_leftovers`.
-    """
+    """Make and return the empty folder ``.<name>.build-<pid>-<random>`` beside ``target`` (a plain folder's
+    permissions) to build a folder in before :func:`replace_folder` puts it at ``target``."""
     target = os.path.abspath(target)
     tidy_build_leftovers(target)
     parent, name = os.path.split(target)
@@ -30,12 +28,9 @@ def make_build_folder(target: str | os.PathLike) -> str:
 
 
 def tidy_build_leftovers(target: str | os.PathLike) -> None:
-    """Tidy what processes that are gone (killed mid-build) left beside ``target`` (its parent folder is created if
-    missing): their build folders (:func:`make_build_folder`) are removed; their ``.<name>.old-<pid>-*`` folders
-    (see :func:`replace_folder`) are removed where ``target`` exists (the replacement had finished), and where it does
-    not (killed between the two renames) the old folder is put back at ``target``, with a warning. Folders of live
-    processes are left alone. Call it before looking at ``target`` to decide what to do with it.
-    """
+    """Tidy what processes that are gone left beside ``target`` (whose parent is created if missing): their build
+    folders are removed, and their old folders (:func:`replace_folder`) too, or put back at ``target``, with a
+    warning, where it is missing. Call it before looking at ``target``."""
     target = os.path.abspath(target)
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
@@ -66,15 +61,10 @@ def _process_alive(pid: int) -> bool:
 
 
 def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Rename the finished folder ``built`` (a sibling of ``target``, on its file system) to ``target``, replacing
-    the folder there, if any: ``target`` is the old folder or the new one, never a mix of the two.
-
-    The old folder is first moved aside into ``.<name>.old-<pid>-<random>`` beside ``target`` and removed once the new
-    one is in place (a process killed between the two renames leaves it there, whole, and the next
-    :func:`tidy_build_leftovers` for ``target`` puts it back). If the rename fails, the old folder is put back (unless
-    something else appeared at ``target`` meanwhile: the error then names where the old folder is kept) and the
-    ``OSError`` is raised; ``built`` is left to the caller.
-    """
+    """Rename the finished folder ``built`` (a sibling of ``target``) to ``target``: the old folder there is moved
+    aside into ``.<name>.old-<pid>-<random>`` first and removed once the new one is in place (after a kill between
+    the renames, :func:`tidy_build_leftovers` puts it back). A failed rename puts it back too (or names where it is
+    kept) and raises the ``OSError``; ``built`` is left to the caller."""
     built, target = os.fspath(built), os.path.abspath(target)
     parent, name = os.path.split(target)
     aside = None

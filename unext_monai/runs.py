@@ -62,11 +62,10 @@ def _lock(ckpt_dir: str) -> None:
 
 def prepare_training_run(ckpt_dir: str, output_dir: str, resume: bool = False, pretrained_checkpoint: str | None = None,
                          max_epochs: Any = 1) -> str:
-    """Check a run before anything is written and return its name (``run-<date>-<time>``, which names its TensorBoard
-    folder; a resumed run keeps the newest one's): ``max_epochs`` is a whole number of at least 1, both folders are
-    writable, no other training uses ``ckpt_dir`` (this process holds it until it ends), and a
-    ``pretrained_checkpoint`` is not one of the earlier outputs that :func:`move_earlier_run_aside` will move. Rank 0
-    alone does this in a distributed run; every rank gets the name.
+    """Check a run before anything is written (``max_epochs`` a whole number >= 1, writable folders, no other
+    training on ``ckpt_dir``: this process holds it until it ends; a ``pretrained_checkpoint`` that is no earlier
+    output :func:`move_earlier_run_aside` will move) on rank 0, and return its name on every rank: ``run-<date>-<time>``
+    (its TensorBoard folder; a resumed run keeps the newest one's).
 
     Raises:
         ValueError, PermissionError, BlockingIOError: naming the setting, folder or process.

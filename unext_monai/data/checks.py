@@ -50,13 +50,10 @@ def _digest(path: str) -> str:
 
 def check_datalist(items: list[dict], skip_bad: bool = False, class_names: Sequence[str] = ("lesion",),
                    class_key: str | None = None) -> list[dict]:
-    """Read every image (:func:`read_checked`) and its masks (:class:`LoadMaskd`: the mask
-    rule, sizes; ``class_names`` and ``class_key`` as it takes them) of ``items`` ``{"image", "label": [paths],
-    "name"}`` exactly as the transforms will, and drop repeated images (the same file content under two names,
-    which would leak between split parts).
-
-    Returns:
-        The good items in their order, ``"label"`` as a list.
+    """Read every image (:func:`read_checked`) and its masks (:class:`LoadMaskd`, with ``class_names`` and
+    ``class_key``) of ``items`` ``{"image", "label": [paths], "name"}`` as the transforms will, and drop repeated
+    images (the same content under two names would leak between split parts). Returns the good items in their order,
+    ``"label"`` as a list.
 
     Raises:
         ValueError: ``items`` is empty; any problem (each named with its file, the first :data:`MAX_LISTED`), unless

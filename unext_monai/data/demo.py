@@ -88,19 +88,11 @@ def existing_demo_dataset(directory: str) -> dict | None:
 
 def make_demo_dataset(directory: str, num_images: int | None = None, size: int = 256, seed: int = 0,
                       classes: int = 1) -> str:
-    """Write the synthetic demo set to ``directory`` (UNeXt-pytorch layout) and return ``directory``.
-
-    Without ``num_images``, a complete demo set already in ``directory`` is used whatever its size, else 40 images
-    are made.
-    Image ``i`` depends only on ``(seed, i)``: the same arguments give the same bytes, and a larger ``num_images``
-    extends a smaller set. Nothing is written when ``directory`` already holds a complete set made with the same
-    arguments. Otherwise the set is built in a temporary sibling folder and renamed into place, so an interrupted run
-    never leaves a half-written set behind; a previous demo set with other arguments is replaced. A folder that exists
-    but is not a demo set (no ``demo_dataset.json``) and is not empty is left alone: ``FileExistsError``.
-
-    Writes ``images/demo_NNN.png`` (RGB), ``masks/0/demo_NNN.png`` (0/255; with ``classes`` > 1 a label map of class
-    numbers 1..classes, train it with ``--class_names`` of that many names) and ``demo_dataset.json`` (the arguments).
-    """
+    """Write the synthetic demo set to ``directory`` and return it: ``images/demo_NNN.png`` (RGB),
+    ``masks/0/demo_NNN.png`` (0/255; with ``classes`` > 1 the class numbers 1..classes) and ``demo_dataset.json`` (the
+    arguments). Image ``i`` depends only on ``(seed, i)``. A complete set of the same arguments (without
+    ``num_images``: of any size, else 40 images) is used as it is; otherwise the set is built beside ``directory`` and
+    renamed into place, replacing an earlier demo set. A non-empty folder that is no demo set: ``FileExistsError``."""
     if num_images is None:
         existing = existing_demo_dataset(directory)
         if existing is not None and existing.get("classes", 1) == classes:

@@ -12,6 +12,7 @@ is stopped by SIGTERM (once the input being segmented is recorded; the inputs no
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -34,9 +35,7 @@ REPORT_NAME = "report.json"
 def output_stems(paths: list[str]) -> dict[str, str]:
     """A distinct output stem per input: its file stem, or, for inputs sharing one (``a.png``, ``a.dcm``), the stem
     and its suffix (``a_png``, ``a_dcm``), numbered if still taken."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[file_stem(p)] = counts.get(file_stem(p), 0) + 1
+    counts = collections.Counter(file_stem(p) for p in paths)
     stems: dict[str, str] = {}
     for p in paths:
         stem = file_stem(p)
@@ -51,12 +50,9 @@ def output_stems(paths: list[str]) -> dict[str, str]:
 
 
 def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
-    """``(inputs, skipped)`` of ``input_path``: absolute paths of the readable pictures, sorted, and
-    ``{"input": path, "error": why}`` for every other file found (hidden files and folders are not looked at).
-
-    A folder is read with its subfolders; a symlinked subfolder is followed unless it leads into the input folder
-    or to a folder already read (then it is skipped with that reason: each folder is read once). Files named like
-    masks or outputs (``*_mask``, ``*_mask_1``, ``*_segmentation``, ``*_overlay``, ``*_seg``) are skipped.
+    """``(inputs, skipped)`` of ``input_path`` and its subfolders: the readable pictures, sorted, and ``{"input":
+    path, "error": why}`` for every other file found (hidden ones not looked at), files named like masks or outputs
+    (:data:`~unext_monai.transforms.NOT_INPUTS`) and symlinked folders read already (each folder is read once).
 
     Raises:
         FileNotFoundError: ``input_path`` does not exist.
@@ -90,17 +86,15 @@ def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
 
 
 def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True, overwrite: bool = False,
                    model: str | None = None, dicom_seg: bool = False, allow_empty: bool = False) -> InferenceReport:
-    """The inputs of an inference run and the files each will give, checked before anything is written; returns
-    the run's :class:`InferenceReport`, whose :attr:`~InferenceReport.datalist` feeds the bundle's dataset
-    (``{"image", "mask_file"[, "overlay_file"]}`` items) and which, attached to the evaluator, writes ``report.json``.
-    With ``dicom_seg`` (the Deploy app) a DICOM input gives ``<stem>_seg.dcm``, a DICOM Segmentation, and no overlay;
-    ``allow_empty`` returns a report of skipped files only where there is nothing to segment.
+    """The inputs of an inference run and each one's output files, checked before anything is written, as the run's
+    :class:`InferenceReport` (its ``datalist``: ``{"image", "mask_file"[, "overlay_file"]}``). With ``dicom_seg`` a
+    DICOM input gives a DICOM Segmentation ``<stem>_seg.dcm``; ``allow_empty`` allows nothing to segment.
 
     Raises:
         ValueError: no ``input_path``; nothing readable in it; ``output_dir`` inside the input folder; an output file
@@ -146,15 +140,8 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
 
 
 class InferenceReport:
-    """``report.json`` of an inference run (see the module docstring), written atomically.
-
-    Args:
-        path: the report file.
-        input_path, output_dir, model: what the run was given.
-        inputs: the files to segment (``pending`` until recorded).
-        skipped: ``{"input", "error"}`` of the files left out.
-        items: the datalist of the bundle's dataset (:attr:`datalist`), with the planned ``mask_file`` of each input.
-    """
+    """``report.json`` of an inference run (the module docstring), written atomically: ``inputs`` are ``pending``
+    until recorded, ``skipped`` are ``{"input", "error"}``, ``items`` the datalist of the planned outputs."""
 
     def __init__(self, path: str, input_path: str, output_dir: str, inputs: list[str], skipped: list[dict],
                  items: list[dict] | None = None, model: str | None = None) -> None:
@@ -174,14 +161,14 @@ class InferenceReport:
         return [dict(it) for it in self.items]
 
     def segmented(self, source: str, outputs: list[str], **extra: Any) -> None:
-        with self._lock:
-            self._entries.setdefault(source, {"input": source})
-            self._entries[source].update(status="segmented", outputs=list(outputs), error=None, **extra)
+        self._record(source, status="segmented", outputs=list(outputs), error=None, **extra)
 
-    def failed(self, source: str, error: str, outputs: list[str] | None = None) -> None:
+    def failed(self, source: str, error: str) -> None:
+        self._record(source, status="failed", outputs=[], error=error)
+
+    def _record(self, source: str, **entry: Any) -> None:
         with self._lock:
-            self._entries.setdefault(source, {"input": source})
-            self._entries[source].update(status="failed", outputs=list(outputs or []), error=error)
+            self._entries.setdefault(source, {"input": source}).update(entry)
 
     def counts(self) -> dict[str, int]:
         statuses = [e["status"] for e in self._entries.values()]

@@ -53,18 +53,12 @@ def prepare_split(dataset: str, dataset_dir: str | None, output_dir: str, val_fr
                   selection_fraction: float = 0.1, seed: int = 0, include_normal: bool = False,
                   skip_bad: bool = False, class_names: Sequence[str] = ("lesion",), class_key: str | None = None,
                   write: bool = True) -> dict[str, list[dict]]:
-    """Read, check (:func:`~unext_monai.data.checks.check_datalist`) and split a data set; keep it in
-    ``<output_dir>/split.json``.
-
-    ``validation`` (``val_fraction`` of the pairs) is held out: only ``evaluate.json`` looks at it; ``selection``
-    (``selection_fraction`` of the rest) is scored after every epoch to pick ``model.pt``; ``training`` is the rest.
-    The pairs are shuffled with ``seed`` (MONAI's ``partition_dataset``, per class with ``partition_dataset_classes``
-    when items carry a ``class``). A datalist JSON file with a ``validation`` list keeps it as the held-out part.
-
-    ``split.json`` holds the lists and their ``meta`` (data set, folder, seed, fractions, the datalist file's digest).
-    When it exists with the same meta, its lists are used (checked again: a file damaged since is named); with
-    other meta a training run (``write``) replaces it, while evaluation (``write=False``) refuses: it must score the
-    split the model was trained with. Every rank of a distributed run computes the same split; rank 0 writes it.
+    """Read, check (:func:`~unext_monai.data.checks.check_datalist`) and split a data set, kept with its ``meta``
+    (data set, folder, seed, fractions, a datalist file's digest) in ``<output_dir>/split.json``: ``validation``
+    (``val_fraction``; a datalist file's own ``validation`` list) is held out for ``evaluate.json``, ``selection``
+    (``selection_fraction`` of the rest) picks ``model.pt``, ``training`` is the rest; shuffled with ``seed``, per
+    class where items have one (MONAI's ``partition_dataset(_classes)``). A ``split.json`` of the same meta is reused
+    (checked again); of other meta, training (``write``) replaces it and evaluation refuses. Rank 0 writes it.
 
     Raises:
         ValueError: fractions outside (0, 1), too few pairs, another split than the one in ``split.json`` for

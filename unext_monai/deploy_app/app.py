@@ -1,15 +1,8 @@
-"""The MONAI Deploy application (imported by :mod:`unext_monai.deploy_app.cli` to run it): one operator, the SDK's
-``MonaiBundleInferenceOperator`` on the release's ``model.ts``, ticked once per planned input. Each tick reads the
-input with the bundle's own ``LoadImaged`` (the arrays ``monai.bundle run`` sees), runs the bundle's ``preprocessing``,
-``inferer`` and ``postprocessing`` (the SDK, without the bundle's load and save transforms) and writes the outputs that
-:func:`unext_monai.data.inputs.plan_inference` planned:
-
-- DICOM input: a binary DICOM Segmentation (highdicom), one segment per class of the bundle's ``channel_def``, in the
-  source's study and patient, referencing the source series and instance;
-- NIfTI input and other pictures: what ``monai.bundle run`` writes (:func:`unext_monai.transforms.write_segmentation`).
-
-An error on one input is recorded in the run's :class:`unext_monai.data.inputs.InferenceReport`; the next input goes on.
-"""
+"""The MONAI Deploy application: the SDK's ``MonaiBundleInferenceOperator`` on the release's ``model.ts``, ticked
+once per input that :func:`unext_monai.data.inputs.plan_inference` planned. Each tick reads the input with the
+bundle's own ``LoadImaged``, runs its ``preprocessing``, ``inferer`` and ``postprocessing`` and writes a DICOM
+Segmentation (highdicom) for a DICOM input, else what ``monai.bundle run`` writes; an error on one input is recorded
+in the run's :class:`~unext_monai.data.inputs.InferenceReport` and the next input goes on."""
 
 from __future__ import annotations
 

@@ -1,17 +1,7 @@
-"""MONAI Label app serving a released UNeXt bundle for 2D lesion segmentation (``docs/integrations.md``)::
-
-    python -m monailabel.main start_server --app APP_DIR --studies STUDIES --conf bundle bundle/NAME \\
-        --host 127.0.0.1 --port 8000
-
-``--conf`` settings: ``bundle`` (required, or ``UNEXT_BUNDLE``: the release folder, whose ``models/model.pt`` training
-replaces: serve a copy), ``model_name`` (default: the bundle folder's name), ``preload`` (false), ``train`` (true),
-``epistemic_dropout`` (0.2), ``epistemic_samples`` (5), ``max_upload_mb`` (64), ``engine`` (the bundle's inference
-engine setting: ``fp32``, ``bf16`` or ``pytorch``). Final labels go to
-``STUDIES/labels/final/<image id>.png``.
-
-A request MONAI Label would answer with 500 or run on a wrong input gets a 4xx naming the problem; ids and tags are
-confined to ``STUDIES`` (``lib/security.py``).
-"""
+"""MONAI Label app serving a released UNeXt bundle for 2D lesion segmentation: ``python -m monailabel.main
+start_server --app APP_DIR --studies STUDIES --conf bundle bundle/NAME --host 127.0.0.1`` (the ``--conf`` settings:
+``docs/integrations.md``). A request MONAI Label would answer with 500 or run on a wrong input gets a 4xx naming the
+problem; ids and tags are confined to ``STUDIES`` (``lib/security.py``)."""
 
 from __future__ import annotations
 

@@ -84,17 +84,9 @@ def convert_unext_pytorch_state_dict(
 
 
 def from_unext_pytorch(source: Mapping[str, torch.Tensor] | str | os.PathLike) -> UNeXt:
-    """Build a :class:`UNeXt` carrying the weights of a UNeXt-pytorch checkpoint.
-
-    Args:
-        source: a state dict of ``archs.UNext`` or ``archs.UNext_S`` (as the reference's ``train.py`` saves it to
-            ``model.pth``, optionally with a ``module.`` prefix or under a ``"state_dict"`` key), or the path of such
-            a file. Files are read with ``torch.load(weights_only=True)``: no code in them is executed.
-
-    Returns:
-        a ``UNeXt`` in eval mode whose widths and input/output channels are inferred from the tensor shapes, and
-        whose outputs equal the reference's for the same inputs.
-    """
+    """A :class:`UNeXt` in eval mode, its widths and channels read from the tensors, that gives the reference's
+    outputs: ``source`` is a state dict of ``archs.UNext`` or ``archs.UNext_S`` (its ``train.py``'s ``model.pth``, with
+    or without a ``module.`` prefix or a ``"state_dict"`` key) or the path of one, read weights only."""
     converted, kwargs = convert_unext_pytorch_state_dict(source)
     net = UNeXt(**kwargs)  # type: ignore[arg-type]
     result = net.load_state_dict(converted, strict=False)

@@ -1,11 +1,7 @@
-"""Package the repository's bundle into a stand-alone model zoo bundle, verified before it appears.
-
-``python -m unext_monai.release --name NAME [--dataset D] [--version V --changelog TEXT] [--train_dir eval]
-[--metrics eval/evaluation/metrics.csv] [--card_notes FILE]`` (console script ``unext-release``); what the folder
-holds, the options and the checks: ``docs/integrations.md`` (Release). The folder is built beside the output under a
-temporary name, checked (the checkpoint loads strictly into ``network_def``, MONAI's ``verify_net_in_out``,
-TorchScript and ONNX Runtime match PyTorch, the inference config's components instantiate) and only then renamed into
-place. A refusal is one ``release: refused: ...`` line and exit status 1, with nothing left behind.
+"""``python -m unext_monai.release --name NAME ...``: package the repository's bundle into a stand-alone model zoo
+bundle (options, contents and checks: ``docs/integrations.md``, Release). The folder is built beside the output,
+checked (strict weights, ``verify_net_in_out``, TorchScript and ONNX Runtime against PyTorch, the inference config's
+parts) and only then renamed into place; a refusal is one ``release: refused: ...`` line, exit status 1, nothing left.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ import shutil
 import sys
 
 from unext_monai.bundle_scripts import bundle_on_path
-from unext_monai.checkpoint import load_checkpoint_file
+from unext_monai.checkpoint import load_checkpoint_file, same_state
 from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
 from unext_monai.release.card import model_card
 from unext_monai.release.configs import (
@@ -123,18 +119,6 @@ def _changelog(meta: dict, previous_meta: dict | None, version: str, entry: str 
     return {version: text, **{k: v for k, v in older.items() if k != version}}
 
 
-def _same_weights(pt_file: str, weights: dict) -> bool:
-    """Whether ``pt_file`` (an existing release's ``model.pt``) holds exactly ``weights``."""
-    import torch
-
-    try:
-        old = load_checkpoint_file(pt_file, map_location="cpu")
-    except (FileNotFoundError, ValueError):
-        return False
-    return isinstance(old, dict) and old.keys() == weights.keys() and all(torch.equal(old[k], v)
-                                                                          for k, v in weights.items())
-
-
 def _check_output_apart(output: str, bundle_root: str, train_dir: str, ckpt_dir: str) -> None:
     """Refuse an output that is or contains the bundle root, the training folder or the checkpoint's folder, or lies
     inside the bundle root (but for its ``bundle/`` folder of releases) or the training folder: replacing it would
@@ -230,7 +214,10 @@ def release(
     zeroed = zero_negligible_weights(weights.values())  # the packaged files run at full float32 speed
 
     previous = _read_json(os.path.join(output, "configs", "metadata.json"))
-    same_weights = previous is not None and _same_weights(os.path.join(output, "models", "model.pt"), weights)
+    try:  # a damaged earlier release is replaced like any other
+        same_weights = bool(previous) and same_state(_weights(os.path.join(output, "models", "model.pt")), weights)
+    except ReleaseError:
+        same_weights = False
     source = os.path.join(output, RECORD_FILE)  # the same weights' run may be long gone: its record stands
     if same_weights and not train_dir and os.path.isfile(source):
         print(f"release: same weights as {output}: keeping its training record")

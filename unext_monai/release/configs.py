@@ -1,12 +1,7 @@
-"""What a packaged bundle says: its configs, its ``metadata.json`` and its data set's card (``datasets.json``).
-
-The packaged configs (``bundle_configs/``) are a model zoo bundle's: MONAI, Ignite and PyTorch parts, the network
-and what MONAI lacks from the bundle's ``scripts`` copy; they fine-tune from and evaluate a datalist file. They take
-the values of the data set's overlay (``configs/<dataset>.json``) for the entries they define (input channels, class
-names, augmentation, post-processing). A variant of a data set (a card with ``variant_of``: ``busi_classes`` is BUSI
-labelled by diagnosis) layers its own overlay after its data set's and takes the fields of its data set's card that
-it does not give. JSON is written as the model zoo's pre-commit formats it.
-"""
+"""What a packaged bundle says: its configs (``bundle_configs/`` with the repository's and the data set's overlay
+values for the entries they define), its ``metadata.json`` and its data set's card (``datasets.json``; a variant,
+``variant_of``, layers its overlay after its data set's and takes the fields it does not give). JSON is written as
+the model zoo's pre-commit formats it."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""The code a packaged bundle carries: the modules of ``unext_monai`` its configs name, copied into ``scripts/``.
-
-A model zoo bundle runs with MONAI and the packages its ``metadata.json`` lists; its own code travels in the bundle's
-``scripts/`` package, imported with the bundle folder on ``sys.path``. The copy holds every module the configs name,
-the modules those import from the package (at any depth: also inside functions) and their packages' ``__init__``
-files, with the package's absolute imports made relative (``from unext_monai.io import`` in ``data/split.py`` becomes
-``from ..io import``), so that ``scripts.transforms`` is ``unext_monai.transforms``. The copy is generated, never
-edited: the package stays the one source, and ``tests/test_released_bundles.py`` checks each released bundle's copy.
-"""
+"""The code a packaged bundle carries in ``scripts/``: the modules of ``unext_monai`` its configs name, those they
+import from the package (at any depth) and their packages' ``__init__`` files, with the package's absolute imports
+made relative (``from unext_monai.io import`` becomes ``from .io import``). Generated, never edited:
+``tests/test_released_bundles.py`` checks each released bundle's copy against the package."""
 
 from __future__ import annotations
 

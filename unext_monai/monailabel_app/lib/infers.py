@@ -1,11 +1,6 @@
-"""Inference tasks: the released bundle's ``inference.json`` as a MONAI Label ``BasicInferTask``.
-
-Not MONAI Label's ``BundleInferTask``: its module imports torchvision, which does not load beside the CPU torch
-(``.ci/label_env.sh``). The bundle's ``postprocessing`` runs without its file writer and already returns the picture's
-size (MONAI Label's ``Restored`` would transpose non-square pictures); the label is a PNG of label indices in the
-picture's row/column order. Only ``models/model.pt`` is served; the bundle's ``engine`` runs ``model.onnx``
-until a training replaces it.
-"""
+"""Inference tasks: the released bundle's ``inference.json`` as a MONAI Label ``BasicInferTask`` (``BundleInferTask``
+imports torchvision, which does not load beside the CPU torch), without its file writer; its ``postprocessing``
+returns the picture's size (``Restored`` would transpose non-square pictures). The label is a PNG of label indices."""
 
 from __future__ import annotations
 

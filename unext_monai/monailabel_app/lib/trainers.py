@@ -1,11 +1,8 @@
 """Training task: MONAI Label's ``BundleTrainTask`` on the released bundle's ``train.json``, in this process, on one
-device (MONAI Label's multi-GPU path starts ``torchrun`` and reports nothing back; no mlflow tracking).
-
-Each run writes into its own folder, ``<app>/model/<model>/runs/<run>/`` (the bundle's ``run_dir``), starting from
-the served ``models/model.pt`` (the bundle's ``pretrained_checkpoint``); its best model then replaces the served one
-atomically, the replaced one kept as ``replaced_model.pt`` in the run folder. The answer is the run's statistics
-(MONAI Label's ``prepare_stats``), kept as ``/info/``'s ``train_stats``.
-"""
+device (its multi-GPU path starts ``torchrun`` and reports nothing back). Each run fine-tunes the served
+``models/model.pt`` in its own ``<app>/model/<model>/runs/<run>/``; its best model then replaces the served one
+atomically (the replaced one kept as the run's ``replaced_model.pt``). The answer, ``prepare_stats``, is kept as
+``/info/``'s ``train_stats``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Importing a packaged bundle's ``scripts`` package, the code its configs name (``scripts.transforms...``): the
 bundle's own copy with its folder on ``sys.path`` (:func:`bundle_on_path`), or for a ``model.ts`` without its bundle
 folder (a MONAI Application Package's ``models/<name>/model.ts``) the installed ``unext_monai`` the copy was made from
-(:func:`scripts_from_package`); :func:`bundle_scripts` picks the one that applies."""
+(:func:`scripts_from_package`); :func:`bundle_scripts` picks the one that applies. :func:`output_classes` reads
+the classes its metadata names."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["SCRIPTS", "bundle_on_path", "scripts_from_package", "bundle_scripts", "bundle_folder_of"]
+__all__ = ["SCRIPTS", "bundle_on_path", "scripts_from_package", "bundle_scripts", "bundle_folder_of", "output_classes"]
 
 #: the package name a bundle's configs import its code by, as in the model zoo
 SCRIPTS = "scripts"
@@ -109,3 +110,10 @@ def bundle_scripts(model_file: str | os.PathLike) -> Iterator[None]:
                 f"unext_monai {__version__}")
     with scripts_from_package():
         yield
+
+
+def output_classes(meta: dict) -> list[str]:
+    """The foreground classes of a packaged bundle's ``metadata.json`` in class-number order: its output's
+    ``channel_def`` without ``background``."""
+    channels = next(iter(meta["network_data_format"]["outputs"].values()))["channel_def"]
+    return [v for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]

@@ -193,14 +193,9 @@ class RandomStates:
 
 
 class BestModelState:
-    """The best model with its record (the key-metric saver's and the evaluator's best metric and epoch) as one
-    checkpoint entry: on resume ``model.pt`` is rewritten from it where a kill left a newer ``model.pt`` than the
-    checkpoint, so the best model and its record never disagree.
-
-    Args:
-        saver: the key-metric ``CheckpointSaver`` with a fixed ``key_metric_filename`` (``model.pt``).
-        evaluator: the evaluator whose key metric picks the best.
-    """
+    """The best model of ``saver`` (the key-metric saver, a fixed ``key_metric_filename``) with its record (the
+    saver's and ``evaluator``'s best metric and epoch) as one checkpoint entry: on resume ``model.pt`` is rewritten
+    from it where a kill left a newer one, so the best model and its record never disagree."""
 
     def __init__(self, saver: AtomicCheckpointSaver, evaluator: Any) -> None:
         self.saver, self.evaluator = saver, evaluator

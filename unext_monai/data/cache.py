@@ -46,14 +46,9 @@ def _nbytes(item: dict) -> int:
 class BudgetCacheDataset(PersistentDataset):
     """MONAI's ``CacheDataset`` keeps every item in RAM, its ``PersistentDataset`` every item on disk: this keeps the
     first items in RAM up to ``memory_gb`` (their tensors' bytes) and the rest in ``cache_dir`` (``None``: computed at
-    every use), all built here, before training. Cached is the transform up to the first random transform or the first
-    callable that is not a MONAI transform. A file is named by its item, the sizes and times of the item's files and
-    the cached transforms (pickled), so a resumed or repeated run reuses it and changed data or transforms are not.
-
-    Raises:
-        ValueError: naming the sizes, where the cache would take more memory than is available (``memory_gb`` too
-            large), or what exceeds ``memory_gb`` does not fit the free space of ``cache_dir``.
-    """
+    every use), all built here, before training, up to the first random transform or non-MONAI callable. A file is
+    named by its item, its files' sizes and times and the cached transforms, so changed data or transforms are not
+    reused. Raises ``ValueError`` naming the sizes where the cache does not fit the available memory or disk."""
 
     def __init__(self, data, transform, cache_dir: str | None, memory_gb: float, name: str = "training") -> None:
         super().__init__(data, transform, cache_dir, hash_func=_item_hash, hash_transform=pickle_hashing)

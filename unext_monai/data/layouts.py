@@ -157,13 +157,9 @@ def read_unext_pytorch(root: str) -> list[dict]:
 
 def read_datalist_json(path: str, keys: Sequence[str] = ("training",)) -> list[dict]:
     """The items of the ``keys`` lists of a MONAI datalist JSON file (``{"training": [{"image", "label"}]}``), paths
-    made absolute by MONAI's ``load_decathlon_datalist``; ``"label"`` as a list, ``"name"`` defaulting to the image's
-    stem.
-
-    Raises:
-        FileNotFoundError, ValueError: naming the file: missing, not valid JSON (with the line), no such list, or an
-            item without an ``"image"`` path.
-    """
+    made absolute by MONAI's ``load_decathlon_datalist``, ``"label"`` a list, ``"name"`` by default the image's stem.
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file: missing, no JSON, no such list, an item without
+    ``"image"``."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"datalist {path} does not exist (dataset 'datalist' takes a JSON file)")
@@ -189,12 +185,8 @@ def read_datalist_json(path: str, keys: Sequence[str] = ("training",)) -> list[d
 
 def read_dataset(dataset: str, dataset_dir: str, include_normal: bool = False,
                  keys: Sequence[str] = ("training",)) -> list[dict]:
-    """``dataset_dir`` read with the reader of ``dataset``, one of :data:`DATASETS` (``demo`` and ``unext``: the
-    UNeXt-pytorch folder layout; ``datalist``: the ``keys`` lists of a JSON file). Not checked: see
-    :func:`unext_monai.data.checks.check_datalist`.
-
-    Raises:
-        ValueError: an unknown ``dataset``, or the readers' errors; FileNotFoundError: no ``dataset_dir``.
+    """``dataset_dir`` read, unchecked, with the reader of ``dataset``, one of :data:`DATASETS` (``demo`` and
+    ``unext``: the UNeXt-pytorch layout; ``datalist``: the ``keys`` lists of a JSON file); ``ValueError`` for another.
     """
     name = str(dataset).lower()
     if name not in DATASETS:

@@ -23,6 +23,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
 )
 from monai.transforms import LoadImaged
 
+from unext_monai.bundle_scripts import output_classes
 from unext_monai.data.inputs import InferenceReport
 from unext_monai.io import write_atomic
 from unext_monai.transforms import write_segmentation
@@ -40,14 +41,9 @@ def _error(e: BaseException) -> str:
 
 
 class BundleSegmentationOperator(MonaiBundleInferenceOperator):
-    """Segment the next input of ``report.items`` (``{"image", "mask_file"[, "overlay_file"]}``) on each tick; give it
-    a ``CountCondition`` of their number.
-
-    Args:
-        report: the run's report, which each input's outcome goes to.
-        labels: the class names, in class-number order: the DICOM segments'.
-        algorithm: ``(name, version)`` of the model, for DICOM Segmentations.
-    """
+    """Segment the next input of ``report.items`` on each tick (give it a ``CountCondition`` of their number) and
+    record its outcome in ``report``; ``labels``: the class names in class-number order, ``algorithm``: the model's
+    ``(name, version)``, both for DICOM Segmentations."""
 
     def __init__(self, *args, report: InferenceReport, labels: list[str], algorithm: tuple[str, str],
                  engine: str | None = None, **kwargs) -> None:
@@ -133,9 +129,7 @@ class UNeXtSegmentationApp(Application):
 
     def compose(self) -> None:
         metadata = get_bundle_config(str(self.model), ["metadata"])
-        channels = next(iter(metadata["network_data_format"]["outputs"].values()))["channel_def"]
-        labels = [v for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
         self.add_operator(BundleSegmentationOperator(
             self, CountCondition(self, len(self.report.items)), app_context=AppContext({"model": str(self.model)}),
-            bundle_path=self.model, report=self.report, labels=labels, engine=self.engine,
+            bundle_path=self.model, report=self.report, labels=output_classes(metadata), engine=self.engine,
             algorithm=(str(metadata["name"]), str(metadata["version"])), name="bundle_segmentation"))

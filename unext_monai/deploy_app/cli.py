@@ -1,9 +1,6 @@
-"""Command line of the MONAI Deploy app: ``python -m unext_monai.deploy_app -i IN -o OUT -m MODEL``.
-
-The arguments, the inputs and the output paths are checked before the SDK, holoscan and torch are imported (they take
-seconds). ``OUT/report.json`` says what became of each input. Exit status: 0 every input segmented; 1 any input
-skipped or failed, or none; 2 bad arguments (nothing run).
-"""
+"""``python -m unext_monai.deploy_app -i IN -o OUT -m MODEL``: the arguments, inputs and outputs are checked before
+the SDK loads; ``OUT/report.json`` says what became of each input. Exit status: 0 every input segmented; 1 any input
+skipped or failed, or none; 2 bad arguments (nothing run)."""
 
 from __future__ import annotations
 

@@ -183,12 +183,8 @@ def release(
     card_notes: str | None = None,
     overwrite: bool = False,
 ) -> str:
-    """Build the release folder of the bundle at ``bundle_root`` and return its path. The arguments are the command
-    line's options (``docs/integrations.md``, Release).
-
-    Raises:
-        ReleaseError: bad arguments, or a failed build step or check (nothing is left behind).
-    """
+    """Build the release folder of the bundle at ``bundle_root`` and return its path; the arguments are the command
+    line's options. Raises ``ReleaseError`` for bad arguments or a failed step or check (nothing is left behind)."""
     import torch
     from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 

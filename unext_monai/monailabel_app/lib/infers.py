@@ -18,17 +18,12 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
-from unext_monai.bundle_scripts import bundle_on_path
+from unext_monai.bundle_scripts import bundle_on_path, output_classes
 
 
 class UNeXtInferTask(BasicInferTask):
-    """Segment one 2D picture with the release at ``bundle_dir`` (``configs/``, ``models/model.pt``).
-
-    Args:
-        bundle_dir: the release folder.
-        preload: load the network at start-up.
-        dropout: dropout probability inside the network's shifted MLPs (0: the network as trained).
-        kwargs: passed to ``BasicInferTask`` (e.g. ``skip_writer``).
+    """Segment one 2D picture with the release at ``bundle_dir``; ``dropout``: the probability inside the network's
+    shifted MLPs (0: the network as trained); ``engine``: overrides the bundle's; ``kwargs`` go to ``BasicInferTask``.
     """
 
     def __init__(self, bundle_dir: str, preload: bool = False, dropout: float = 0.0, engine: str | None = None,
@@ -43,9 +38,7 @@ class UNeXtInferTask(BasicInferTask):
             self.parser["network_def"]["dropout"] = dropout
         if "engine" in self.parser.config and (engine or dropout > 0):  # model.onnx has no dropout
             self.parser["engine"] = "pytorch" if dropout > 0 else engine
-        # label values: the output's channel_def in order, background left out (a one-channel output marks 1)
-        channels = next(iter(self.metadata["network_data_format"]["outputs"].values()))["channel_def"]
-        names = [v.lower() for _, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if v.lower() != "background"]
+        names = [name.lower() for name in output_classes(self.metadata)]  # label values 1.., background 0
         super().__init__(
             path=os.path.join(bundle_dir, "models", "model.pt"),
             network=self._parsed("network_def"),
@@ -85,13 +78,9 @@ class UNeXtInferTask(BasicInferTask):
 
 
 class UNeXtDropoutInferTask(UNeXtInferTask):
-    """Monte Carlo dropout for MONAI Label's ``EpistemicScoring``: each call samples new dropout masks; ``pred`` is the
-    lesion probability (1, H, W), with K classes the class probabilities (K+1, H, W), at the network's input size, not
-    written.
-
-    The network is in eval mode except its ``torch.nn.Dropout`` layers (``BasicInferTask``'s ``train_mode`` would also
-    normalise each picture by its own statistics).
-    """
+    """Monte Carlo dropout for MONAI Label's ``EpistemicScoring``: ``pred`` is the lesion probability (1, H, W) or
+    the class probabilities (K+1, H, W) at the network's input size, not written. Only the ``Dropout`` layers train
+    (``BasicInferTask``'s ``train_mode`` would normalise each picture by its own statistics)."""
 
     def __init__(self, bundle_dir: str, dropout: float = 0.2) -> None:
         super().__init__(bundle_dir, dropout=dropout, skip_writer=True)

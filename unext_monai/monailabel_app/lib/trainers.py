@@ -29,13 +29,8 @@ _NOT_OFFERED = ("multi_gpu", "force_multi_gpu", "gpus", "tracking", "tracking_ur
 
 
 class UNeXtTrainTask(BundleTrainTask):
-    """Fine-tune the release at ``path`` on the datastore's final labels and serve the result.
-
-    Args:
-        path: the release folder (``configs/train.json``, ``models/model.pt``).
-        conf: the app's ``--conf`` settings.
-        model_dir: the app's folder for this model (``<app>/model/<model name>``): runs and statistics go there.
-    """
+    """Fine-tune the release at ``path`` on the datastore's final labels and serve the result; runs and statistics
+    go to ``model_dir`` (``<app>/model/<model name>``)."""
 
     def __init__(self, path: str, conf: Dict[str, str], model_dir: str) -> None:
         super().__init__(path, conf, load_strict=True)

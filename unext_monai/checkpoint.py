@@ -46,11 +46,8 @@ def _problem(e: BaseException) -> str:
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> Any:
     """``torch.load(path, weights_only=True)``: tensors, numbers and plain containers only, nothing in the file runs.
-
-    Raises:
-        FileNotFoundError, ValueError: naming the file: missing, empty, not a checkpoint, damaged, or holding other
-            Python objects (a checkpoint to re-save as a plain state dict, if its source is trusted).
-    """
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file: missing, empty, not a checkpoint, damaged, or
+    holding other Python objects (to re-save as a plain state dict, if its source is trusted)."""
     name = os.fspath(path)
     _check_file(name)
     try:

@@ -25,13 +25,9 @@ def is_rank0() -> bool:
 
 
 def on_rank0(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``step(*args, **kwargs)`` computed on rank 0 only; every rank returns its result (which must pickle), and a
-    failure on rank 0 stops every rank (ignite's ``one_rank_only`` returns nothing to the others and leaves them waiting
-    when rank 0 fails).
-
-    Raises:
-        the step's own exception on rank 0; ``RuntimeError`` with rank 0's message on the other ranks.
-    """
+    """``step(*args, **kwargs)`` computed on rank 0 only, its result (which must pickle) returned on every rank; its
+    failure raised on rank 0 and, as ``RuntimeError`` with its message, on the others (ignite's ``one_rank_only``
+    returns nothing to the others and leaves them waiting when rank 0 fails)."""
     if not distributed():
         return step(*args, **kwargs)
     payload: list[Any] = [None]

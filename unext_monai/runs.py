@@ -65,11 +65,7 @@ def prepare_training_run(ckpt_dir: str, output_dir: str, resume: bool = False, p
     """Check a run before anything is written (``max_epochs`` a whole number >= 1, writable folders, no other
     training on ``ckpt_dir``: this process holds it until it ends; a ``pretrained_checkpoint`` that is no earlier
     output :func:`move_earlier_run_aside` will move) on rank 0, and return its name on every rank: ``run-<date>-<time>``
-    (its TensorBoard folder; a resumed run keeps the newest one's).
-
-    Raises:
-        ValueError, PermissionError, BlockingIOError: naming the setting, folder or process.
-    """
+    (its TensorBoard folder; a resumed run keeps the newest one's). Errors name the setting, folder or process."""
     return on_rank0(_prepare, ckpt_dir, output_dir, resume, pretrained_checkpoint, max_epochs)
 
 

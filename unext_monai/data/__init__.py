@@ -1,9 +1,5 @@
-"""Data sets as MONAI datalists: one reader per layout, a pre-flight check, seeded splits, the synthetic demo set
-(:mod:`~unext_monai.data.demo`) and the inputs of an inference run (:mod:`~unext_monai.data.inputs`).
-
-Every datalist item is ``{"image": abs_path, "label": [abs_mask_path, ...], "name": case_id}``, sorted by name;
-``"label"`` is a list (several masks only for BUSI images with several lesions, merged by a union).
-"""
+"""Data sets as MONAI datalists of ``{"image": path, "label": [mask paths, merged by a union], "name"}``: one reader
+per layout, a pre-flight check, seeded splits, the synthetic demo set, and the inputs of an inference run."""
 
 from unext_monai.data import demo, inputs
 from unext_monai.data.checks import check_datalist

@@ -8,6 +8,7 @@ import shutil
 import time
 from copy import deepcopy
 
+import psutil
 import torch
 from monai.data import MetaTensor, PersistentDataset
 from monai.data.utils import pickle_hashing
@@ -20,12 +21,8 @@ GB = 1e9
 
 
 def available_memory_gb() -> float:
-    """GB of memory available now: ``MemAvailable`` of /proc/meminfo, else the free pages (``os.sysconf``)."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")) / GB
-    except (OSError, StopIteration):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
+    """GB of memory available now (``psutil``: on Linux ``MemAvailable``)."""
+    return psutil.virtual_memory().available / GB
 
 
 def _item_hash(item: dict) -> bytes:

@@ -53,12 +53,8 @@ def check_datalist(items: list[dict], skip_bad: bool = False, class_names: Seque
     """Read every image (:func:`read_checked`) and its masks (:class:`LoadMaskd`, with ``class_names`` and
     ``class_key``) of ``items`` ``{"image", "label": [paths], "name"}`` as the transforms will, and drop repeated
     images (the same content under two names would leak between split parts). Returns the good items in their order,
-    ``"label"`` as a list.
-
-    Raises:
-        ValueError: ``items`` is empty; any problem (each named with its file, the first :data:`MAX_LISTED`), unless
-            ``skip_bad``, which leaves the bad items out with a warning each; or nothing is left.
-    """
+    ``"label"`` as a list; raises ``ValueError`` for no items, any problem (each named with its file, the first
+    :data:`MAX_LISTED`) unless ``skip_bad`` leaves the bad items out with a warning each, or nothing left."""
     if not items:
         raise ValueError("the datalist is empty: no image/mask pairs to check")
     load_mask = LoadMaskd("label", class_names=class_names, class_key=class_key)

@@ -1,14 +1,11 @@
-"""What an inference run (``inference.json``, the Deploy app) reads and writes, sorted out before the first image:
-:func:`find_inputs` (every file found is an input or skipped with why), :func:`plan_inference` (each input's output
-files; refusals before anything is written) and :class:`InferenceReport`, ``report.json``::
+"""What an inference run (``inference.json``, the Deploy app) reads and writes, sorted out before the first image
+(:func:`find_inputs`, :func:`plan_inference`), and its ``report.json`` (:class:`InferenceReport`)::
 
     {"status": "running" | "completed" | "failed" | "interrupted", "error", "input", "output", "model",
      "counts": {"total", "segmented", "skipped", "failed", "pending"},
      "inputs": [{"input", "status": "segmented" | "skipped" | "failed" | "pending", "outputs": [...], "error", ...}]}
 
-written when the run starts (a report of an earlier run never stands beside new outputs), and when it ends, fails or
-is stopped by SIGTERM (once the input being segmented is recorded; the inputs not reached stay ``pending``).
-"""
+written when the run starts, and when it ends, fails or gets SIGTERM (once the input in hand is recorded)."""
 
 from __future__ import annotations
 
@@ -53,10 +50,7 @@ def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(inputs, skipped)`` of ``input_path`` and its subfolders: the readable pictures, sorted, and ``{"input":
     path, "error": why}`` for every other file found (hidden ones not looked at), files named like masks or outputs
     (:data:`~unext_monai.transforms.NOT_INPUTS`) and symlinked folders read already (each folder is read once).
-
-    Raises:
-        FileNotFoundError: ``input_path`` does not exist.
-    """
+    ``FileNotFoundError`` where ``input_path`` does not exist."""
     root = os.path.abspath(os.path.expanduser(str(input_path)))
     if not os.path.exists(root):
         raise FileNotFoundError(f"input_path {root} does not exist")
@@ -96,11 +90,9 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
     :class:`InferenceReport` (its ``datalist``: ``{"image", "mask_file"[, "overlay_file"]}``). With ``dicom_seg`` a
     DICOM input gives a DICOM Segmentation ``<stem>_seg.dcm``; ``allow_empty`` allows nothing to segment.
 
-    Raises:
-        ValueError: no ``input_path``; nothing readable in it; ``output_dir`` inside the input folder; an output file
-            that exists (``overwrite`` replaces them) or is a folder; an output folder that cannot be written.
-        FileNotFoundError: ``input_path`` does not exist.
-    """
+    Raises ``ValueError`` (no ``input_path``, nothing readable in it, ``output_dir`` inside the input folder, an
+    output that exists without ``overwrite`` or is a folder, an output folder that cannot be written) or
+    ``FileNotFoundError``."""
     if not input_path:
         raise ValueError("no input: give --input_path (a picture or a folder of pictures)")
     root = os.path.abspath(os.path.expanduser(str(input_path)))

@@ -59,12 +59,8 @@ def prepare_split(dataset: str, dataset_dir: str | None, output_dir: str, val_fr
     (``selection_fraction`` of the rest) picks ``model.pt``, ``training`` is the rest; shuffled with ``seed``, per
     class where items have one (MONAI's ``partition_dataset(_classes)``). A ``split.json`` of the same meta is reused
     (checked again); of other meta, training (``write``) replaces it and evaluation refuses. Rank 0 writes it.
-
-    Raises:
-        ValueError: fractions outside (0, 1), too few pairs, another split than the one in ``split.json`` for
-            evaluation, or the data's problems.
-        FileNotFoundError: ``dataset_dir`` does not exist.
-    """
+    Raises ``ValueError`` (fractions outside (0, 1), too few pairs, another split for evaluation, the data's
+    problems) or ``FileNotFoundError``."""
     for label, fraction in (("val_fraction", val_fraction), ("selection_fraction", selection_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{label} must be in (0, 1), got {fraction}")

@@ -45,15 +45,8 @@ def _map_key(key: str) -> str | None:
 def convert_unext_pytorch_state_dict(
     source: Mapping[str, torch.Tensor] | str | os.PathLike,
 ) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    """Map a UNeXt-pytorch state dict (see :func:`from_unext_pytorch`) onto :class:`UNeXt`'s keys and infer the
-    constructor arguments.
-
-    Returns:
-        the converted state dict and the keyword arguments of the matching ``UNeXt`` (``spatial_dims``,
-        ``in_channels``, ``out_channels``, ``features``, ``mlp_ratio``).
-
-    Raises:
-        ValueError: naming the file: not a state dict of ``archs.UNext`` / ``UNext_S``.
+    """A UNeXt-pytorch state dict (:func:`from_unext_pytorch`) on :class:`UNeXt`'s keys, and the keyword arguments of
+    the matching ``UNeXt``; ``ValueError`` naming the file where it is no state dict of ``archs.UNext`` / ``UNext_S``.
     """
     is_file = isinstance(source, (str, os.PathLike))
     name = os.fspath(source) if is_file else "the given state dict"

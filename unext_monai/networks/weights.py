@@ -13,18 +13,13 @@ NEGLIGIBLE_WEIGHT = 1e-30
 
 
 def zero_negligible_weights(tensors: Iterable[torch.Tensor], below: float = NEGLIGIBLE_WEIGHT) -> int:
-    """Set the values of the floating-point ``tensors`` smaller in magnitude than ``below`` (but not 0) to 0, in
-    place; return how many there were. Other tensors, NaN and infinity are left alone.
+    """Set the values of the floating-point ``tensors`` smaller in magnitude than ``below`` (but not 0, read from the
+    bits: also where subnormals are flushed) to 0, in place; return how many there were.
 
-    Weight decay keeps shrinking the weights of units that stopped learning, far below float32's smallest normal
-    number. Products with such values are subnormal numbers, which x86 CPUs compute in microcode, many times slower
-    (``benchmarks/results/fp32_subnormal_training.md``); zeroing only the stored subnormals is not enough, as the tiny
-    normal weights still make subnormal activations. Below 1e-30 a value is 23 orders of magnitude under float32's
-    resolution of anything it is added to, so outputs do not change. bfloat16 kernels flush subnormals.
-
-    Works in a process that flushes subnormal numbers (``torch.set_flush_denormal(True)``, as training does): there a
-    stored subnormal value compares equal to 0, so "not 0" is read from its bits.
-    """
+    Weight decay shrinks the weights of units that stopped learning far below float32's smallest normal number, and
+    products with them are subnormal numbers, many times slower on x86 CPUs (``benchmarks/results/
+    fp32_subnormal_training.md``). Below 1e-30 a value is 23 orders of magnitude under float32's resolution of
+    anything it is added to, so outputs do not change."""
     count = 0
     with torch.no_grad():
         for tensor in tensors:

@@ -120,10 +120,9 @@ def _changelog(meta: dict, previous_meta: dict | None, version: str, entry: str 
 
 
 def _check_output_apart(output: str, bundle_root: str, train_dir: str, ckpt_dir: str) -> None:
-    """Refuse an output that is or contains the bundle root, the training folder or the checkpoint's folder, or lies
-    inside the bundle root (but for its ``bundle/`` folder of releases) or the training folder: replacing it would
-    delete what the release is made from (the repository and its ``.git``, the run, its checkpoints, earlier
-    releases). A release beside its checkpoint (``X/model.pt``, ``X/bundle/<name>``) is fine."""
+    """Refuse an output whose replacement would delete what the release is made from: one that is or contains the
+    bundle root, the training folder or the checkpoint's folder, or lies inside the first two (but for the bundle
+    root's ``bundle/`` of releases)."""
     def within(path: str, folder: str) -> bool:
         return os.path.commonpath([path, folder]) == folder
 

@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_speed")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    previous = args.out.with_suffix(".json")  # the last run's figures, shown as "before"
+    before = json.loads(previous.read_text()) if previous.is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = tmp / "images"
@@ -150,7 +152,8 @@ def main() -> None:
     result |= {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "images": args.n,
               "rounds": args.rounds, "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows,
-              "write_segmentation_ms": written}
+              "write_segmentation_ms": written, "before": before and {k: before[k] for k in
+                                                                     ("command", "date", "load_average", "rows")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     names = list(next(iter(rows.values()))["steps_ms"])
@@ -172,6 +175,17 @@ def main() -> None:
     lines += ["", f"Writing the mask and the overlay (`write_segmentation`, interleaved, per image): "
               f"{written['fsync']:.2f} ms with each file flushed to disk (`fsync`, as before), "
               f"{written['no fsync']:.2f} ms without (as the bundle writes them now)."]
+    if before:
+        engines = [e for e in rows if e in before["rows"]]
+        lines += ["", f"Before (the previous run of this file, {before['date']}, load average "
+                  f"{before['load_average'][0]}; another run, so compare with care):", "",
+                  "| engine | end to end before | now | model before | now | rest before | now |", "|---|" + "---|" * 6]
+        for e in engines:
+            b, n = before["rows"][e], rows[e]
+            cells = [b["end_to_end_ms"], n["end_to_end_ms"], b["steps_ms"]["model (inferer)"],
+                     n["steps_ms"]["model (inferer)"], b["end_to_end_ms"] - b["steps_ms"]["model (inferer)"],
+                     n["end_to_end_ms"] - n["steps_ms"]["model (inferer)"]]
+            lines.append(f"| {e} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

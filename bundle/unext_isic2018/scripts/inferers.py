@@ -108,7 +108,7 @@ class EngineInferer(SimpleInferer):
         size_ok = self.spatial_size is None or list(inputs.shape[2:]) == self.spatial_size
         if self.run is None or inputs.device.type != "cpu" or args or kwargs or not size_ok:
             return network(inputs, *args, **kwargs)
-        x = np.ascontiguousarray(inputs.detach().float().cpu().numpy())
+        x = np.ascontiguousarray(inputs.as_subclass(torch.Tensor).detach().float().cpu().numpy())  # no MetaTensor ops
         out = torch.from_numpy(np.asarray(self.run(x), dtype=np.float32))
         if not self.checked:
             self.checked = True

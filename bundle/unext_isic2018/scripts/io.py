@@ -26,9 +26,9 @@ def umask_mode(mode: int = 0o666) -> int:
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: bool = True) -> str:
     """Fill a temporary file beside ``path`` with ``write(tmp_path)``, give it a plain file's permissions and rename it
-    to ``path`` (returned as a string); ``durable`` flushes both to disk first (outputs a run can write again skip it).
-    The temporary ``.<name>.<random>.part`` never has the destination's suffix (but ``.part.nii.gz``: NIfTI writers
-    pick the compression from the name), so a folder's ``*.png`` never lists it."""
+    to ``path`` (returned as a string); ``durable`` flushes both to disk first and removes a killed writer's leftovers
+    (outputs a run writes again skip both). The temporary ``.<name>.<random>.part`` never has the destination's suffix
+    (but ``.part.nii.gz``: NIfTI writers pick the compression from the name), so a folder's ``*.png`` never lists it."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -46,12 +46,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: 
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    if durable:
+    if durable:  # and this path's temporary files left by a killed writer (a listing: ~0.5 ms per 1,000 files)
         _fsync_dir(folder)
-    # temporary files of this path left by a process killed while writing it
-    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")):
-        with contextlib.suppress(OSError):
-            os.remove(leftover)
+        pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")
+        for leftover in glob.glob(pattern):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
     return path
 
 

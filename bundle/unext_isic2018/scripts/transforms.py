@@ -263,16 +263,17 @@ OVERLAY_COLOURS = (("red", (255, 0, 0)), ("blue", (0, 160, 255)), ("green", (0, 
                    ("orange", (255, 160, 0)))
 
 
-def _overlay(source: str, labels: np.ndarray, class_names: Sequence[str] = ()) -> Image.Image | None:
-    """The input picture with each class tinted and outlined, and with several ``class_names`` their legend; ``None``
-    if the picture's size is not the labels' (``monai.visualize.blend_images`` needs matplotlib, no bundle package)."""
-    rgb = np.asarray(read_picture(source)).transpose(1, 2, 0) * 255.0
+def _overlay(source: str | torch.Tensor, labels: np.ndarray, class_names: Sequence[str] = ()) -> Image.Image | None:
+    """The picture (its file, or (C, H, W) as read) with each class tinted and outlined, with several ``class_names``
+    their legend; ``None`` if its size is not the labels' (``monai.visualize.blend_images`` needs matplotlib)."""
+    picture = read_picture(source) if isinstance(source, str) else ToModelChannelsd("image")({"image": source})["image"]
+    rgb = np.asarray(picture).transpose(1, 2, 0) * 255.0
     if rgb.shape[:2] != labels.shape:
         return None
     colours = np.array([rgb for _, rgb in OVERLAY_COLOURS], dtype=np.float64)
     for value in np.unique(labels[labels > 0]):
         region = labels == value
-        rgb[region] = 0.6 * rgb[region] + 0.4 * colours[(value - 1) % len(colours)]
+        np.copyto(rgb, 0.6 * rgb + 0.4 * colours[(value - 1) % len(colours)], where=region[..., None])
         rgb[region & ~binary_erosion(region, iterations=2)] = [255.0, 255.0, 0.0]
     picture = Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
     if len(class_names) > 1:
@@ -293,11 +294,11 @@ def output_files(folder: str, stem: str, image: str, overlay: bool = True) -> li
     return [mask, *([os.path.join(folder, f"{stem}_overlay.png")] if overlay else [])]
 
 
-def write_segmentation(labels: np.ndarray, source: str, mask_path: str, overlay_path: str | None = None,
+def write_segmentation(labels: np.ndarray, source: str | torch.Tensor, mask_path: str, overlay_path: str | None = None,
                        affine: np.ndarray | None = None, class_names: Sequence[str] = ("lesion",)) -> list[str]:
-    """Write the label map (H, W) of the picture ``source`` atomically, not flushed (a run can write it again): a PNG
-    (one class: 0/255; K ``class_names``: their numbers) or NIfTI with ``affine``; with ``overlay_path`` the
-    :func:`_overlay` PNG. Returns the paths written (no overlay where the picture's size differs)."""
+    """Write the label map (H, W) of the picture ``source`` (its file, or as read: (C, H, W)) atomically, not flushed
+    (a run can write it again): a PNG (one class: 0/255; K ``class_names``: their numbers) or NIfTI with ``affine``;
+    with ``overlay_path`` the :func:`_overlay` PNG. Returns the paths written (no overlay where the sizes differ)."""
     labels = np.asarray(labels).astype(np.uint8)
     if mask_path.lower().endswith(NIFTI_SUFFIXES):
         import nibabel as nib
@@ -319,14 +320,14 @@ class SavePredictiond(MapTransform):
     """Write each label map (1, H, W, the picture's size) with :func:`write_segmentation` to the item's ``mask_file``
     and ``overlay_file`` (:func:`unext_monai.data.inputs.plan_inference`) or, given ``output_dir``, to
     ``<stem>_mask.png`` (NIfTI: ``.nii.gz``) and, with ``overlay``, ``<stem>_overlay.png`` there; the paths go to
-    ``<key>_files``. ``class_names``: one, a binary 0/255 mask; several, their numbers and the overlay's legend.
-    MONAI's ``SaveImaged`` writes no overlay and expects MONAI's transposed (W, H) picture order."""
+    ``<key>_files``. ``class_names``: one, a binary 0/255 mask; several, their numbers and the overlay's legend, drawn
+    on ``picture_key`` (the picture as read) or else the file. MONAI's ``SaveImaged`` writes no overlay."""
 
     def __init__(self, keys: KeysCollection, class_names: Sequence[str] = ("lesion",), output_dir: str | None = None,
                  overlay: bool = True, overwrite: bool = False, image_key: str = "image",
-                 allow_missing_keys: bool = False) -> None:
+                 picture_key: str = "picture", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.class_names, self.image_key = list(class_names), image_key
+        self.class_names, self.image_key, self.picture_key = list(class_names), image_key, picture_key
         self.output_dir, self.overlay, self.overwrite = output_dir, overlay, overwrite
 
     def outputs(self, item: Mapping[Hashable, Any]) -> list[str]:
@@ -356,8 +357,8 @@ class SavePredictiond(MapTransform):
             source = _source(d.get(self.image_key))
             affine = (getattr(pred, "meta", None) or {}).get("original_affine")
             paths = self.outputs({**d, self.image_key: source})
-            d[f"{key}_files"] = write_segmentation(labels, source, paths[0], paths[1] if len(paths) > 1 else None,
-                                                  affine, self.class_names)
+            d[f"{key}_files"] = write_segmentation(labels, d.get(self.picture_key, source), paths[0],
+                                                  paths[1] if len(paths) > 1 else None, affine, self.class_names)
             if not labels.any():
                 logger.info(f"{source}: no lesion found")
         return d

@@ -74,6 +74,19 @@ def test_engine_gives_the_mask_of_the_fp32_network(engine_net: UNeXt, onnx_file:
     assert torch.equal((y > 0)[sure], (expected > 0)[sure]) and float(sure.float().mean()) > 0.5
 
 
+def test_engine_bf16_keeps_the_first_two_convolutions_in_fp32(onnx_file: str) -> None:
+    ov = pytest.importorskip("openvino")
+    if not native_bf16("cpu"):
+        pytest.skip("no native bfloat16 on this CPU")
+    core = ov.Core()
+    model = inferers._first_convolutions_in_f32(core, core.read_model(onnx_file))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    convolutions = [op.get_rt_info()["runtimePrecision"].astype(str)
+                    for op in compiled.get_runtime_model().get_ordered_ops()
+                    if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert convolutions[:2] == ["f32", "f32"] and set(convolutions[2:]) == {"bf16"}, convolutions
+
+
 def test_engine_falls_back_with_one_line_when_not_installed(engine_net: UNeXt, onnx_file: str, caplog,
                                                             monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import fails

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,19 +33,44 @@ def native_bf16(device: torch.device | str) -> bool:
 ENGINES = ("fp32", "bf16", "pytorch")
 
 
+def _first_convolutions_in_f32(core: Any, model: Any, count: int = 2) -> Any:
+    """``model`` with its first ``count`` convolutions kept in float32 under bfloat16 inference: bfloat16's 8
+    significant bits merge neighbouring 8-bit pixel values, and the full- and half-resolution stages carry that into
+    the masks (``benchmarks/results/engine_accuracy.md``). OpenVINO keeps a node's precision (``precise``) where its
+    IR says so; its Python API cannot mark a node."""
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"][:count]
+    with tempfile.TemporaryDirectory() as tmp:
+        ov.save_model(model, os.path.join(tmp, "m.xml"), compress_to_fp16=False)
+        ir = ET.parse(os.path.join(tmp, "m.xml")).getroot()
+        for layer in (e for e in ir.iter("layer") if e.get("name") in names):
+            ET.SubElement(ET.SubElement(layer, "rt_info"), "attribute", name="precise", version="0")
+        return core.read_model(ET.tostring(ir), ov.Tensor(np.fromfile(os.path.join(tmp, "m.bin"), np.uint8)))
+
+
 def _openvino(model_file: str, precision: str, threads: int, size: Sequence[int] | None) -> tuple[str, Callable]:
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(model_file)
-    if size:  # a static size lets OpenVINO fold the network's padding and shape arithmetic
-        model.reshape([-1, model.inputs[0].partial_shape[1].get_length(), *size])
     precision = {"fp32": "f32"}.get(precision, precision)
+    model = _first_convolutions_in_f32(core, model) if precision == "bf16" else model
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
               "CPU_DENORMALS_OPTIMIZATION": True}
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    return f"OpenVINO {ov.__version__.split('-')[0]} {precision}", lambda x: request.infer({0: x})[0]
+    requests: dict[Any, Any] = {}  # one static shape each where the size is fixed: OpenVINO folds the shape arithmetic
+
+    def run(x: np.ndarray) -> np.ndarray:
+        key = x.shape if size else None
+        if key not in requests:
+            model.reshape(list(x.shape) if size else [-1, x.shape[1], *[-1] * (x.ndim - 2)])
+            requests[key] = core.compile_model(model, "CPU", config).create_infer_request()
+        return requests[key].infer({0: x})[0]
+
+    run(np.zeros((1, model.inputs[0].partial_shape[1].get_length(), *(size or [64, 64])), np.float32))  # compiled
+    return f"OpenVINO {ov.__version__.split('-')[0]} {precision}", run
 
 
 def _onnxruntime(model_file: str, precision: str, threads: int, size: Sequence[int] | None) -> tuple[str, Callable]:
@@ -65,11 +91,12 @@ def _onnxruntime(model_file: str, precision: str, threads: int, size: Sequence[i
 class EngineInferer(SimpleInferer):
     """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine (MONAI's
     inferers only call the network), chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where
-    only it is installed); ``"bf16"``: OpenVINO in bfloat16 on CPUs that compute it natively (AVX-512 BF16, AMX),
-    ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine or file falls back (ONNX Runtime, then the
-    network) with one log line saying why. The first output is checked against the network's: if the lesion masks
-    disagree (Dice under 0.99) or float32 logits differ beyond rounding, the network runs from then on, with a
-    warning. CUDA inputs, other sizes than ``spatial_size`` and calls with extra arguments go to the network.
+    only it is installed); ``"bf16"``: OpenVINO in bfloat16 (the first two convolutions in float32) on CPUs that
+    compute it natively (AVX-512 BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine or
+    file falls back (ONNX Runtime, then the network) with one log line saying why. The first output is checked against
+    the network's: if the lesion masks disagree (Dice under 0.99) or float32 logits differ beyond rounding, the network
+    runs from then on, with a warning. CUDA inputs, other sizes than ``spatial_size`` and calls with extra arguments
+    go to the network.
 
     Args:
         model_file: the ONNX file exported from the network (:func:`unext_monai.networks.export.export_onnx`).

@@ -8,16 +8,8 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 from monai.networks.layers.factories import Conv
 
-__all__ = [
-    "axial_shift_kernel",
-    "AxialShift",
-    "ChannelLayerNorm",
-    "PointwiseConv2d",
-    "PointwiseConv3d",
-    "pointwise_conv",
-    "ShiftedMLP",
-    "ShiftedMLPBlock",
-]
+__all__ = ["axial_shift_kernel", "AxialShift", "ChannelLayerNorm", "PointwiseConv2d", "PointwiseConv3d",
+           "pointwise_conv", "ShiftedMLP", "ShiftedMLPBlock"]
 
 
 def axial_shift_kernel(channels: int, shift_size: int, axes: list[int], spatial_dims: int) -> torch.Tensor:
@@ -142,14 +134,11 @@ class ShiftedMLP(nn.Module):
         dropout: dropout probability after the activation and after ``fc2``.
     """
 
-    def __init__(
-        self, spatial_dims: int, channels: int, hidden_channels: int, shift_size: int = 5, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, spatial_dims: int, channels: int, hidden_channels: int, shift_size: int = 5,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.fc1 = pointwise_conv(spatial_dims, channels, hidden_channels)
-        self.dwconv = Conv[Conv.CONV, spatial_dims](
-            hidden_channels, hidden_channels, kernel_size=3, padding=1, groups=hidden_channels
-        )
+        self.dwconv = Conv[Conv.CONV, spatial_dims](hidden_channels, hidden_channels, 3, 1, 1, groups=hidden_channels)
         self.act = nn.GELU()
         self.fc2 = pointwise_conv(spatial_dims, hidden_channels, channels)
         self.drop = nn.Dropout(dropout)
@@ -174,15 +163,8 @@ class ShiftedMLPBlock(nn.Module):
         drop_path: stochastic-depth probability of dropping the residual branch in training.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        channels: int,
-        mlp_ratio: float = 1.0,
-        shift_size: int = 5,
-        dropout: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
+    def __init__(self, spatial_dims: int, channels: int, mlp_ratio: float = 1.0, shift_size: int = 5,
+                 dropout: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm = ChannelLayerNorm(channels)
         self.mlp = ShiftedMLP(spatial_dims, channels, int(channels * mlp_ratio), shift_size, dropout)

@@ -26,7 +26,7 @@ class UNeXt(nn.Module):
     The function of the paper's code (UNeXt-pytorch) for 2D inputs whose sides are multiples of 32
     (:func:`unext_monai.from_unext_pytorch` converts its checkpoints), for any channel count, any size (zero-padded to
     a multiple of 32 at the end inside, the logits cropped back), 2D or 3D, with optional deep supervision. One forward
-    trains and infers; 2D maps and weights run channels-last (several times faster on CPUs), the logits come back in
+    trains and infers; 2D maps and weights run channels-last (faster on CPUs), the logits come back in
     the input's memory format. For deployment export it (:func:`unext_monai.networks.export.export_onnx`).
 
     Args:
@@ -102,11 +102,8 @@ class UNeXt(nn.Module):
         self.up_0 = ConvUp(spatial_dims, fea[0], fea[0], norm="", act=act)
         self.final_conv = pointwise_conv(spatial_dims, fea[0], out_channels, channels_first=True)
         # heads at 1/2, 1/4, 1/8, 1/16 of the input size, on the outputs of up_1, up_2, up_3, up_4
-        self.heads = nn.ModuleList(
-            [pointwise_conv(spatial_dims, c, out_channels, channels_first=True) for c in fea[:4]]
-            if deep_supervision
-            else []
-        )
+        self.heads = nn.ModuleList([pointwise_conv(spatial_dims, c, out_channels, channels_first=True)
+                                    for c in fea[:4]] if deep_supervision else [])
         if spatial_dims == 2:  # the weights in the maps' memory format: no convolution reorders them at every call
             self.to(memory_format=torch.channels_last)
 
@@ -125,9 +122,7 @@ class UNeXt(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             expected = "(B, " + str(self.in_channels) + ", " + ", ".join(["*"] * self.spatial_dims) + ")"
-            raise ValueError(
-                "UNeXt expects an input of shape " + expected + ", got " + str(list(x.shape)) + "."
-            )
+            raise ValueError("UNeXt expects an input of shape " + expected + ", got " + str(list(x.shape)) + ".")
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:  # noqa: UP007 (TorchScript)
         """x: (B, in_channels, *spatial) -> logits (B, out_channels, *spatial), or the deep-supervision list.

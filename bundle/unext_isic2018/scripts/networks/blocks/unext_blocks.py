@@ -29,14 +29,8 @@ class _ConvStage(nn.Module):
         act: the activation, a MONAI name or (name, args).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        norm: LayerSpec = "batch",
-        act: LayerSpec = ("relu", {"inplace": True}),
-    ) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: LayerSpec = "batch",
+                 act: LayerSpec = ("relu", {"inplace": True})) -> None:
         super().__init__()
         self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = get_norm_layer(norm, spatial_dims, out_channels)
@@ -82,15 +76,8 @@ class TokenizedUp(nn.Module):
     in_channels, *S) and skip (B, out_channels, *2S) -> (B, out_channels, *2S); ``norm`` and ``act`` go to the
     :class:`ConvUp`, the other keyword arguments to :class:`ShiftedMLPBlock`."""
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        norm: LayerSpec = "batch",
-        act: LayerSpec = ("relu", {"inplace": True}),
-        **block_args,
-    ) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: LayerSpec = "batch",
+                 act: LayerSpec = ("relu", {"inplace": True}), **block_args) -> None:
         super().__init__()
         self.conv_up = ConvUp(spatial_dims, in_channels, out_channels, norm, act)
         self.block = ShiftedMLPBlock(spatial_dims, out_channels, **block_args)

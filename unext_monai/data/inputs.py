@@ -47,10 +47,10 @@ def output_stems(paths: list[str]) -> dict[str, str]:
 
 
 def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
-    """``(inputs, skipped)`` of ``input_path`` and its subfolders: the readable pictures, sorted, and ``{"input":
-    path, "error": why}`` for every other file found (hidden ones not looked at), files named like masks or outputs
-    (:data:`~unext_monai.transforms.NOT_INPUTS`) and symlinked folders read already (each folder is read once).
-    ``FileNotFoundError`` where ``input_path`` does not exist."""
+    """``(inputs, skipped)`` of ``input_path`` and its subfolders (hidden ones not looked at): the readable pictures,
+    sorted, and ``{"input": path, "error": why}`` for every other file (unreadable, or named like a mask or an output:
+    :data:`~unext_monai.transforms.NOT_INPUTS`) and every symlinked folder that leads into the input folder or to one
+    read already (each folder is read once). ``FileNotFoundError`` where ``input_path`` does not exist."""
     root = os.path.abspath(os.path.expanduser(str(input_path)))
     if not os.path.exists(root):
         raise FileNotFoundError(f"input_path {root} does not exist")

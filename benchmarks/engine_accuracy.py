@@ -5,14 +5,15 @@ Run from the repository root (real data beside the checkout)::
 
     .venv/bin/python benchmarks/engine_accuracy.py --data_dir ../shared/data
 
-For each bundle (``bundle/unext_isic2018``, ``bundle/unext_busi``), the configs of the repository (``train.json`` +
-``evaluate.json`` + the data set's overlay) give the validation split (the seeded split recorded in the bundle's
-``docs/training_record.json``), the preprocessing and the post-processing of ``evaluate.json`` (sigmoid, back to
-the original size, the data set's gating, threshold 0.5, its connected-component rule). Every image is preprocessed
-once; its logits come from each path; each path's mask goes through the same post-processing. Recorded per path:
-the mean per-image Dice between its mask and the float32 network's (two empty masks agree: 1), the pixels that
-differ, and the data set's mean Dice against the ground truth as ``evaluate.json`` computes it (MONAI's
-``DiceMetric``, images without ground-truth lesion left out), beside the float32 network's.
+For each bundle (``bundle/unext_isic2018``, ``bundle/unext_busi``, ``bundle/unext_busi_classes``), the configs of
+the repository (``train.json`` + ``evaluate.json`` + the overlays of its data set) give the validation split (the
+seeded split recorded in the bundle's ``docs/training_record.json``), the preprocessing and the post-processing of
+``evaluate.json`` (sigmoid or softmax, back to the original size, the data set's gating, threshold 0.5 or argmax,
+its connected-component rule). Every image is preprocessed once; its logits come from each path; each path's mask
+goes through the same post-processing. Recorded per path: the mean per-image Dice between its label map and the
+float32 network's (averaged over the classes in either; two empty maps agree: 1), the pixels that differ, and the
+data set's mean Dice against the ground truth as ``evaluate.json`` computes it (MONAI's ``DiceMetric`` over the
+classes, images without ground-truth lesion left out), beside the float32 network's.
 
 Paths: ``pytorch fp32`` (the released ``model.pt`` in ``unext_monai.UNeXt``: the reference), and ``model.onnx``
 through :class:`unext_monai.inferers.EngineInferer`: ONNX Runtime fp32, OpenVINO f32 and, on CPUs with native
@@ -37,10 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.metrics import DiceMetric  # noqa: E402
+from monai.networks.utils import one_hot  # noqa: E402
 
 from unext_monai import inferers  # noqa: E402
+from unext_monai.release.configs import dataset_layers  # noqa: E402
 
-BUNDLES = {"unext_isic2018": ("isic2018", "isic2018"), "unext_busi": ("busi", "busi")}
+#: bundle -> (data set folder, the release's --dataset: its overlays are dataset_layers of it)
+BUNDLES = {"unext_isic2018": ("isic2018", "isic2018"), "unext_busi": ("busi", "busi"),
+           "unext_busi_classes": ("busi", "busi_classes")}
 
 
 def cpu_line() -> str:
@@ -68,14 +73,16 @@ def paths(model_onnx: str, spatial_size: list[int]) -> dict[str, inferers.Engine
 
 
 def mask_dice(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a > 0, b > 0
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2 * float((a & b).sum()) / total
+    """The mean over the classes in either label map of their Dice (two empty maps agree: 1)."""
+    values = [v for v in torch.unique(torch.cat([a.flatten(), b.flatten()])).tolist() if v > 0]
+    dices = [2 * float(((a == v) & (b == v)).sum()) / int((a == v).sum() + (b == v).sum()) for v in values]
+    return sum(dices) / len(dices) if dices else 1.0
 
 
 def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int | None) -> dict:
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / f) for f in ("train.json", "evaluate.json", f"{overlay}.json")])
+    layers = [f"{d}.json" for d in dataset_layers(overlay)]
+    parser.read_config([str(ROOT / "configs" / f) for f in ("train.json", "evaluate.json", *layers)])
     parser["dataset_dir"] = str(data_dir / dataset)
     parser["bundle_root"] = str(ROOT / "bundle" / name)
     parser["deep_supervision"] = False  # the released weights have no heads; eval mode returns the logits only
@@ -92,7 +99,8 @@ def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int
                                    weights_only=True))
     engines = paths(str(ROOT / "bundle" / name / "models" / "model.onnx"), parser["spatial_size"])
     names = ["pytorch fp32", *engines]
-    dice_gt = {n: DiceMetric(include_background=True, get_not_nans=True) for n in names}
+    classes = parser.get_parsed_content("num_classes")
+    dice_gt = {n: DiceMetric(include_background=False, get_not_nans=True) for n in names}  # on one-hot label maps
     agree = {n: [] for n in names[1:]}
     differ = {n: 0 for n in names[1:]}
     for item in items:
@@ -103,8 +111,9 @@ def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int
             for n in names:
                 logits = net(x) if n == "pytorch fp32" else engines[n](x, net)
                 out = post({"image": d["image"], "label": d["label"], "pred": logits[0]})
-                masks[n] = torch.as_tensor(out["pred"]).float()
-                dice_gt[n](y_pred=[masks[n]], y=[torch.as_tensor(d["label"]).float()])
+                masks[n] = torch.as_tensor(out["pred"]).long()
+                dice_gt[n](y_pred=[one_hot(masks[n][None], classes + 1)[0]],
+                           y=[one_hot(torch.as_tensor(d["label"]).long()[None], classes + 1)[0]])
         for n in names[1:]:
             agree[n].append(mask_dice(masks[n], masks["pytorch fp32"]))
             differ[n] += int((masks[n] != masks["pytorch fp32"]).sum())

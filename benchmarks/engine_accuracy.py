@@ -100,7 +100,7 @@ def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int
     engines = paths(str(ROOT / "bundle" / name / "models" / "model.onnx"), parser["spatial_size"])
     names = ["pytorch fp32", *engines]
     classes = parser.get_parsed_content("num_classes")
-    dice_gt = {n: DiceMetric(include_background=False, get_not_nans=True) for n in names}  # on one-hot label maps
+    dice_gt = {n: DiceMetric(include_background=False, get_not_nans=True) for n in names}  # one-hot, as evaluate.json
     agree = {n: [] for n in names[1:]}
     differ = {n: 0 for n in names[1:]}
     for item in items:
@@ -111,9 +111,10 @@ def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int
             for n in names:
                 logits = net(x) if n == "pytorch fp32" else engines[n](x, net)
                 out = post({"image": d["image"], "label": d["label"], "pred": logits[0]})
-                masks[n] = torch.as_tensor(out["pred"]).long()
-                dice_gt[n](y_pred=[one_hot(masks[n][None], classes + 1)[0]],
-                           y=[one_hot(torch.as_tensor(d["label"]).long()[None], classes + 1)[0]])
+                pred, label = (torch.as_tensor(out[k]) for k in ("pred", "label"))  # K classes: one-hot already
+                masks[n] = pred.argmax(0, keepdim=True) if classes > 1 else pred.long()
+                dice_gt[n](y_pred=[pred if classes > 1 else one_hot(masks[n][None], 2)[0]],
+                           y=[label if classes > 1 else one_hot(label.long()[None], 2)[0]])
         for n in names[1:]:
             agree[n].append(mask_dice(masks[n], masks["pytorch fp32"]))
             differ[n] += int((masks[n] != masks["pytorch fp32"]).sum())

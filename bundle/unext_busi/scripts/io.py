@@ -46,7 +46,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], durable: 
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    if durable:  # and this path's temporary files left by a killed writer (a listing: ~0.5 ms per 1,000 files)
+    if durable:  # and this path's temporary files left by a killed writer (a listing of the whole folder)
         _fsync_dir(folder)
         pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part{glob.escape(suffix)}")
         for leftover in glob.glob(pattern):

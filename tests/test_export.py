@@ -129,6 +129,20 @@ def test_export_onnx_dynamic_batch_and_size(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+def test_export_onnx_gives_the_pointwise_convolutions_as_convolutions(tmp_path):
+    """The network computes its 1x1 convolutions as matrix products (faster in PyTorch); the ONNX file has them as
+    Conv nodes, which OpenVINO fuses and runs in bfloat16 (a MatMul over the map ran in float32, between reorders)."""
+    import onnx
+
+    net = trained(spatial_dims=2, in_channels=3, out_channels=1, features=UNEXT_S_FEATURES)
+    graph = onnx.load(export_onnx(net, tmp_path / "model.onnx", in_channels=3)).graph
+    kernels = {t.name: list(t.dims[2:]) for t in graph.initializer}
+    ops = [n.op_type for n in graph.node]
+    pointwise = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in net.modules())
+    assert pointwise == 9 and "MatMul" not in ops and "Gemm" not in ops, ops
+    assert sum(n.op_type == "Conv" and kernels.get(n.input[1]) == [1, 1] for n in graph.node) == pointwise
+
+
 def test_export_onnx_zeroes_negligible_folded_constants(tmp_path):
     """BatchNorm folded into a convolution multiplies weights of 1e-15 by a scale of 1e-20: products that ONNX Runtime
     would compute as subnormal numbers, many times slower. The file has them as 0 and still matches PyTorch."""

@@ -84,6 +84,9 @@ class _Pointwise:
         self.channels_first = channels_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # (TorchScript compiles no more of this branch)
+            if torch.onnx.is_in_onnx_export():
+                return super().forward(x)  # a convolution in ONNX: engines fuse it and pick its layout
         if self.channels_first:
             return _matmul_over_map(x, self.weight, self.bias)
         return _linear_over_channels(x, self.weight, self.bias)
@@ -93,8 +96,8 @@ class PointwiseConv2d(_Pointwise, nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (the same parameters, initialisation and state dict)
     computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward. With
     ``channels_first`` False (inside the network) a linear layer on the channels-last view (free on channels-last maps,
-    channels-last out); True (the outputs) a matrix product over the flattened map: contiguous channel-first logits,
-    in ONNX a plain MatMul without transposes."""
+    channels-last out); True (the outputs) a matrix product over the flattened map: contiguous channel-first logits.
+    Exported to ONNX, the stock convolution."""
 
 
 class PointwiseConv3d(_Pointwise, nn.Conv3d):

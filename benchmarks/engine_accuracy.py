@@ -65,7 +65,7 @@ def paths(model_onnx: str, spatial_size: list[int]) -> dict[str, inferers.Engine
     out = {"onnxruntime fp32": inferers.EngineInferer(model_onnx, "fp32", spatial_size)}
     with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):  # fp32 where only OpenVINO is
         out["openvino f32"] = inferers.EngineInferer(model_onnx, "fp32", spatial_size)
-    if inferers.native_bf16("cpu"):
+    if inferers.native_bf16():
         out["openvino bf16"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
     for inferer in out.values():
         inferer.checked = True  # compared on every image here

@@ -104,7 +104,7 @@ def int8_paths(onnx_file: str, pictures: list[np.ndarray], threads: int, workdir
     model.reshape([-1, 3, 256, 256])
     apply_moc_transformations(model, cf=True)  # folds the weights' reshapes, which NNCF needs constant
     quantized = nncf.quantize(model, nncf.Dataset(pictures), subset_size=len(pictures))
-    hint = "bf16" if inferers.native_bf16("cpu") else "f32"
+    hint = "bf16" if inferers.native_bf16() else "f32"
     request = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
                                                      "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
     fns[f"model.onnx, OpenVINO int8 (NNCF, rest {hint})"] = lambda x: request.infer({0: x})

@@ -52,5 +52,5 @@ def test_unknown_precision_is_refused() -> None:
 
 
 def test_default_precision_follows_the_cpu() -> None:
-    assert default_precision("cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert default_precision("cpu") == ("bf16" if native_bf16() else "fp32")
     assert default_precision("meta") == "fp32"

@@ -61,7 +61,7 @@ def test_engine_gives_the_mask_of_the_fp32_network(engine_net: UNeXt, onnx_file:
     pytest.importorskip("openvino")
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     inferer = EngineInferer(onnx_file, engine, spatial_size=[64, 64])
-    bf16 = engine == "bf16" and native_bf16("cpu")
+    bf16 = engine == "bf16" and native_bf16()
     assert inferer.name.startswith("OpenVINO" if bf16 else "ONNX Runtime") and inferer.name.endswith(engine * bf16)
     with torch.no_grad():
         expected = engine_net(x)
@@ -76,7 +76,7 @@ def test_engine_gives_the_mask_of_the_fp32_network(engine_net: UNeXt, onnx_file:
 
 def test_engine_bf16_keeps_the_first_two_convolutions_in_fp32(onnx_file: str) -> None:
     ov = pytest.importorskip("openvino")
-    if not native_bf16("cpu"):
+    if not native_bf16():
         pytest.skip("no native bfloat16 on this CPU")
     core = ov.Core()
     model = inferers._first_convolutions_in_f32(core, core.read_model(onnx_file))
@@ -91,7 +91,7 @@ def test_engine_falls_back_with_one_line_when_not_installed(engine_net: UNeXt, o
                                                             monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import fails
     inferer, lines = _engine_log(caplog, onnx_file, "bf16")
-    if native_bf16("cpu"):
+    if native_bf16():
         assert inferer.name.startswith("ONNX Runtime") and len(lines) == 1 and lines[0].levelno == logging.WARNING
         assert "openvino is not installed" in lines[0].getMessage()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
@@ -106,7 +106,7 @@ def test_engine_falls_back_with_one_line_when_not_installed(engine_net: UNeXt, o
 
 def test_engine_bf16_without_native_bf16_runs_fp32(engine_net: UNeXt, onnx_file: str, caplog, monkeypatch) -> None:
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(inferers, "native_bf16", lambda device: False)
+    monkeypatch.setattr(inferers, "native_bf16", lambda: False)
     inferer, lines = _engine_log(caplog, onnx_file, "bf16")
     assert inferer.name.startswith("ONNX Runtime") and inferer.name.endswith("fp32")
     assert len(lines) == 1 and "no native bfloat16 on this CPU" in lines[0].getMessage()

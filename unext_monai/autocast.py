@@ -19,7 +19,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def default_precision(device: torch.device | str) -> str:
     """``"bf16"`` on CPUs that compute it natively (``benchmarks/results/train_speed.md``), else ``"fp32"``."""
     device = torch.device(device)
-    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
+    return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
 
 
 def _to_float32(output: Any) -> Any:

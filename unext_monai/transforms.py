@@ -281,12 +281,11 @@ def _overlay(source: str | torch.Tensor, labels: np.ndarray, class_names: Sequen
             continue
         box = np.s_[max(rows[0] - 2, 0): rows[-1] + 3, max(cols[0] - 2, 0): cols[-1] + 3]  # 2 pixels wider
         inside, part = region[box][..., None], rgb[box]
-        colour = np.array(OVERLAY_COLOURS[(value - 1) % len(OVERLAY_COLOURS)][1], dtype=np.uint16)
-        part[...] = np.where(inside, (part * np.uint16(6) + 4 * colour + 5) // 10, part)
+        colour = 4 * np.array(OVERLAY_COLOURS[(value - 1) % len(OVERLAY_COLOURS)][1], np.uint16)
+        part[...] = np.where(inside, (part * np.uint16(6) + colour + 5) // 10, part)
         part[...] = np.where(inside & ~binary_erosion(inside[..., 0], iterations=2)[..., None], (255, 255, 0), part)
     if len(class_names) > 1:
-        picture = Image.fromarray(rgb)
-        draw = ImageDraw.Draw(picture)
+        draw = ImageDraw.Draw(picture := Image.fromarray(rgb))
         for i, name in enumerate(class_names):
             y = 4 + 14 * i
             draw.rectangle(draw.textbbox((18, y), str(name)), fill=(0, 0, 0))
@@ -305,12 +304,10 @@ def _png(pixels: np.ndarray) -> bytes:
     data = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
     data[:, 0], data[0, 1:] = 2, rows[0]
     np.subtract(rows[1:], rows[:-1], out=data[1:, 1:])
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">2I5B", pixels.shape[1], pixels.shape[0], 8, 0 if pixels.ndim == 2 else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data, 1)) + chunk(b"IEND", b"")
+    chunks = [(b"IHDR", struct.pack(">2I5B", *pixels.shape[1::-1], 8, 0 if pixels.ndim == 2 else 2, 0, 0, 0)),
+              (b"IDAT", zlib.compress(data, 1)), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(body)) + kind + body
+                                          + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in chunks)
 
 
 def output_files(folder: str, stem: str, image: str, overlay: bool = True) -> list[str]:
@@ -332,15 +329,13 @@ def write_segmentation(labels: np.ndarray, source: str | torch.Tensor, mask_path
         image = nib.Nifti1Image(labels, np.eye(4) if affine is None else np.asarray(affine))
         write_atomic(mask_path, lambda p: nib.save(image, p), durable=False)
     else:
-        mask = _png(labels * 255 if len(class_names) == 1 else labels)
-        write_atomic(mask_path, lambda p: Path(p).write_bytes(mask), durable=False)
-    written = [mask_path]
+        png = _png(labels * 255 if len(class_names) == 1 else labels)
+        write_atomic(mask_path, lambda p: Path(p).write_bytes(png), durable=False)
     overlay = _overlay(source, labels, class_names) if overlay_path else None
     if overlay is not None:
-        overlay_png = _png(overlay)
-        write_atomic(overlay_path, lambda p: Path(p).write_bytes(overlay_png), durable=False)
-        written.append(overlay_path)
-    return written
+        png = _png(overlay)
+        write_atomic(overlay_path, lambda p: Path(p).write_bytes(png), durable=False)
+    return [mask_path, *([overlay_path] if overlay is not None else [])]
 
 
 class SavePredictiond(MapTransform):

@@ -36,10 +36,7 @@ class AxialShift(nn.Module):
 
     def __init__(self, spatial_dims: int, channels: int, shift_size: int, axes: list[int]) -> None:
         super().__init__()
-        self.spatial_dims = spatial_dims
-        self.channels = channels
-        self.shift_size = shift_size
-        self.axes = list(axes)
+        self.spatial_dims, self.channels, self.shift_size, self.axes = spatial_dims, channels, shift_size, list(axes)
         self.padding = [shift_size // 2 if a in self.axes else 0 for a in range(spatial_dims)]
         self.register_buffer("kernel", self._build(), persistent=False)
 
@@ -112,9 +109,6 @@ def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int, chann
 class ChannelLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial), with the parameters of
     ``nn.LayerNorm(C)`` (the reference's token LayerNorms load unchanged); channels-last, the permutes are views."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__(num_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.dim()

@@ -19,14 +19,9 @@ __all__ = ["EngineInferer", "ENGINES", "FlipTTAInferer", "native_bf16"]
 logger = logging.getLogger(__name__.split(".")[0])
 
 
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bfloat16 natively (a CPU with AVX-512 BF16 or AMX; a CUDA device with bf16)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("avx512_bf16", "amx_tile"))
-    return False
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
+    return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("avx512_bf16", "amx_tile"))
 
 
 #: the ``engine`` settings of :class:`EngineInferer`
@@ -34,10 +29,9 @@ ENGINES = ("fp32", "bf16", "pytorch")
 
 
 def _first_convolutions_in_f32(core: Any, model: Any, count: int = 2) -> Any:
-    """``model`` with its first ``count`` convolutions kept in float32 under bfloat16 inference: bfloat16's 8
-    significant bits merge neighbouring 8-bit pixel values, and the full- and half-resolution stages carry that into
-    the masks (``benchmarks/results/engine_accuracy.md``). OpenVINO keeps a node's precision (``precise``) where its
-    IR says so; its Python API cannot mark a node."""
+    """``model`` with its first ``count`` convolutions kept in float32 under bfloat16 (whose 8 significant bits merge
+    neighbouring 8-bit pixel values: ``benchmarks/results/engine_accuracy.md``), marked ``precise`` in its IR, which
+    OpenVINO keeps (its Python API cannot mark a node)."""
     import xml.etree.ElementTree as ET
 
     import openvino as ov
@@ -111,11 +105,8 @@ class EngineInferer(SimpleInferer):
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
         self.spatial_size = list(spatial_size) if spatial_size else None
         self.name, self.run, self.checked = "PyTorch network", None, False
-        why, tries = [], []
-        if engine == "bf16" and not native_bf16("cpu"):
-            why.append("no native bfloat16 on this CPU")
-        elif engine == "bf16":
-            tries.append((_openvino, "bf16"))
+        why = ["no native bfloat16 on this CPU"] if engine == "bf16" and not native_bf16() else []
+        tries = [(_openvino, "bf16")] if engine == "bf16" and not why else []
         if engine != "pytorch":
             tries += [(_onnxruntime, "fp32"), (_openvino, "fp32")]
             if not os.path.isfile(str(model_file)):
@@ -148,9 +139,8 @@ class EngineInferer(SimpleInferer):
                                f"{dice:.4f}, logits up to {diff:.3g} apart): using the PyTorch network")
                 self.name, self.run = "PyTorch network", None
                 return network(inputs)
-        if isinstance(inputs, MetaTensor):
-            out = MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
-        return out
+        return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations) if isinstance(
+            inputs, MetaTensor) else out
 
 
 class FlipTTAInferer(SimpleInferer):

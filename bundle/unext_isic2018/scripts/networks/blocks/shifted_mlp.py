@@ -36,10 +36,7 @@ class AxialShift(nn.Module):
 
     def __init__(self, spatial_dims: int, channels: int, shift_size: int, axes: list[int]) -> None:
         super().__init__()
-        self.spatial_dims = spatial_dims
-        self.channels = channels
-        self.shift_size = shift_size
-        self.axes = list(axes)
+        self.spatial_dims, self.channels, self.shift_size, self.axes = spatial_dims, channels, shift_size, list(axes)
         self.padding = [shift_size // 2 if a in self.axes else 0 for a in range(spatial_dims)]
         self.register_buffer("kernel", self._build(), persistent=False)
 
@@ -84,6 +81,9 @@ class _Pointwise:
         self.channels_first = channels_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # (TorchScript compiles no more of this branch)
+            if torch.onnx.is_in_onnx_export():
+                return super().forward(x)  # a convolution in ONNX: engines fuse it and pick its layout
         if self.channels_first:
             return _matmul_over_map(x, self.weight, self.bias)
         return _linear_over_channels(x, self.weight, self.bias)
@@ -93,8 +93,8 @@ class PointwiseConv2d(_Pointwise, nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, kernel_size=1)`` (the same parameters, initialisation and state dict)
     computed as a matrix product, faster than PyTorch's 1x1 convolution kernels forward and backward. With
     ``channels_first`` False (inside the network) a linear layer on the channels-last view (free on channels-last maps,
-    channels-last out); True (the outputs) a matrix product over the flattened map: contiguous channel-first logits,
-    in ONNX a plain MatMul without transposes."""
+    channels-last out); True (the outputs) a matrix product over the flattened map: contiguous channel-first logits.
+    Exported to ONNX, the stock convolution."""
 
 
 class PointwiseConv3d(_Pointwise, nn.Conv3d):
@@ -109,9 +109,6 @@ def pointwise_conv(spatial_dims: int, in_channels: int, out_channels: int, chann
 class ChannelLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the channel axis of a channel-first map (B, C, *spatial), with the parameters of
     ``nn.LayerNorm(C)`` (the reference's token LayerNorms load unchanged); channels-last, the permutes are views."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__(num_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.dim()

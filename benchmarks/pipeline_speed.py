@@ -6,11 +6,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/pipeline_speed.py --bundle bundle/unext_isic2018 \\
         --images ../shared/data/isic2018/ISIC2018_Task1-2_Training_Input --n 40
 
-One thread (``torch.set_num_threads(1)``, the engine's threads). For each ``--engine``: the whole ``evaluator.run()``
-over ``--n`` pictures, ``--rounds`` times (outputs overwritten), per image; then, on the same pictures, each step
-alone: the dataset item (read with ``LoadImaged``, channels, resize), collation, the inferer, and every
-post-processing transform (sigmoid, ``Invertd`` back to the picture's size, threshold, writing the mask and the
-overlay), and the paper's code through ONNX Runtime (``benchmarks/engine_speed.py``'s reference) after each
+``--threads`` (default 1: ``torch.set_num_threads``, the engine's threads too). For each ``--engine``: the whole
+``evaluator.run()`` over ``--n`` pictures, ``--rounds`` times (outputs overwritten), per image; then, on the same
+pictures, each step alone: the dataset item (read with ``LoadImaged``, channels, resize), collation, the inferer,
+and every post-processing transform (sigmoid, ``Invertd`` back to the picture's size, threshold, writing the mask
+and the overlay), and the paper's code through ONNX Runtime (``benchmarks/engine_speed.py``'s reference) after each
 round. Median per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
 """
 
@@ -109,9 +109,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=["pytorch", "fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_speed")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     previous = args.out.with_suffix(".json")  # the last run's figures, shown as "before"
     before = json.loads(previous.read_text()) if previous.is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +125,7 @@ def main() -> None:
         flows = {e: workflow(args.bundle.resolve(), images, tmp, e) for e in args.engines}
         from engine_speed import ort_session, paper_onnx
 
-        paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), 1)
+        paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), args.threads)
         x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
         reference = []
         runs = {e: [] for e in flows}
@@ -151,14 +152,16 @@ def main() -> None:
     result = {"paper_onnxruntime_ms": paper_ms}
     result |= {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "images": args.n,
-              "rounds": args.rounds, "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows,
+              "rounds": args.rounds, "threads": args.threads,
+              "load_average": [[round(v, 2) for v in la] for la in load], "rows": rows,
               "write_segmentation_ms": written, "before": before and {k: before[k] for k in
                                                                      ("command", "date", "load_average", "rows")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     names = list(next(iter(rows.values()))["steps_ms"])
     lines = ["# inference.json per image: end to end and its steps", "",
-             f"`{result['command']}` ({result['date']}); CPU: {result['cpu']}; torch {result['torch']}; one thread; "
+             f"`{result['command']}` ({result['date']}); CPU: {result['cpu']}; torch {result['torch']}; "
+             f"{args.threads} thread(s); "
              f"{args.n} pictures, median of {args.rounds} rounds; load average before {result['load_average'][0]}, "
              f"after {result['load_average'][1]}. Milliseconds per image.", "",
              "| step | " + " | ".join(f"`--engine {e}` ({rows[e]['engine']})" for e in rows) + " |",

@@ -1,5 +1,6 @@
-"""A folder built whole (the demo set, a release): built beside its place and renamed into it, so that it is the old
-folder or the new one, never a mix, and what a killed build left is tidied by the next one."""
+"""Folders: one built whole (the demo set, a release), beside its place and renamed into it, so that it is the old
+folder or the new one, never a mix, and what a killed build left is tidied by the next one; whether a path lies in a
+folder; whether a folder can be written."""
 
 from __future__ import annotations
 
@@ -11,9 +12,25 @@ import tempfile
 
 from unext_monai.io import _fsync_dir, umask_mode
 
-__all__ = ["make_build_folder", "tidy_build_leftovers", "replace_folder"]
+__all__ = ["make_build_folder", "tidy_build_leftovers", "replace_folder", "is_inside", "cannot_write"]
 
 logger = logging.getLogger("unext_monai")
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, symlinks resolved."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def cannot_write(folder: str | os.PathLike) -> str:
+    """Why a new file cannot be made in ``folder`` (made with its parents where missing), or ``""`` if it can."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        return str(e.strerror or e)
+    return ""
 
 
 def make_build_folder(target: str | os.PathLike) -> str:

@@ -8,11 +8,11 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Any
 
 from unext_monai.distributed import is_rank0, on_rank0
+from unext_monai.folders import cannot_write
 
 __all__ = ["prepare_training_run", "move_earlier_run_aside",
            "latest_checkpoint", "reuse_freed_memory", "PREVIOUS_RUNS", "LOCK_FILE"]
@@ -73,12 +73,8 @@ def _prepare(ckpt_dir: str, output_dir: str, resume: bool, pretrained_checkpoint
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"--max_epochs {max_epochs!r}: give a whole number of epochs, 1 or more. Nothing was run.")
     for folder in (ckpt_dir, output_dir):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
-        except OSError as e:
-            raise PermissionError(f"{folder}: cannot be written ({e.strerror or e}); choose another --bundle_root") \
-                from None
+        if why := cannot_write(folder):
+            raise PermissionError(f"{folder}: cannot be written ({why}); choose another --bundle_root")
     _lock(ckpt_dir)
     if resume:
         return (_runs(output_dir) or [f"run-{time.strftime('%Y%m%d-%H%M%S')}"])[-1]

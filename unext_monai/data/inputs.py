@@ -14,11 +14,11 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from typing import Any
 
 from unext_monai.data.checks import check_image_file
+from unext_monai.folders import cannot_write, is_inside
 from unext_monai.io import file_stem, write_json_atomic
 from unext_monai.transforms import NOT_INPUTS, output_files
 
@@ -62,7 +62,7 @@ def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
         kept = []
         for d in sorted(d for d in dirs if not d.startswith(".")):
             path, real = os.path.join(folder, d), os.path.realpath(os.path.join(folder, d))
-            if os.path.islink(path) and (_inside(real, root) or real in seen):
+            if os.path.islink(path) and (is_inside(real, root) or real in seen):
                 skipped.append({"input": path, "error": f"a link to a folder read once already, as {real}"})
             else:
                 seen.add(real)
@@ -79,11 +79,6 @@ def find_inputs(input_path: str) -> tuple[list[str], list[dict[str, str]]]:
     return inputs, skipped
 
 
-def _inside(path: str, folder: str) -> bool:
-    folder = os.path.realpath(folder)
-    return os.path.commonpath([os.path.realpath(path), folder]) == folder
-
-
 def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True, overwrite: bool = False,
                    model: str | None = None, dicom_seg: bool = False, allow_empty: bool = False) -> InferenceReport:
     """The inputs of an inference run and each one's output files, checked before anything is written, as the run's
@@ -98,7 +93,7 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
     root = os.path.abspath(os.path.expanduser(str(input_path)))
     output_dir = os.path.abspath(os.path.expanduser(str(output_dir)))
     base = root if os.path.isdir(root) else os.path.dirname(root)
-    if os.path.isdir(root) and _inside(output_dir, root):
+    if os.path.isdir(root) and is_inside(output_dir, root):
         raise ValueError(f"output_dir {output_dir} is inside the input folder {root}: choose an output_dir outside it")
     inputs, skipped = find_inputs(root)
     if not inputs and not allow_empty:
@@ -122,11 +117,8 @@ def plan_inference(input_path: str | None, output_dir: str, overlay: bool = True
         raise ValueError(f"{existing}: exists, and this run did not write it; choose another output_dir, or pass "
                          "--overwrite True to replace it")
     for folder in sorted({os.path.dirname(p) for p in planned + [report_path]}):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
-        except OSError as e:
-            raise ValueError(f"output folder {folder}: cannot write there ({e.strerror or e})") from None
+        if why := cannot_write(folder):
+            raise ValueError(f"output folder {folder}: cannot write there ({why})")
     logger.info(f"segmenting {len(items)} input(s) from {root} into {output_dir}; {len(skipped)} file(s) skipped")
     return InferenceReport(report_path, root, output_dir, inputs, skipped, items=items, model=model)
 

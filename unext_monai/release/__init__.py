@@ -17,7 +17,7 @@ import sys
 
 from unext_monai.bundle_scripts import bundle_on_path
 from unext_monai.checkpoint import load_checkpoint_file, same_state
-from unext_monai.folders import make_build_folder, replace_folder, tidy_build_leftovers
+from unext_monai.folders import is_inside, make_build_folder, replace_folder, tidy_build_leftovers
 from unext_monai.release.card import model_card
 from unext_monai.release.configs import (
     CONFIG_FILES,
@@ -123,16 +123,13 @@ def _check_output_apart(output: str, bundle_root: str, train_dir: str, ckpt_dir:
     """Refuse an output whose replacement would delete what the release is made from: one that is or contains the
     bundle root, the training folder or the checkpoint's folder, or lies inside the first two (but for the bundle
     root's ``bundle/`` of releases)."""
-    def within(path: str, folder: str) -> bool:
-        return os.path.commonpath([path, folder]) == folder
-
     output = os.path.realpath(output)
     releases = os.path.realpath(os.path.join(bundle_root, "bundle"))
     for what, folder, or_inside in (("the bundle root", bundle_root, True), ("the training folder", train_dir, True),
                                      ("the checkpoint's folder", ckpt_dir, False)):
         folder = os.path.realpath(folder)
-        inside = or_inside and within(output, folder) and not within(os.path.dirname(output), releases)
-        if within(folder, output) or inside:
+        inside = or_inside and is_inside(output, folder) and not is_inside(os.path.dirname(output), releases)
+        if is_inside(folder, output) or inside:
             raise ReleaseError(f"--output {output} is, contains or lies inside {what} {folder}: choose an output "
                                "apart from it (default: <bundle_root>/bundle/<name>; copy a checkpoint out of the "
                                "output first)")

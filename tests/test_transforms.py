@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -30,6 +31,26 @@ from unext_monai.transforms import (
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 H, W = 8, 12
+
+
+def test_a_damaged_picture_or_mask_is_named(tmp_path):
+    """PIL decodes a file when its pixels are asked for, where MONAI names no file: the readers name it, for a picture
+    (``LoadImaged``, ``read_picture``) and for a mask (``LoadMaskd``)."""
+    from monai.transforms import LoadImaged
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "whole.jpg")
+    Image.fromarray(rng.integers(0, 2, (64, 64), dtype=np.uint8) * 255).save(tmp_path / "whole.png")
+    for suffix in (".jpg", ".png"):
+        data = (tmp_path / f"whole{suffix}").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    cut_jpg, cut_png = (re.escape(str(tmp_path / f"cut{suffix}")) for suffix in (".jpg", ".png"))
+    with pytest.raises(ValueError, match=f"^{cut_jpg}: damaged"):
+        LoadImaged("image", reader=picture_readers(), image_only=True)({"image": str(tmp_path / "cut.jpg")})
+    with pytest.raises(ValueError, match=f"^{cut_jpg}: damaged"):
+        read_picture(str(tmp_path / "cut.jpg"))
+    with pytest.raises(ValueError, match=f"^{cut_png}: damaged"):
+        LoadMaskd("label")({"label": str(tmp_path / "cut.png")})
 
 
 def test_pictures_become_unit_range_network_input(tmp_path):
@@ -244,7 +265,7 @@ def test_lesion_confidence_gate_takes_softmax_lesion_of_any_class():
 def test_picture_readers_without_itk(monkeypatch):
     """A packaged bundle runs without ITK: the readers are built, PIL and pydicom only."""
     monkeypatch.setattr("unext_monai.transforms.optional_import", lambda name, *a, **k: (None, False))
-    assert [type(r).__name__ for r in picture_readers()] == ["_DicomReader", "PILReader"]
+    assert [type(r).__name__ for r in picture_readers()] == ["_DicomReader", "_PILPictureReader"]
 
 
 def test_the_overlay_of_several_classes_carries_their_legend(tmp_path: Path):

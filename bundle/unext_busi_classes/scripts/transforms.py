@@ -68,6 +68,16 @@ class _SuffixOnly:
         return super().read(data, **kwargs)
 
 
+class _PILPictureReader(PILReader):
+    """MONAI's PIL reader naming a damaged file (PIL decodes it in ``get_data``, where MONAI names no file)."""
+
+    def get_data(self, img: Any) -> Any:
+        try:
+            return super().get_data(img)
+        except OSError as e:
+            raise ValueError(f"{getattr(img, 'filename', 'a picture')}: damaged or cut short ({e})") from None
+
+
 class _ITKPictureReader(_SuffixOnly, ITKReader):
     """NRRD / MetaImage, copied out of ITK's buffer (MONAI returns a view that is overwritten once ITK frees it)."""
 
@@ -88,7 +98,7 @@ def picture_readers(dicom: bool = True, masks: bool = False) -> list[ImageReader
     readers: list[ImageReader] = [_ITKPictureReader(reverse_indexing=True)] if optional_import("itk")[1] else []
     if dicom:
         readers.append(_DicomReader(swap_ij=False))
-    return readers + [PILReader(reverse_indexing=False, converter=None if masks else _intensities)]
+    return readers + [_PILPictureReader(reverse_indexing=False, converter=None if masks else _intensities)]
 
 
 class ToModelChannelsd(MapTransform):

@@ -38,15 +38,12 @@ class AxialShift(nn.Module):
         super().__init__()
         self.spatial_dims, self.channels, self.shift_size, self.axes = spatial_dims, channels, shift_size, list(axes)
         self.padding = [shift_size // 2 if a in self.axes else 0 for a in range(spatial_dims)]
-        self.register_buffer("kernel", self._build(), persistent=False)
-
-    def _build(self) -> torch.Tensor:
-        return axial_shift_kernel(self.channels, self.shift_size, self.axes, self.spatial_dims)
+        self.register_buffer("kernel", axial_shift_kernel(channels, shift_size, axes, spatial_dims), persistent=False)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        with torch.no_grad():
-            self.kernel.copy_(self._build())  # a no-op on the meta device
+        with torch.no_grad():  # (a no-op on the meta device)
+            self.kernel.copy_(axial_shift_kernel(self.channels, self.shift_size, self.axes, self.spatial_dims))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

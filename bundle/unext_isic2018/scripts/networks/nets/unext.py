@@ -77,15 +77,11 @@ class UNeXt(nn.Module):
             raise ValueError(f"shift_size must be positive, got {shift_size}.")
         if int(min(fea[3:]) * mlp_ratio) < 1:
             raise ValueError(f"mlp_ratio must give the shifted MLPs at least one hidden channel, got {mlp_ratio}.")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, got {dropout}.")
-        if not 0.0 <= drop_path <= 1.0:
-            raise ValueError(f"drop_path probability has to be between 0 and 1, got {drop_path}.")
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.features = fea
-        self.deep_supervision = deep_supervision
+        for name, p in (("dropout", dropout), ("drop_path", drop_path)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} probability has to be between 0 and 1, got {p}.")
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.features, self.deep_supervision = fea, deep_supervision
         self.divisor = 32  # total downsampling: inputs are zero-padded at the end to a multiple of this
         conv_args = {"norm": norm, "act": act}
         block_args = {"mlp_ratio": mlp_ratio, "shift_size": shift_size, "dropout": dropout, "drop_path": drop_path}
@@ -108,9 +104,8 @@ class UNeXt(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
-        # the deep-supervision heads are training-only outputs: without them, a checkpoint's heads are ignored (the
-        # inference network of a model trained with them); with them, they keep their initial weights where the
-        # checkpoint has none (fine-tuning released weights with deep supervision)
+        # deep-supervision heads are training-only: without them, a checkpoint's are ignored (inference of a model
+        # trained with them); with them, they keep their initial weights where the checkpoint has none (fine-tuning)
         heads = [k for k in state_dict if k.startswith(prefix + "heads.")]
         if not self.deep_supervision:
             for k in heads:
@@ -161,6 +156,4 @@ class UNeXt(nn.Module):
 def _crop(x: torch.Tensor, size: list[int], scale: int) -> torch.Tensor:
     """Crop the trailing spatial dims of ``x`` to ``ceil(size / scale)`` (undoing the padding at the end)."""
     end = [(s + scale - 1) // scale for s in size]
-    if len(size) == 2:
-        return x[:, :, : end[0], : end[1]]
-    return x[:, :, : end[0], : end[1], : end[2]]
+    return x[:, :, : end[0], : end[1]] if len(size) == 2 else x[:, :, : end[0], : end[1], : end[2]]

@@ -146,6 +146,21 @@ def test_engine_that_disagrees_with_the_network_gives_way(engine_net: UNeXt, onn
         assert torch.equal(inferer(x, tuned), tuned(x)) and inferer.run is None
 
 
+def test_engine_keeps_the_metadata_of_a_batch(engine_net: UNeXt, onnx_file: str) -> None:
+    """A collated batch of MetaTensors (``inference.json`` with ``dataloader#batch_size`` over 1) comes back with its
+    items' metadata, so that ``Invertd`` restores each picture's size."""
+    pytest.importorskip("onnxruntime")
+    from monai.data import MetaTensor, decollate_batch, list_data_collate
+
+    items = [{"image": MetaTensor(torch.rand(3, 64, 64), meta={"filename_or_obj": f"{i}.png"})} for i in range(3)]
+    batch = list_data_collate(items)["image"]
+    with torch.no_grad():
+        out = EngineInferer(onnx_file, "fp32")(batch, engine_net)
+        assert torch.allclose(out, engine_net(batch.as_tensor()), atol=1e-4)
+    assert isinstance(out, MetaTensor) and out.is_batch
+    assert [d.meta["filename_or_obj"] for d in decollate_batch(out)] == ["0.png", "1.png", "2.png"]
+
+
 def test_flip_tta_runs_its_passes_through_an_engine(engine_net: UNeXt, onnx_file: str) -> None:
     pytest.importorskip("onnxruntime")
     x = torch.rand(1, 3, 64, 64)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
+from monai.utils import convert_to_dst_type
 
 __all__ = ["EngineInferer", "ENGINES", "FlipTTAInferer", "native_bf16"]
 
@@ -138,8 +138,7 @@ class EngineInferer(SimpleInferer):
                                f"{dice:.4f}, logits up to {diff:.3g} apart): using the PyTorch network")
                 self.name, self.run = "PyTorch network", None
                 return network(inputs)
-        return MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations) if isinstance(
-            inputs, MetaTensor) else out
+        return convert_to_dst_type(out, inputs)[0]  # a MetaTensor input's metadata (a batch's too) on the output
 
 
 class FlipTTAInferer(SimpleInferer):

@@ -40,10 +40,11 @@ from monai.bundle import ConfigWorkflow  # noqa: E402
 from monai.data import decollate_batch, list_data_collate  # noqa: E402
 
 
-def workflow(bundle: Path, images: Path, out: Path, engine: str) -> ConfigWorkflow:
+def workflow(bundle: Path, images: Path, out: Path, engine: str, batch_size: int = 1) -> ConfigWorkflow:
     wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="inference",
-                        bundle_root=str(bundle), input_path=str(images), output_dir=str(out / f"out_{engine}"),
-                        engine=engine, overwrite=True)
+                        bundle_root=str(bundle), input_path=str(images),
+                        output_dir=str(out / f"out_{engine}_{batch_size}"), engine=engine, overwrite=True,
+                        **{"dataloader#batch_size": batch_size})
     wf.initialize()
     return wf
 
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=["pytorch", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=8, help="also end to end at this batch size (0: not)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,12 +125,14 @@ def main() -> None:
             shutil.copy(f, images / f.name)
         sys.path.insert(0, str(args.bundle.resolve()))  # the bundle's scripts/, as MONAI runs it
         flows = {e: workflow(args.bundle.resolve(), images, tmp, e) for e in args.engines}
+        batched = {e: workflow(args.bundle.resolve(), images, tmp, e, args.batch_size) for e in args.engines
+                   if args.batch_size > 1}
         from engine_speed import ort_session, paper_onnx
 
         paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), args.threads)
-        x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
-        reference = []
-        runs = {e: [] for e in flows}
+        x = np.random.default_rng(0).random((max(1, args.batch_size), 3, 256, 256), dtype=np.float32)
+        reference, reference_batched = [], []
+        runs, runs_batched = {e: [] for e in flows}, {e: [] for e in batched}
         split = {e: [] for e in flows}
         load = [os.getloadavg()]
         for _ in range(args.rounds):
@@ -137,10 +141,18 @@ def main() -> None:
                 wf.run()
                 runs[e].append((time.perf_counter() - start) / args.n)
                 split[e].append(steps(wf))
+            for e, wf in batched.items():
+                start = time.perf_counter()
+                wf.run()
+                runs_batched[e].append((time.perf_counter() - start) / args.n)
             for _ in range(args.n):  # the paper's code through ONNX Runtime, in the same rounds
                 start = time.perf_counter()
-                paper.run(None, {"image": x})
+                paper.run(None, {"image": x[:1]})
                 reference.append(time.perf_counter() - start)
+            for _ in range(args.n // max(1, args.batch_size) * bool(batched)):
+                start = time.perf_counter()
+                paper.run(None, {"image": x})
+                reference_batched.append((time.perf_counter() - start) / len(x))
         written = writing(images, tmp)
         load.append(os.getloadavg())
     rows = {}
@@ -148,8 +160,12 @@ def main() -> None:
         rows[e] = {"end_to_end_ms": statistics.median(runs[e]) * 1e3,
                    "steps_ms": {k: statistics.median(s[k] for s in split[e]) * 1e3 for k in split[e][0]},
                    "engine": flows[e].parser.get_parsed_content("engine_inferer").name}
+        if e in batched:
+            rows[e]["end_to_end_batched_ms"] = statistics.median(runs_batched[e]) * 1e3
     paper_ms = statistics.median(reference) * 1e3
-    result = {"paper_onnxruntime_ms": paper_ms}
+    result = {"paper_onnxruntime_ms": paper_ms, "batch_size": args.batch_size}
+    if batched:
+        result["paper_onnxruntime_batched_ms"] = paper_batched_ms = statistics.median(reference_batched) * 1e3
     result |= {"command": "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_line(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "images": args.n,
               "rounds": args.rounds, "threads": args.threads,
@@ -175,6 +191,11 @@ def main() -> None:
                  + " | ".join(f"{rows[e]['end_to_end_ms'] / paper_ms:.2f}" for e in rows) + " |")
     lines.append("| end to end / model | " + " | ".join(
         f"{rows[e]['end_to_end_ms'] / rows[e]['steps_ms']['model (inferer)']:.2f}" for e in rows) + " |")
+    if batched:
+        lines.append(f"| end to end at batch {args.batch_size} (overlays read their picture again) | " + " | ".join(
+            f"{rows[e]['end_to_end_batched_ms']:.2f}" for e in rows) + " |")
+        lines.append(f"| the same / the paper's code at batch {args.batch_size} ({paper_batched_ms:.2f} ms an image) | "
+                     + " | ".join(f"{rows[e]['end_to_end_batched_ms'] / paper_batched_ms:.2f}" for e in rows) + " |")
     lines += ["", f"Writing the mask and the overlay (`write_segmentation`, interleaved, per image): "
               f"{written['fsync']:.2f} ms with each file flushed to disk (`fsync`, as before), "
               f"{written['no fsync']:.2f} ms without (as the bundle writes them now)."]

@@ -138,7 +138,7 @@ class EngineInferer(SimpleInferer):
                                f"{dice:.4f}, logits up to {diff:.3g} apart): using the PyTorch network")
                 self.name, self.run = "PyTorch network", None
                 return network(inputs)
-        return convert_to_dst_type(out, inputs)[0]  # a MetaTensor input's metadata (a batch's too) on the output
+        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # a MetaTensor input's metadata (a batch's too)
 
 
 class FlipTTAInferer(SimpleInferer):

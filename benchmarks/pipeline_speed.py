@@ -11,7 +11,8 @@ Run from the repository root::
 pictures, each step alone: the dataset item (read with ``LoadImaged``, channels, resize), collation, the inferer,
 and every post-processing transform (sigmoid, ``Invertd`` back to the picture's size, threshold, writing the mask
 and the overlay), and the paper's code through ONNX Runtime (``benchmarks/engine_speed.py``'s reference) after each
-round. Median per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
+round. Also end to end at ``--batch_size`` and, with ``--thread_loader``, with MONAI's ``ThreadDataLoader``. Median
+per image in milliseconds. Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ from monai.bundle import ConfigWorkflow  # noqa: E402
 from monai.data import decollate_batch, list_data_collate  # noqa: E402
 
 
-def workflow(bundle: Path, images: Path, out: Path, engine: str, batch_size: int = 1) -> ConfigWorkflow:
+def workflow(bundle: Path, images: Path, out: Path, engine: str, **overrides) -> ConfigWorkflow:
     wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="inference",
                         bundle_root=str(bundle), input_path=str(images),
-                        output_dir=str(out / f"out_{engine}_{batch_size}"), engine=engine, overwrite=True,
-                        **{"dataloader#batch_size": batch_size})
+                        output_dir=str(out / f"out_{engine}_{len(overrides)}_{hash(str(overrides))}"), engine=engine,
+                        overwrite=True, **overrides)
     wf.initialize()
     return wf
 
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["pytorch", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=8, help="also end to end at this batch size (0: not)")
+    parser.add_argument("--thread_loader", action="store_true",
+                        help="also end to end with MONAI's ThreadDataLoader (loading on a second thread; not shipped: "
+                        "an error in its thread ends the run without one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,14 +129,16 @@ def main() -> None:
             shutil.copy(f, images / f.name)
         sys.path.insert(0, str(args.bundle.resolve()))  # the bundle's scripts/, as MONAI runs it
         flows = {e: workflow(args.bundle.resolve(), images, tmp, e) for e in args.engines}
-        batched = {e: workflow(args.bundle.resolve(), images, tmp, e, args.batch_size) for e in args.engines
-                   if args.batch_size > 1}
+        batched = {e: workflow(args.bundle.resolve(), images, tmp, e, **{"dataloader#batch_size": args.batch_size})
+                   for e in args.engines if args.batch_size > 1}
+        threaded = {e: workflow(args.bundle.resolve(), images, tmp, e, **{"dataloader#_target_": "ThreadDataLoader"})
+                    for e in args.engines if args.thread_loader}
         from engine_speed import ort_session, paper_onnx
 
         paper = ort_session(paper_onnx(str(tmp / "paper.onnx")), args.threads)
         x = np.random.default_rng(0).random((max(1, args.batch_size), 3, 256, 256), dtype=np.float32)
         reference, reference_batched = [], []
-        runs, runs_batched = {e: [] for e in flows}, {e: [] for e in batched}
+        runs, runs_batched, runs_threaded = {e: [] for e in flows}, {e: [] for e in batched}, {e: [] for e in threaded}
         split = {e: [] for e in flows}
         load = [os.getloadavg()]
         for _ in range(args.rounds):
@@ -145,6 +151,10 @@ def main() -> None:
                 start = time.perf_counter()
                 wf.run()
                 runs_batched[e].append((time.perf_counter() - start) / args.n)
+            for e, wf in threaded.items():
+                start = time.perf_counter()
+                wf.run()
+                runs_threaded[e].append((time.perf_counter() - start) / args.n)
             for _ in range(args.n):  # the paper's code through ONNX Runtime, in the same rounds
                 start = time.perf_counter()
                 paper.run(None, {"image": x[:1]})
@@ -162,6 +172,8 @@ def main() -> None:
                    "engine": flows[e].parser.get_parsed_content("engine_inferer").name}
         if e in batched:
             rows[e]["end_to_end_batched_ms"] = statistics.median(runs_batched[e]) * 1e3
+        if e in threaded:
+            rows[e]["end_to_end_thread_loader_ms"] = statistics.median(runs_threaded[e]) * 1e3
     paper_ms = statistics.median(reference) * 1e3
     result = {"paper_onnxruntime_ms": paper_ms, "batch_size": args.batch_size}
     if batched:
@@ -196,6 +208,10 @@ def main() -> None:
             f"{rows[e]['end_to_end_batched_ms']:.2f}" for e in rows) + " |")
         lines.append(f"| the same / the paper's code at batch {args.batch_size} ({paper_batched_ms:.2f} ms an image) | "
                      + " | ".join(f"{rows[e]['end_to_end_batched_ms'] / paper_batched_ms:.2f}" for e in rows) + " |")
+    if threaded:
+        cells = " | ".join(f"{rows[e]['end_to_end_thread_loader_ms']:.2f}" for e in rows)
+        lines.append("| end to end, batch 1, with MONAI's `ThreadDataLoader` (not shipped: an error in its thread ends "
+                     f"the run as if done) | {cells} |")
     lines += ["", f"Writing the mask and the overlay (`write_segmentation`, interleaved, per image): "
               f"{written['fsync']:.2f} ms with each file flushed to disk (`fsync`, as before), "
               f"{written['no fsync']:.2f} ms without (as the bundle writes them now)."]

@@ -60,7 +60,8 @@ def convert_unext_pytorch_state_dict(
                if k not in state]
     if missing:
         raise ValueError(f"{name}: not a UNeXt-pytorch (archs.UNext / UNext_S) state dict; missing keys {missing}.")
-    unknown = [k for k in state if _map_key(k) is None]
+    ours = {k: _map_key(k) for k in state}
+    unknown = [k for k, v in ours.items() if v is None]
     if unknown:
         raise ValueError(f"{name}: keys that UNeXt-pytorch's UNext does not have: {unknown[:10]}.")
     features = tuple(int(state[f"{f}.weight"].shape[0]) for f in _FEATURES)
@@ -69,10 +70,9 @@ def convert_unext_pytorch_state_dict(
                                  "mlp_ratio": state["block1.0.mlp.fc1.weight"].shape[0] / features[3]}
     converted = {}
     for key, value in state.items():
-        ours = _map_key(key)
-        if ".mlp.fc" in ours and ours.endswith(".weight") and value.dim() == 2:
+        if ".mlp.fc" in ours[key] and ours[key].endswith(".weight") and value.dim() == 2:
             value = value[:, :, None, None]  # nn.Linear over tokens -> 1x1 convolution
-        converted[ours] = value
+        converted[ours[key]] = value
     return converted, kwargs
 
 

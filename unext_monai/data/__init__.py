@@ -4,12 +4,12 @@ per layout, a pre-flight check, seeded splits, the synthetic demo set, and the i
 from unext_monai.data import demo, inputs
 from unext_monai.data.checks import check_datalist
 from unext_monai.data.layouts import (
-           DATASETS,
-           read_busi,
-           read_datalist_json,
-           read_dataset,
-           read_isic2018,
-           read_unext_pytorch,
+    DATASETS,
+    read_busi,
+    read_datalist_json,
+    read_dataset,
+    read_isic2018,
+    read_unext_pytorch,
 )
 from unext_monai.data.split import prepare_split, read_all
 

@@ -109,4 +109,3 @@ def _has_list(path: str, key: str) -> bool:
             return bool(json.load(f).get(key))
     except (OSError, ValueError, AttributeError):  # read_datalist_json names what is wrong with the file
         return False
-

@@ -111,14 +111,15 @@ class EngineInferer(SimpleInferer):
             tries += [(_onnxruntime, "fp32"), (_openvino, "fp32")]
             if not os.path.isfile(str(model_file)):
                 tries, why = [], why + [f"{model_file} does not exist"]
+        missing = False
         for load, precision in tries:
             try:
                 self.name, self.run = load(str(model_file), precision, threads or torch.get_num_threads(),
                                            self.spatial_size)
                 break
             except ImportError:
+                missing = True
                 why.append(f"{load.__name__[1:]} is not installed (pip install onnxruntime openvino)")
-        missing = any("not installed" in w for w in why)
         (logger.warning if missing else logger.info)(f"inference: {self.name}" + (f"; {'; '.join(why)}" * bool(why)))
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:

@@ -17,13 +17,16 @@ classes, images without ground-truth lesion left out), beside the float32 networ
 
 Paths: ``pytorch fp32`` (the released ``model.pt`` in ``unext_monai.UNeXt``: the reference), and ``model.onnx``
 through :class:`unext_monai.inferers.EngineInferer`: ONNX Runtime fp32, OpenVINO f32 and, on CPUs with native
-bfloat16, OpenVINO bf16. Writes ``benchmarks/results/engine_accuracy.json`` and ``.md``.
+bfloat16, OpenVINO bf16 as shipped (the first two convolutions in float32), with one and with none of them in float32,
+and int8 (NNCF, calibrated on ``--calibrate`` pictures of the training split, the rest bf16). Writes
+``benchmarks/results/engine_accuracy.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import sys
@@ -61,12 +64,42 @@ def _no_onnxruntime(*args):
     raise ImportError  # as where only OpenVINO is installed
 
 
-def paths(model_onnx: str, spatial_size: list[int]) -> dict[str, inferers.EngineInferer]:
+class _Int8Inferer:
+    """``model.onnx`` quantized after training to int8 by OpenVINO's NNCF (the other layers bfloat16), calibrated on
+    ``pictures`` (network inputs, 1 x C x H x W)."""
+
+    def __init__(self, model_onnx: str, pictures: list, spatial_size: list[int]) -> None:
+        import nncf
+        import openvino as ov
+        from openvino._offline_transformations import apply_moc_transformations
+
+        core = ov.Core()
+        model = core.read_model(model_onnx)
+        model.reshape([1, pictures[0].shape[1], *spatial_size])
+        apply_moc_transformations(model, cf=True)  # folds the weights' reshapes, which NNCF needs constant
+        model = nncf.quantize(model, nncf.Dataset(pictures), subset_size=len(pictures))
+        self.request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                         "INFERENCE_NUM_THREADS": 1}).create_infer_request()
+        self.name = f"OpenVINO {ov.__version__.split('-')[0]} int8 (NNCF, {len(pictures)} training pictures), rest bf16"
+
+    def __call__(self, x: torch.Tensor, network) -> torch.Tensor:
+        return torch.from_numpy(self.request.infer({0: x.as_subclass(torch.Tensor).numpy()})[0].copy())
+
+
+def paths(model_onnx: str, spatial_size: list[int], calibration: list) -> dict:
+    """The inference paths compared with the network: the engines :class:`EngineInferer` offers and, where the CPU
+    computes bfloat16, the same with fewer convolutions kept in float32, and int8 (not offered: measured here)."""
     out = {"onnxruntime fp32": inferers.EngineInferer(model_onnx, "fp32", spatial_size)}
     with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):  # fp32 where only OpenVINO is
         out["openvino f32"] = inferers.EngineInferer(model_onnx, "fp32", spatial_size)
     if inferers.native_bf16():
         out["openvino bf16"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
+        for count, name in ((1, "openvino bf16, first convolution f32"), (0, "openvino bf16, every layer")):
+            f32_convs = functools.partial(inferers._first_convolutions_in_f32, count=count)
+            with mock.patch.object(inferers, "_first_convolutions_in_f32", f32_convs):
+                out[name] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
+        if calibration:
+            out["openvino int8"] = _Int8Inferer(model_onnx, calibration, spatial_size)
     for inferer in out.values():
         inferer.checked = True  # compared on every image here
     return out
@@ -79,7 +112,8 @@ def mask_dice(a: torch.Tensor, b: torch.Tensor) -> float:
     return sum(dices) / len(dices) if dices else 1.0
 
 
-def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int | None) -> dict:
+def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int | None,
+               calibrate: int) -> dict:
     parser = ConfigParser()
     layers = [f"{d}.json" for d in dataset_layers(overlay)]
     parser.read_config([str(ROOT / "configs" / f) for f in ("train.json", "evaluate.json", *layers)])
@@ -97,7 +131,9 @@ def run_bundle(name: str, dataset: str, overlay: str, data_dir: Path, limit: int
     net = parser.get_parsed_content("network_def").eval()
     net.load_state_dict(torch.load(ROOT / "bundle" / name / "models" / "model.pt", map_location="cpu",
                                    weights_only=True))
-    engines = paths(str(ROOT / "bundle" / name / "models" / "model.onnx"), parser["spatial_size"])
+    calibration = [pre(copy.deepcopy(item))["image"][None].numpy() for item in
+                   parser.get_parsed_content("train_datalist")[:calibrate]]
+    engines = paths(str(ROOT / "bundle" / name / "models" / "model.onnx"), parser["spatial_size"], calibration)
     names = ["pytorch fp32", *engines]
     classes = parser.get_parsed_content("num_classes")
     dice_gt = {n: DiceMetric(include_background=False, get_not_nans=True) for n in names}  # one-hot, as evaluate.json
@@ -137,13 +173,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--limit", type=int, default=None, help="first N validation images only (a smoke run)")
+    parser.add_argument("--calibrate", type=int, default=100,
+                        help="training pictures to calibrate int8 with (0: no int8 path)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
     results = {"command": "python benchmarks/engine_accuracy.py" + (f" --limit {args.limit}" if args.limit else ""),
                "date": time.strftime("%Y-%m-%d"), "cpu": cpu_line(), "torch": torch.__version__,
-               "bundles": [run_bundle(n, d, o, args.data_dir, args.limit) for n, (d, o) in BUNDLES.items()]}
+               "bundles": [run_bundle(n, d, o, args.data_dir, args.limit, args.calibrate)
+                           for n, (d, o) in BUNDLES.items()]}
     results["wall_s"] = round(time.time() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "engine_accuracy.json").write_text(json.dumps(results, indent=1) + "\n")

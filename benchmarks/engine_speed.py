@@ -17,7 +17,8 @@ which drifts slower than a round):
 - the released ``models/model.onnx`` through ONNX Runtime as a plain session (the released files as a user ran
   them, subnormal numbers computed as such), and through :class:`unext_monai.inferers.EngineInferer` ``fp32``
   (ONNX Runtime, subnormals as 0, the bundle's static size) and ``bf16`` (OpenVINO bfloat16 where the CPU computes
-  it natively), and OpenVINO f32;
+  it natively; the first two convolutions in float32), and OpenVINO f32; bf16 with one and with none of those
+  convolutions in float32 (their accuracy: ``engine_accuracy.py``), for what the float32 ones cost;
 - the released ``models/model.ts`` (TorchScript) in float32;
 - post-training int8 of ``model.onnx``, calibrated on ``--calibration`` pictures (the first 100 found, resized to
   256x256): ONNX Runtime's static QDQ quantization (per-channel int8 weights, uint8 activations; VNNI/AMX kernels
@@ -31,6 +32,7 @@ Every result names the CPU and its bf16/int8 flags. Writes ``benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -131,6 +133,12 @@ def paths(models: Path, threads: int, workdir: str, pictures: list[np.ndarray]) 
     for engine in ("fp32", "bf16"):
         inferer = inferers.EngineInferer(onnx_file, engine, size, threads)
         fns[f"model.onnx, EngineInferer {engine}: {inferer.name}"] = lambda x, f=inferer.run: f(x)
+    if inferers.native_bf16():  # what the convolutions kept in float32 for accuracy cost
+        for count, name in ((1, "first convolution f32"), (0, "every layer")):
+            f32_convs = functools.partial(inferers._first_convolutions_in_f32, count=count)
+            with mock.patch.object(inferers, "_first_convolutions_in_f32", f32_convs):
+                inferer = inferers.EngineInferer(onnx_file, "bf16", size, threads)
+            fns[f"model.onnx, {inferer.name}, {name} (not offered)"] = lambda x, f=inferer.run: f(x)
     with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):
         inferer = inferers.EngineInferer(onnx_file, "fp32", size, threads)  # OpenVINO f32
     fns[f"model.onnx, {inferer.name}"] = lambda x, f=inferer.run: f(x)

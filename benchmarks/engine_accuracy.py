@@ -17,9 +17,10 @@ classes, images without ground-truth lesion left out), beside the float32 networ
 
 Paths: ``pytorch fp32`` (the released ``model.pt`` in ``unext_monai.UNeXt``: the reference), and ``model.onnx``
 through :class:`unext_monai.inferers.EngineInferer`: ONNX Runtime fp32, OpenVINO f32 and, on CPUs with native
-bfloat16, OpenVINO bf16 as shipped (the first two convolutions in float32), with one and with none of them in float32,
-and int8 (NNCF, calibrated on ``--calibrate`` pictures of the training split, the rest bf16). Writes
-``benchmarks/results/engine_accuracy.json`` and ``.md``.
+bfloat16, OpenVINO bf16 as shipped (the first convolution in float32, the second's weights in two bfloat16 parts),
+with the first two, the first alone and none of the convolutions in float32 (``LADDER``), and int8 (NNCF, calibrated
+on ``--calibrate`` pictures of the training split, the rest bf16). Writes ``benchmarks/results/engine_accuracy.json``
+and ``.md``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def cpu_line() -> str:
     return f"{model}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
 
 
+#: bf16 with other convolutions made precise than ``EngineInferer``'s (name, float32 ones, split ones after them)
+LADDER = (("first two convolutions f32", 2, 0), ("first convolution f32", 1, 0), ("every layer", 0, 0))
+
+
 def _no_onnxruntime(*args):
     raise ImportError  # as where only OpenVINO is installed
 
@@ -94,10 +99,10 @@ def paths(model_onnx: str, spatial_size: list[int], calibration: list) -> dict:
         out["openvino f32"] = inferers.EngineInferer(model_onnx, "fp32", spatial_size)
     if inferers.native_bf16():
         out["openvino bf16"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
-        for count, name in ((1, "openvino bf16, first convolution f32"), (0, "openvino bf16, every layer")):
-            f32_convs = functools.partial(inferers._first_convolutions_in_f32, count=count)
-            with mock.patch.object(inferers, "_first_convolutions_in_f32", f32_convs):
-                out[name] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
+        for name, f32, split in LADDER:
+            with mock.patch.object(inferers, "_precise_start", functools.partial(inferers._precise_start, f32=f32,
+                                                                                 split=split)):
+                out[f"openvino bf16, {name}"] = inferers.EngineInferer(model_onnx, "bf16", spatial_size)
         if calibration:
             out["openvino int8"] = _Int8Inferer(model_onnx, calibration, spatial_size)
     for inferer in out.values():

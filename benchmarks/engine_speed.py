@@ -17,8 +17,8 @@ which drifts slower than a round):
 - the released ``models/model.onnx`` through ONNX Runtime as a plain session (the released files as a user ran
   them, subnormal numbers computed as such), and through :class:`unext_monai.inferers.EngineInferer` ``fp32``
   (ONNX Runtime, subnormals as 0, the bundle's static size) and ``bf16`` (OpenVINO bfloat16 where the CPU computes
-  it natively; the first two convolutions in float32), and OpenVINO f32; bf16 with one and with none of those
-  convolutions in float32 (their accuracy: ``engine_accuracy.py``), for what the float32 ones cost;
+  it natively; the first convolution in float32), and OpenVINO f32; bf16 with the other choices of precise
+  convolutions of ``engine_accuracy.LADDER`` (their accuracy: ``engine_accuracy.py``), for what precision costs;
 - the released ``models/model.ts`` (TorchScript) in float32;
 - post-training int8 of ``model.onnx``, calibrated on ``--calibration`` pictures (the first 100 found, resized to
   256x256): ONNX Runtime's static QDQ quantization (per-channel int8 weights, uint8 activations; VNNI/AMX kernels
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from engine_accuracy import cpu_line  # noqa: E402
+from engine_accuracy import LADDER, cpu_line  # noqa: E402
 from speed import StraightforwardUNeXt, ort_session, trained_bn  # noqa: E402
 
 from unext_monai import inferers  # noqa: E402
@@ -134,9 +134,9 @@ def paths(models: Path, threads: int, workdir: str, pictures: list[np.ndarray]) 
         inferer = inferers.EngineInferer(onnx_file, engine, size, threads)
         fns[f"model.onnx, EngineInferer {engine}: {inferer.name}"] = lambda x, f=inferer.run: f(x)
     if inferers.native_bf16():  # what the convolutions kept in float32 for accuracy cost
-        for count, name in ((1, "first convolution f32"), (0, "every layer")):
-            f32_convs = functools.partial(inferers._first_convolutions_in_f32, count=count)
-            with mock.patch.object(inferers, "_first_convolutions_in_f32", f32_convs):
+        for name, f32, split in LADDER:
+            with mock.patch.object(inferers, "_precise_start", functools.partial(inferers._precise_start, f32=f32,
+                                                                                 split=split)):
                 inferer = inferers.EngineInferer(onnx_file, "bf16", size, threads)
             fns[f"model.onnx, {inferer.name}, {name} (not offered)"] = lambda x, f=inferer.run: f(x)
     with mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime):

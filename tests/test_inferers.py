@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,17 +75,26 @@ def test_engine_gives_the_mask_of_the_fp32_network(engine_net: UNeXt, onnx_file:
     assert torch.equal((y > 0)[sure], (expected > 0)[sure]) and float(sure.float().mean()) > 0.5
 
 
-def test_engine_bf16_keeps_the_first_two_convolutions_in_fp32(onnx_file: str) -> None:
+def test_engine_bf16_keeps_the_first_convolution_in_fp32_and_the_second_s_weights_in_two_parts(onnx_file: str) -> None:
     ov = pytest.importorskip("openvino")
     if not native_bf16():
         pytest.skip("no native bfloat16 on this CPU")
     core = ov.Core()
-    model = inferers._first_convolutions_in_f32(core, core.read_model(onnx_file))
+    model = inferers._precise_start(core, core.read_model(onnx_file))
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     convolutions = [op.get_rt_info()["runtimePrecision"].astype(str)
                     for op in compiled.get_runtime_model().get_ordered_ops()
                     if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
-    assert convolutions[:2] == ["f32", "f32"] and set(convolutions[2:]) == {"bf16"}, convolutions
+    assert convolutions[0] == "f32" and set(convolutions[1:]) == {"bf16"}, convolutions
+    first, second = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"][:2]
+    weights = second.input_value(1).get_node().get_data()
+    assert weights.shape[1] == 2 * first.get_output_partial_shape(0)[1].get_length()  # its input, twice
+    high, low = np.split(weights, 2, axis=1)
+    assert not (high.view(np.uint32) & 0xFFFF).any()  # bfloat16 holds the high part exactly
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    ours, plain = (core.compile_model(m, "CPU", f32)({0: x})[0] for m in (model, core.read_model(onnx_file)))
+    assert np.abs(ours - plain).max() <= 1e-5 * np.abs(plain).max()  # the same function: the parts add up
 
 
 def test_engine_falls_back_with_one_line_when_not_installed(engine_net: UNeXt, onnx_file: str, caplog,

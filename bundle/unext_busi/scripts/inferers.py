@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,19 +29,22 @@ def native_bf16() -> bool:
 ENGINES = ("fp32", "bf16", "pytorch")
 
 
-def _first_convolutions_in_f32(core: Any, model: Any, count: int = 2) -> Any:
-    """``model`` with its first ``count`` convolutions kept in float32 under bfloat16 (whose 8 significant bits merge
-    neighbouring 8-bit pixel values: ``benchmarks/results/engine_accuracy.md``), marked ``precise`` in its IR, which
-    OpenVINO keeps (its Python API cannot mark a node)."""
-    import xml.etree.ElementTree as ET
-
+def _precise_start(core: Any, model: Any, f32: int = 1, split: int = 1) -> Any:
+    """``model`` for bfloat16 (8 significant bits: ``benchmarks/results/engine_accuracy.md``): its first ``f32``
+    convolutions in float32 (marked ``precise`` in its IR, which OpenVINO keeps; its Python API cannot mark a node), the
+    next ``split`` reading their input twice, by each weight's bfloat16 part and by the rest: 16 bits at bf16 speed."""
     import openvino as ov
 
-    names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"][:count]
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    for conv in convs[f32:f32 + split]:
+        w, x = conv.input_value(1).get_node().get_data(), conv.input_value(0)
+        high = (w.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+        conv.input(0).replace_source_output(ov.opset13.concat([x, x], 1).output(0))
+        conv.input(1).replace_source_output(ov.opset13.constant(np.concatenate([high, w - high], 1)).output(0))
     with tempfile.TemporaryDirectory() as tmp:
         ov.save_model(model, os.path.join(tmp, "m.xml"), compress_to_fp16=False)
         ir = ET.parse(os.path.join(tmp, "m.xml")).getroot()
-        for layer in (e for e in ir.iter("layer") if e.get("name") in names):
+        for layer in (e for e in ir.iter("layer") if e.get("name") in [c.get_friendly_name() for c in convs[:f32]]):
             ET.SubElement(ET.SubElement(layer, "rt_info"), "attribute", name="precise", version="0")
         return core.read_model(ET.tostring(ir), ov.Tensor(np.fromfile(os.path.join(tmp, "m.bin"), np.uint8)))
 
@@ -48,10 +52,8 @@ def _first_convolutions_in_f32(core: Any, model: Any, count: int = 2) -> Any:
 def _openvino(model_file: str, precision: str, threads: int, size: Sequence[int] | None) -> tuple[str, Callable]:
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(model_file)
-    precision = {"fp32": "f32"}.get(precision, precision)
-    model = _first_convolutions_in_f32(core, model) if precision == "bf16" else model
+    core, precision = ov.Core(), {"fp32": "f32"}.get(precision, precision)
+    model = _precise_start(core, core.read_model(model_file)) if precision == "bf16" else core.read_model(model_file)
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
               "CPU_DENORMALS_OPTIMIZATION": True}
     requests: dict[Any, Any] = {}  # one static shape each where the size is fixed: OpenVINO folds the shape arithmetic
@@ -85,7 +87,7 @@ def _onnxruntime(model_file: str, precision: str, threads: int, size: Sequence[i
 class EngineInferer(SimpleInferer):
     """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine (MONAI's
     inferers only call the network), chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where
-    only it is installed); ``"bf16"``: OpenVINO in bfloat16 (the first two convolutions in float32) on CPUs that
+    only it is installed); ``"bf16"``: OpenVINO in bfloat16 (the first convolution in float32) on CPUs that
     compute it natively (AVX-512 BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine or
     file falls back (ONNX Runtime, then the network) with one log line saying why. The first output is checked against
     the network's: if the lesion masks disagree (Dice under 0.99) or float32 logits differ beyond rounding, the network

@@ -306,18 +306,19 @@ def _overlay(source: str | torch.Tensor, labels: np.ndarray, class_names: Sequen
     return rgb
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    """8-bit gray (H, W) or RGB (H, W, 3) ``pixels`` as a PNG file's bytes, each row stored as its difference from the
-    row above (PNG's "up" filter), deflated at level 1. Pillow tries all five filters on every row, which costs more
-    than the deflating."""
+def _write_png(path: str, pixels: np.ndarray) -> None:
+    """8-bit gray (H, W) or RGB (H, W, 3) ``pixels`` written atomically (not flushed: a run can write it again) as a
+    PNG, each row stored as its difference from the row above (PNG's "up" filter), deflated at level 1. Pillow tries
+    all five filters on every row, which costs more than the deflating."""
     rows = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(pixels.shape[0], -1)
     data = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
     data[:, 0], data[0, 1:] = 2, rows[0]
     np.subtract(rows[1:], rows[:-1], out=data[1:, 1:])
     chunks = [(b"IHDR", struct.pack(">2I5B", *pixels.shape[1::-1], 8, 0 if pixels.ndim == 2 else 2, 0, 0, 0)),
               (b"IDAT", zlib.compress(data, 1)), (b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(body)) + kind + body
-                                          + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in chunks)
+    png = b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(body)) + kind + body
+                                         + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in chunks)
+    write_atomic(path, lambda p: Path(p).write_bytes(png), durable=False)
 
 
 def output_files(folder: str, stem: str, image: str, overlay: bool = True) -> list[str]:
@@ -339,12 +340,10 @@ def write_segmentation(labels: np.ndarray, source: str | torch.Tensor, mask_path
         image = nib.Nifti1Image(labels, np.eye(4) if affine is None else np.asarray(affine))
         write_atomic(mask_path, lambda p: nib.save(image, p), durable=False)
     else:
-        png = _png(labels * 255 if len(class_names) == 1 else labels)
-        write_atomic(mask_path, lambda p: Path(p).write_bytes(png), durable=False)
+        _write_png(mask_path, labels * 255 if len(class_names) == 1 else labels)
     overlay = _overlay(source, labels, class_names) if overlay_path else None
     if overlay is not None:
-        png = _png(overlay)
-        write_atomic(overlay_path, lambda p: Path(p).write_bytes(png), durable=False)
+        _write_png(overlay_path, overlay)
     return [mask_path, *([overlay_path] if overlay is not None else [])]
 
 

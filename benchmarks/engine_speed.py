@@ -152,14 +152,14 @@ def path_makers(models: Path, threads: int, workdir: str, pictures: Path) -> lis
 
         return "model.onnx, ONNX Runtime (plain session)", run
 
-    def engine(engine: str, f32: int = 1, split: int = 1, label: str = "", no_onnxruntime: bool = False):
+    def engine(kind: str, f32: int = 1, split: int = 1, label: str = "", no_onnxruntime: bool = False):
         precise = functools.partial(inferers._precise_start, f32=f32, split=split)
         with mock.patch.object(inferers, "_precise_start", precise), contextlib.ExitStack() as stack:
             if no_onnxruntime:
                 stack.enter_context(mock.patch.object(inferers, "_onnxruntime", _no_onnxruntime))
-            inferer = inferers.EngineInferer(onnx_file, engine, size, threads)
+            inferer = inferers.EngineInferer(onnx_file, kind, size, threads)
         name = f"model.onnx, {inferer.name}" + (f", {label} (not offered)" if label else "")
-        return (name if label or no_onnxruntime else f"model.onnx, EngineInferer {engine}: {inferer.name}"), inferer.run
+        return (name if label or no_onnxruntime else f"model.onnx, EngineInferer {kind}: {inferer.name}"), inferer.run
 
     def torchscript():
         ts = torch.jit.load(str(models / "model.ts"), map_location="cpu").eval()

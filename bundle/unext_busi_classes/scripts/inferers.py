@@ -87,12 +87,12 @@ def _onnxruntime(model_file: str, precision: str, threads: int, size: Sequence[i
 class EngineInferer(SimpleInferer):
     """``SimpleInferer`` that runs the exported network (``model.onnx``) through a CPU inference engine (MONAI's
     inferers only call the network), chosen and loaded once, here: ``"fp32"``: ONNX Runtime in float32 (OpenVINO where
-    only it is installed); ``"bf16"``: OpenVINO in bfloat16 (the first convolution in float32) on CPUs that
-    compute it natively (AVX-512 BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine or
-    file falls back (ONNX Runtime, then the network) with one log line saying why. The first output is checked against
-    the network's: if the lesion masks disagree (Dice under 0.99) or float32 logits differ beyond rounding, the network
-    runs from then on, with a warning. CUDA inputs, other sizes than ``spatial_size`` and calls with extra arguments
-    go to the network.
+    only it is installed); ``"bf16"``: OpenVINO in bfloat16 (its start more precise: :func:`_precise_start`) on CPUs
+    that compute it natively (AVX-512 BF16, AMX), ``"fp32"`` elsewhere; ``"pytorch"``: the network. A missing engine
+    or file falls back (ONNX Runtime, then the network) with one log line saying why. The first output is checked
+    against the network's: if the lesion masks disagree (Dice under 0.99) or float32 logits differ beyond rounding,
+    the network runs from then on, with a warning. CUDA inputs, other sizes than ``spatial_size`` and calls with extra
+    arguments go to the network.
 
     Args:
         model_file: the ONNX file exported from the network (:func:`unext_monai.networks.export.export_onnx`).
